@@ -1,0 +1,127 @@
+//! The proof type produced by a successful authorization.
+
+use delegate_secret::Secret;
+
+/// A caller whose token passed every check of the authorizer.
+///
+/// Fields are private and there is no public constructor: only the authorizer (or, in tests,
+/// the `testing` feature's builder) can make one. The raw token is kept as a [`Secret`] for the
+/// token vault, which presents it as the On-Behalf-Of assertion; it is never given to a plugin.
+#[derive(Clone, Debug)]
+pub struct VerifiedCaller {
+    pub(crate) issuer: String,
+    pub(crate) subject: String,
+    pub(crate) username: Option<String>,
+    pub(crate) display_name: Option<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) expires_at: u64,
+    pub(crate) token: Secret,
+}
+
+impl VerifiedCaller {
+    /// The token's `iss`, exactly as verified.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Stable subject: Entra `oid` when present, else `sub`.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Sign-in name (`preferred_username`, else `upn`); display only, never an authorization key.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// Display name (`name`).
+    pub fn display_name(&self) -> Option<&str> {
+        self.display_name.as_deref()
+    }
+
+    /// Tenant (`tid`).
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// The OAuth client the token was issued to (`azp`, `appid` or `client_id`).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Delegated scopes (`scp`, split on spaces).
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// App roles (`roles`).
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    /// The token's `exp` (Unix seconds): nothing derived from it may outlive this.
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+
+    /// The verified bearer token itself, for the token vault only.
+    pub fn token(&self) -> &Secret {
+        &self.token
+    }
+}
+
+/// Builds a [`VerifiedCaller`] without a token, for tests only (feature `testing`).
+#[cfg(feature = "testing")]
+#[derive(Debug)]
+pub struct VerifiedCallerBuilder(VerifiedCaller);
+
+#[cfg(feature = "testing")]
+impl VerifiedCallerBuilder {
+    /// A caller with the given subject and test defaults for everything else.
+    pub fn new(subject: &str) -> Self {
+        Self(VerifiedCaller {
+            issuer: "https://idp.test/v2.0".into(),
+            subject: subject.into(),
+            username: None,
+            display_name: None,
+            tenant: None,
+            client_id: "test-client".into(),
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            expires_at: u64::MAX,
+            token: Secret::new("test-token"),
+        })
+    }
+
+    /// Sets the username.
+    pub fn username(mut self, username: &str) -> Self {
+        self.0.username = Some(username.into());
+        self
+    }
+
+    /// Sets the tenant.
+    pub fn tenant(mut self, tenant: &str) -> Self {
+        self.0.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Sets the scopes.
+    pub fn scopes(mut self, scopes: &[&str]) -> Self {
+        self.0.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Sets the raw token.
+    pub fn token(mut self, token: &str) -> Self {
+        self.0.token = Secret::new(token);
+        self
+    }
+
+    /// Finishes the caller.
+    pub fn build(self) -> VerifiedCaller {
+        self.0
+    }
+}

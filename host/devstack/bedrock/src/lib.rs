@@ -1,0 +1,1 @@
+//! Devstack Bedrock endpoint: Converse and ConverseStream with a deterministic planner

@@ -1,0 +1,1 @@
+//! Devstack identity provider: Entra ID-compatible discovery, JWKS and token endpoint

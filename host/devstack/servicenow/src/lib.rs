@@ -1,0 +1,1 @@
+//! Devstack ServiceNow sandbox: Table API over SQLite with per-user ACLs and sys_audit

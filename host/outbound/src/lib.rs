@@ -1,0 +1,1 @@
+//! Outbound HTTPS clients: one pooled reqwest client per purpose, operator CA bundle, bounded timeouts
