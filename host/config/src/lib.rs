@@ -1,1 +1,123 @@
-//! placeholder
+//! delegate's configuration file (TOML).
+//!
+//! Two steps, like ripgrep's arguments: [`raw`] mirrors the file exactly (every table
+//! `deny_unknown_fields`, so a typo is an error, not a silent default), then [`Config::from_toml`]
+//! validates it into domain types that cannot hold an invalid value. Every error names the key
+//! it is about, in one line.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::ConfigError;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The public listener and request handling.
+    pub server: ServerSettings,
+    /// The wasm engine shared by all plugins.
+    pub engine: EngineSettings,
+    /// Plugins, in file order; exactly one is the default.
+    pub plugins: Vec<PluginSettings>,
+}
+
+/// The AgentCore-contract listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Address to listen on (`0.0.0.0:8080` for AgentCore Runtime).
+    pub listen: SocketAddr,
+    /// Invocations served at once; beyond it `/invocations` answers 503 and `/ping` says
+    /// `HealthyBusy`.
+    pub max_concurrency: usize,
+    /// Largest accepted request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// `Retry-After` seconds sent with a 503.
+    pub retry_after_seconds: u32,
+    /// How long a shutdown waits for in-flight invocations.
+    pub shutdown_grace: Duration,
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Length of one epoch tick: the granularity of CPU accounting and of yielding to other
+    /// tasks.
+    pub epoch_tick: Duration,
+    /// Pool slots for concurrently live instances (defaults to `server.max_concurrency`).
+    pub pool_instances: u32,
+}
+
+/// Per-invocation limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, in bytes, summed over the component's memories.
+    pub memory_bytes: u64,
+    /// Table elements per table.
+    pub table_elements: u64,
+    /// Time spent running guest code (time waiting on the host does not count).
+    pub cpu: Duration,
+    /// Total time of the invocation, waiting included.
+    pub wall_clock: Duration,
+    /// Bytes of text the plugin may send to the caller.
+    pub output_bytes: u64,
+    /// Bytes the plugin may write to stdout/stderr (captured into the host log).
+    pub log_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            table_elements: 20_000,
+            cpu: Duration::from_secs(2),
+            wall_clock: Duration::from_secs(300),
+            output_bytes: 1 << 20,
+            log_bytes: 64 << 10,
+        }
+    }
+}
+
+/// One plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSettings {
+    /// Name: 1-64 characters of `[a-z0-9-]`.
+    pub name: String,
+    /// Path of the component file (resolved against the config file's directory).
+    pub component: PathBuf,
+    /// Whether `/invocations` uses this plugin when the request names none.
+    pub default: bool,
+    /// Limits for this plugin's invocations (the file's `[limits]` with this plugin's overrides).
+    pub limits: Limits,
+    /// Non-secret settings given to the plugin through `wasi:config/store`.
+    pub settings: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are resolved against its
+    /// directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+        Self::from_toml(&text, &base).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates config text; `base` is the directory relative paths start from.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::parse(text, &e))?;
+        validate::validate(raw, base)
+    }
+
+    /// The default plugin.
+    pub fn default_plugin(&self) -> &PluginSettings {
+        // validate() guarantees exactly one default.
+        self.plugins.iter().find(|p| p.default).unwrap_or(&self.plugins[0])
+    }
+}

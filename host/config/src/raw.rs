@@ -1,0 +1,58 @@
+//! The file's shape, exactly; no defaults are decided here except "absent".
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub engine: RawEngine,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<RawPlugin>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Option<String>,
+    pub max_concurrency: Option<u64>,
+    pub max_body_kib: Option<u64>,
+    pub retry_after_seconds: Option<u64>,
+    pub shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEngine {
+    pub epoch_tick_ms: Option<u64>,
+    pub pool_instances: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub memory_mib: Option<u64>,
+    pub table_elements: Option<u64>,
+    pub cpu_ms: Option<u64>,
+    pub wall_clock_ms: Option<u64>,
+    pub output_kib: Option<u64>,
+    pub log_kib: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlugin {
+    pub name: String,
+    pub component: String,
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
