@@ -1,0 +1,220 @@
+//! Resource-server authentication, like ServiceNow's OIDC inbound integration: the bearer
+//! JWT is verified (RS256) against the IdP's JWKS, `iss` must be the configured issuer and
+//! `aud` the API connector's client id (the audience of the OBO Token B). Every failure is
+//! the same 401 to the client; the reason goes to the log, the token nowhere.
+
+use std::time::{Duration, Instant};
+
+use delegate_secret::Secret;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+/// Where the sandbox gets the IdP's signing keys.
+#[derive(Clone)]
+pub enum JwksSource {
+    /// A fixed key set (tests).
+    Static(JwkSet),
+    /// The IdP's `jwks_uri`, fetched with the caller's client (which trusts the devstack CA).
+    /// Fetched on first use and again when a token names an unknown `kid` (at most once per
+    /// [`ServiceNowConfig::jwks_refetch_interval`](crate::ServiceNowConfig)).
+    Remote {
+        /// The JWKS URL (http or https).
+        url: String,
+        /// The HTTP client used to fetch it.
+        client: reqwest::Client,
+    },
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Static(set) => f.debug_tuple("Static").field(&set.keys.len()).finish(),
+            Self::Remote { url, .. } => f.debug_struct("Remote").field("url", url).finish(),
+        }
+    }
+}
+
+/// Why a bearer token was refused (logged, never shown to the client beyond "401").
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthError {
+    #[error("no Authorization: Bearer header")]
+    Missing,
+    #[error("Authorization header is not a well-formed bearer token")]
+    Malformed,
+    #[error("token header rejected: {0}")]
+    Header(&'static str),
+    #[error("no signing key for the token's kid")]
+    UnknownKey,
+    #[error("could not fetch the JWKS: {0}")]
+    Jwks(String),
+    #[error("token rejected: {0:?}")]
+    Invalid(jsonwebtoken::errors::ErrorKind),
+    #[error("token lacks the string claim {0}")]
+    MissingUserClaim(String),
+}
+
+/// Largest accepted Authorization header (Entra tokens with many groups grow large).
+const MAX_AUTHORIZATION_LEN: usize = 16 * 1024;
+/// Largest accepted JWKS document.
+const MAX_JWKS_LEN: usize = 1024 * 1024;
+
+struct Cache {
+    keys: Option<JwkSet>,
+    fetched_at: Option<Instant>,
+}
+
+/// Verifies bearer tokens for one sandbox.
+pub(crate) struct Verifier {
+    issuer: String,
+    audience: String,
+    user_claim: String,
+    leeway: u64,
+    refetch_interval: Duration,
+    source: JwksSource,
+    // A tokio mutex so concurrent first requests fetch the JWKS once (single flight).
+    cache: tokio::sync::Mutex<Cache>,
+}
+
+impl Verifier {
+    pub(crate) fn new(
+        issuer: String,
+        audience: String,
+        user_claim: String,
+        leeway: u64,
+        refetch_interval: Duration,
+        source: JwksSource,
+    ) -> Self {
+        let keys = match &source {
+            JwksSource::Static(set) => Some(set.clone()),
+            JwksSource::Remote { .. } => None,
+        };
+        Self {
+            issuer,
+            audience,
+            user_claim,
+            leeway,
+            refetch_interval,
+            source,
+            cache: tokio::sync::Mutex::new(Cache {
+                keys,
+                fetched_at: None,
+            }),
+        }
+    }
+
+    /// The bearer token from an `Authorization` header value, boxed as a [`Secret`].
+    pub(crate) fn bearer(header: Option<&http::HeaderValue>) -> Result<Secret, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        if header.len() > MAX_AUTHORIZATION_LEN {
+            return Err(AuthError::Malformed);
+        }
+        let value = header.to_str().map_err(|_| AuthError::Malformed)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Missing);
+        }
+        let token = token.trim();
+        if token.is_empty() || token.split('.').count() != 3 {
+            return Err(AuthError::Malformed);
+        }
+        Ok(Secret::new(token))
+    }
+
+    async fn fetch(&self, url: &str, client: &reqwest::Client) -> Result<JwkSet, AuthError> {
+        let response = client
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| AuthError::Jwks(e.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(AuthError::Jwks(format!("status {}", response.status())));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_LEN as u64)
+        {
+            return Err(AuthError::Jwks("document too large".into()));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| AuthError::Jwks(e.without_url().to_string()))?;
+        if body.len() > MAX_JWKS_LEN {
+            return Err(AuthError::Jwks("document too large".into()));
+        }
+        serde_json::from_slice(&body).map_err(|e| AuthError::Jwks(format!("not a JWKS: {e}")))
+    }
+
+    /// The RSA signing key with `kid`, refetching a remote JWKS once when it is unknown.
+    async fn key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
+        let mut cache = self.cache.lock().await;
+        let known = cache.keys.as_ref().and_then(|set| set.find(kid)).cloned();
+        let jwk = match (known, &self.source) {
+            (Some(jwk), _) => jwk,
+            (None, JwksSource::Static(_)) => return Err(AuthError::UnknownKey),
+            (None, JwksSource::Remote { url, client }) => {
+                let may_fetch = cache
+                    .fetched_at
+                    .is_none_or(|at| at.elapsed() >= self.refetch_interval);
+                if !may_fetch {
+                    return Err(AuthError::UnknownKey);
+                }
+                cache.fetched_at = Some(Instant::now());
+                let set = self.fetch(url, client).await?;
+                let jwk = set.find(kid).cloned();
+                cache.keys = Some(set);
+                jwk.ok_or(AuthError::UnknownKey)?
+            }
+        };
+        drop(cache);
+        if !matches!(jwk.algorithm, AlgorithmParameters::RSA(_)) {
+            return Err(AuthError::Header("key is not RSA"));
+        }
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            return Err(AuthError::Header("key is not a signing key"));
+        }
+        DecodingKey::from_jwk(&jwk).map_err(|e| AuthError::Invalid(e.into_kind()))
+    }
+
+    /// Verifies `token` and returns the user claim's value (e.g. `preferred_username`).
+    pub(crate) async fn verify(&self, token: &Secret) -> Result<String, AuthError> {
+        let header = jsonwebtoken::decode_header(token.expose())
+            .map_err(|e| AuthError::Invalid(e.into_kind()))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::Header("alg is not RS256"));
+        }
+        // Keys come only from the configured JWKS; a token naming its own key, or extensions
+        // we do not implement, is refused (RFC 7515 §4.1.11 for crit).
+        if header.jku.is_some()
+            || header.jwk.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+            || header.crit.is_some()
+            || header.enc.is_some()
+            || header.zip.is_some()
+        {
+            return Err(AuthError::Header("forbidden header parameter"));
+        }
+        let kid = header.kid.ok_or(AuthError::Header("no kid"))?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token.expose(), &key, &validation)
+            .map_err(|e| AuthError::Invalid(e.into_kind()))?;
+        match data.claims.get(&self.user_claim) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(AuthError::MissingUserClaim(self.user_claim.clone())),
+        }
+    }
+}

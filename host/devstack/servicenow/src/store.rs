@@ -1,0 +1,166 @@
+//! SQLite storage: one in-memory database per sandbox instance.
+//!
+//! Every column is `TEXT NOT NULL DEFAULT ''` because every Table API value is a string.
+//! Identifiers come only from the static [`schema`](crate::schema); values are always bound
+//! parameters.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
+
+use crate::schema::{TABLES, TableDef};
+
+/// One record: field name → string value. Every field of the table is present.
+pub(crate) type Row = BTreeMap<&'static str, String>;
+
+/// The database of one sandbox.
+pub(crate) struct Store {
+    conn: Connection,
+}
+
+fn quoted(name: &str) -> String {
+    // Names are static schema identifiers ([a-z_]+); quoting keeps `group` (a keyword) usable.
+    format!("\"{name}\"")
+}
+
+fn column_list(table: &TableDef) -> String {
+    table
+        .fields
+        .iter()
+        .map(|f| quoted(f.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn row_from(table: &'static TableDef, r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let mut row = Row::new();
+    for (i, field) in table.fields.iter().enumerate() {
+        row.insert(field.name, r.get::<_, String>(i)?);
+    }
+    Ok(row)
+}
+
+impl Store {
+    /// An empty in-memory database with every table created.
+    pub(crate) fn open() -> rusqlite::Result<Self> {
+        let conn = Connection::open_in_memory()?;
+        for table in TABLES {
+            let cols = table
+                .fields
+                .iter()
+                .map(|f| {
+                    if f.name == "sys_id" {
+                        format!("{} TEXT NOT NULL PRIMARY KEY", quoted(f.name))
+                    } else {
+                        format!("{} TEXT NOT NULL DEFAULT ''", quoted(f.name))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            conn.execute_batch(&format!("CREATE TABLE {} ({cols});", quoted(table.name)))?;
+        }
+        Ok(Self { conn })
+    }
+
+    /// Every row of `table` in insertion order (ServiceNow's order when no ORDERBY is given
+    /// is unspecified; insertion order keeps the sandbox deterministic).
+    pub(crate) fn all(&self, table: &'static TableDef) -> rusqlite::Result<Vec<Row>> {
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY rowid",
+            column_list(table),
+            quoted(table.name)
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([], |r| row_from(table, r))?;
+        rows.collect()
+    }
+
+    /// The row with `sys_id`, if any.
+    pub(crate) fn get(
+        &self,
+        table: &'static TableDef,
+        sys_id: &str,
+    ) -> rusqlite::Result<Option<Row>> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE \"sys_id\" = ?1",
+            column_list(table),
+            quoted(table.name)
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        stmt.query_row([sys_id], |r| row_from(table, r)).optional()
+    }
+
+    /// Inserts a row; fields missing from `row` get `''`.
+    pub(crate) fn insert(&self, table: &'static TableDef, row: &Row) -> rusqlite::Result<()> {
+        let placeholders = (1..=table.fields.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({placeholders})",
+            quoted(table.name),
+            column_list(table)
+        );
+        let values = table
+            .fields
+            .iter()
+            .map(|f| row.get(f.name).map_or("", String::as_str));
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params_from_iter(values))?;
+        Ok(())
+    }
+
+    /// Sets the given fields of one row. Field names must come from `table`'s schema.
+    pub(crate) fn update(
+        &self,
+        table: &'static TableDef,
+        sys_id: &str,
+        changes: &[(&'static str, String)],
+    ) -> rusqlite::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if let Some((bad, _)) = changes.iter().find(|(name, _)| table.field(name).is_none()) {
+            return Err(rusqlite::Error::InvalidColumnName((*bad).to_owned()));
+        }
+        let sets = changes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| format!("{} = ?{}", quoted(name), i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE {} SET {sets} WHERE \"sys_id\" = ?1",
+            quoted(table.name)
+        );
+        let values = std::iter::once(sys_id).chain(changes.iter().map(|(_, v)| v.as_str()));
+        self.conn.execute(&sql, params_from_iter(values))?;
+        Ok(())
+    }
+
+    /// Deletes one row; whether it existed.
+    pub(crate) fn delete(&self, table: &'static TableDef, sys_id: &str) -> rusqlite::Result<bool> {
+        let sql = format!("DELETE FROM {} WHERE \"sys_id\" = ?1", quoted(table.name));
+        Ok(self.conn.execute(&sql, [sys_id])? > 0)
+    }
+
+    /// Runs `f` in one transaction (a record update and its audit rows commit together).
+    pub(crate) fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Store) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                // The original error matters more than a failed rollback.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
