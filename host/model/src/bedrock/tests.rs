@@ -1,0 +1,1 @@
+//! Tests of the Bedrock provider against the devstack endpoint.
