@@ -1,1 +1,523 @@
-//! placeholder
+//! The only crate of delegate that knows wasm.
+//!
+//! One [`Runtime`] holds one wasmtime `Engine` (component model, async, pooling allocator,
+//! epoch interruption driven by a ticker thread) and one `Linker` (WASI p2 with every
+//! capability off, `wasi:http` through delegate's egress hooks, `wasi:config/store` for plugin
+//! settings, and the `delegate:agent` interfaces). A [`Plugin`] is a compiled, type-checked
+//! component with its `InstancePre`, built once. Every invocation gets a fresh `Store` and
+//! instance, its own limits, and a stream of [`InvocationEvent`]s.
+//!
+//! A plugin can only be invoked with a [`VerifiedCaller`]: authorization happens before any
+//! plugin code runs.
+
+mod bindings;
+mod host_impl;
+mod http_hooks;
+mod limits;
+mod state;
+mod stdio;
+
+use bindings::{Agent, AgentPre};
+use delegate_auth::VerifiedCaller;
+use delegate_config::{EngineSettings, Limits, PluginSettings};
+use sha2::{Digest, Sha256};
+use state::StoreState;
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{CallHook, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+use wasmtime_wasi_http::WasiHttpCtx;
+
+/// Engine-wide options.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Epoch tick: granularity of CPU accounting and of yielding to other tasks.
+    pub epoch_tick: Duration,
+    /// Pool slots for concurrently live instances (the pool is not a queue: size it to the
+    /// server's concurrency limit).
+    pub pool_instances: u32,
+    /// Largest linear memory any plugin may have.
+    pub max_memory_bytes: u64,
+    /// Largest table any plugin may have.
+    pub max_table_elements: u64,
+    /// Compile with guest-debug instrumentation so tests can inspect guest memory. Slower;
+    /// never enable in production.
+    pub guest_debug: bool,
+}
+
+impl RuntimeOptions {
+    /// Options for an engine that can run every plugin in `plugins`.
+    pub fn new(engine: &EngineSettings, plugins: &[PluginSettings]) -> Self {
+        Self {
+            epoch_tick: engine.epoch_tick,
+            pool_instances: engine.pool_instances,
+            max_memory_bytes: plugins.iter().map(|p| p.limits.memory_bytes).max().unwrap_or(64 << 20),
+            max_table_elements: plugins.iter().map(|p| p.limits.table_elements).max().unwrap_or(20_000),
+            guest_debug: false,
+        }
+    }
+}
+
+/// The engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the wasm engine: {0}")]
+pub struct RuntimeError(String);
+
+/// A component was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginLoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
+    /// Not a valid component (or not compilable).
+    #[error("not a valid wasm component: {0}")]
+    Compile(String),
+    /// The component needs imports delegate does not provide, or lacks the `invoke` export.
+    #[error("component does not fit the delegate:agent world: {0}")]
+    World(String),
+}
+
+/// Imports and exports of a component, for `delegate plugin check`.
+#[derive(Debug, Clone)]
+pub struct ComponentReport {
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// Imported interfaces and functions.
+    pub imports: Vec<String>,
+    /// Exported interfaces and functions.
+    pub exports: Vec<String>,
+}
+
+/// The wasm engine and linker shared by every plugin.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+}
+
+impl Runtime {
+    /// Builds the engine, starts its epoch ticker and links the host interfaces.
+    pub fn new(options: &RuntimeOptions) -> Result<Self, RuntimeError> {
+        let err = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
+        let mut cfg = wasmtime::Config::new();
+        cfg.wasm_component_model(true);
+        cfg.epoch_interruption(true);
+        cfg.guest_debug(options.guest_debug);
+        let n = options.pool_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX))
+            .table_elements(usize::try_from(options.max_table_elements).unwrap_or(usize::MAX));
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(err)?;
+        start_epoch_ticker(&engine, options.epoch_tick);
+
+        let mut linker = Linker::<StoreState>::new(&engine);
+        // All of WASI p2 is linked so ordinary std guests load, but every capability is off in
+        // the per-invocation WasiCtx: no preopens, env, args, stdin, sockets or name lookups.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut StoreState| WasiConfig::from(&*s.settings))
+            .map_err(err)?;
+        bindings::caller::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).map_err(err)?;
+        bindings::model::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).map_err(err)?;
+        bindings::output::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).map_err(err)?;
+        Ok(Self { engine, linker })
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<(Component, AgentPre<StoreState>), PluginLoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| PluginLoadError::World(format!("{e:#}")))?;
+        let pre = AgentPre::new(pre).map_err(|e| PluginLoadError::World(format!("{e:#}")))?;
+        Ok((component, pre))
+    }
+
+    /// Compiles and type-checks a plugin's component from its configured file.
+    pub fn load_plugin(&self, settings: &PluginSettings) -> Result<Plugin, PluginLoadError> {
+        let bytes = std::fs::read(&settings.component).map_err(|e| PluginLoadError::Read {
+            path: settings.component.display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.load_plugin_bytes(&settings.name, &bytes, settings.limits, &settings.settings)
+    }
+
+    /// Compiles and type-checks a plugin from component bytes.
+    pub fn load_plugin_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        limits: Limits,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Plugin, PluginLoadError> {
+        let (_component, pre) = self.compile(bytes)?;
+        let digest = digest(bytes);
+        tracing::info!(plugin = name, %digest, size = bytes.len(), "plugin loaded");
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                name: name.into(),
+                digest,
+                pre,
+                limits,
+                settings: Arc::new(settings.iter().collect()),
+                engine: self.engine.clone(),
+            }),
+        })
+    }
+
+    /// Checks that `bytes` is a component delegate can run and lists its imports and exports.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<ComponentReport, PluginLoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
+        let ty = component.component_type();
+        let imports = ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let exports = ty.exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        self.compile(bytes)?;
+        Ok(ComponentReport { digest: digest(bytes), size: bytes.len(), imports, exports })
+    }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Increments the engine's epoch every `tick` from a thread that ends with the engine.
+fn start_epoch_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("delegate-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(tick);
+        }
+    });
+    if let Err(e) = spawned {
+        // Without the ticker no CPU limit would fire: refuse to run rather than run unlimited.
+        tracing::error!(error = %e, "cannot start the epoch ticker thread");
+        std::process::abort();
+    }
+}
+
+struct PluginInner {
+    name: Arc<str>,
+    digest: String,
+    pre: AgentPre<StoreState>,
+    limits: Limits,
+    settings: Arc<WasiConfigVariables>,
+    engine: Engine,
+}
+
+/// A loaded plugin: compiled, type-checked against the world, ready to instantiate.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.inner.name).field("digest", &self.inner.digest).finish()
+    }
+}
+
+/// One invocation's input.
+pub struct InvocationRequest {
+    /// The verified caller (the proof that authorization happened).
+    pub caller: VerifiedCaller,
+    /// Id for logs, audit and the response.
+    pub invocation_id: String,
+    /// The AgentCore session id, if the caller sent one (already validated).
+    pub session_id: Option<String>,
+    /// The request body (JSON text).
+    pub payload: String,
+    /// Held until the invocation has really ended (e.g. a concurrency permit).
+    pub guard: Option<Box<dyn Any + Send>>,
+}
+
+/// What an invocation produces, in order: text chunks, then exactly one `Finished`.
+#[derive(Debug)]
+pub enum InvocationEvent {
+    /// Text for the caller.
+    Text(String),
+    /// The end of the invocation.
+    Finished(Result<InvocationOutcome, InvocationError>),
+}
+
+/// A successful invocation.
+#[derive(Debug, Clone)]
+pub struct InvocationOutcome {
+    /// The string returned by the plugin's `invoke`.
+    pub result: String,
+    /// Guest CPU time.
+    pub cpu: Duration,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Bytes of text emitted.
+    pub output_bytes: u64,
+}
+
+/// Why an invocation failed. [`InvocationError::code`] is the stable code clients see.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum InvocationError {
+    /// Guest code ran longer than its CPU limit.
+    #[error("the plugin exceeded its CPU time limit")]
+    CpuLimit,
+    /// The plugin tried to use more memory (or table space) than allowed.
+    #[error("the plugin exceeded its memory limit")]
+    MemoryLimit,
+    /// The invocation took longer than its wall-clock limit.
+    #[error("the invocation exceeded its time limit")]
+    Timeout,
+    /// The plugin emitted more text than allowed.
+    #[error("the plugin exceeded its output limit")]
+    OutputLimit,
+    /// The plugin wrote more to its log than allowed.
+    #[error("the plugin exceeded its log limit")]
+    LogLimit,
+    /// The plugin overflowed its stack.
+    #[error("the plugin overflowed its stack")]
+    StackOverflow,
+    /// The plugin trapped (panicked, hit `unreachable`, misused an import...).
+    #[error("the plugin failed: {0}")]
+    PluginTrap(String),
+    /// The plugin returned an error.
+    #[error("{message}")]
+    PluginError {
+        /// The plugin's code (sanitised).
+        code: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// No instance slot was free.
+    #[error("no capacity to start the plugin")]
+    Capacity,
+    /// The caller disconnected before the end.
+    #[error("the caller disconnected")]
+    CallerGone,
+}
+
+impl InvocationError {
+    /// Stable, machine-readable code.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::CpuLimit => "cpu_limit",
+            Self::MemoryLimit => "memory_limit",
+            Self::Timeout => "timeout",
+            Self::OutputLimit => "output_limit",
+            Self::LogLimit => "log_limit",
+            Self::StackOverflow => "stack_overflow",
+            Self::PluginTrap(_) => "plugin_trap",
+            Self::PluginError { .. } => "plugin_error",
+            Self::Capacity => "capacity",
+            Self::CallerGone => "caller_gone",
+        }
+    }
+}
+
+/// A running invocation: read its events until `Finished`.
+pub struct Invocation {
+    events: mpsc::Receiver<InvocationEvent>,
+}
+
+impl Invocation {
+    /// The next event; `None` after `Finished`.
+    pub async fn next(&mut self) -> Option<InvocationEvent> {
+        self.events.recv().await
+    }
+}
+
+/// Events buffered between the plugin and a slow caller before `emit` waits.
+const EVENT_BUFFER: usize = 32;
+
+impl Plugin {
+    /// The plugin's configured name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// `sha256:<hex>` of the component.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// The per-invocation limits.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Starts an invocation in its own task; the returned handle streams its events.
+    /// Dropping the handle cancels the invocation.
+    pub fn invoke(&self, request: InvocationRequest) -> Invocation {
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let InvocationRequest { caller, invocation_id, session_id, payload, guard } = request;
+            let _guard = guard;
+            let started = Instant::now();
+            let wall = inner.limits.wall_clock;
+            let state = new_state(&inner, &caller, &invocation_id, session_id, tx.clone());
+            let run = run(&inner, state, payload, started);
+            let result = tokio::select! {
+                r = tokio::time::timeout(wall, run) => r.unwrap_or(Err(InvocationError::Timeout)),
+                () = tx.closed() => Err(InvocationError::CallerGone),
+            };
+            match &result {
+                Ok(o) => tracing::info!(
+                    plugin = %inner.name, %invocation_id, outcome = "ok",
+                    cpu_us = u64::try_from(o.cpu.as_micros()).unwrap_or(u64::MAX),
+                    elapsed_ms = u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX),
+                    output_bytes = o.output_bytes, "invocation finished"
+                ),
+                Err(e) => tracing::warn!(
+                    plugin = %inner.name, %invocation_id, outcome = e.code(),
+                    elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "invocation failed: {e}"
+                ),
+            }
+            let _ = tx.send(InvocationEvent::Finished(result)).await;
+        });
+        Invocation { events: rx }
+    }
+}
+
+fn new_state(
+    inner: &PluginInner,
+    caller: &VerifiedCaller,
+    invocation_id: &str,
+    session_id: Option<String>,
+    events: mpsc::Sender<InvocationEvent>,
+) -> StoreState {
+    let invocation: Arc<str> = invocation_id.into();
+    let logs = stdio::LogPipe::pair(inner.limits.log_bytes, Arc::clone(&inner.name), Arc::clone(&invocation));
+    let mut wasi = WasiCtx::builder();
+    wasi.stdout(logs.0.clone())
+        .stderr(logs.1.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    let principal = bindings::caller::Principal {
+        subject: caller.subject().to_owned(),
+        username: caller.username().map(str::to_owned),
+        display_name: caller.display_name().map(str::to_owned),
+        tenant: caller.tenant().map(str::to_owned),
+        client_id: caller.client_id().to_owned(),
+        scopes: caller.scopes().to_vec(),
+        roles: caller.roles().to_vec(),
+        session_id,
+        invocation_id: invocation_id.to_owned(),
+    };
+    StoreState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        http: WasiHttpCtx::new(),
+        hooks: http_hooks::EgressHooks { plugin: Arc::clone(&inner.name), invocation_id: invocation },
+        settings: Arc::clone(&inner.settings),
+        limiter: limits::Limiter::new(&inner.limits),
+        meter: limits::CpuMeter::new(inner.limits.cpu),
+        principal,
+        events,
+        output_used: 0,
+        output_limit: inner.limits.output_bytes,
+        logs,
+    }
+}
+
+async fn run(
+    inner: &PluginInner,
+    state: StoreState,
+    payload: String,
+    started: Instant,
+) -> Result<InvocationOutcome, InvocationError> {
+    let mut store = Store::new(&inner.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut cx| cx.data_mut().meter.on_epoch());
+    store.call_hook(|mut cx, hook| {
+        match hook {
+            CallHook::CallingWasm | CallHook::ReturningFromHost => cx.data().meter.enter_guest(),
+            CallHook::CallingHost | CallHook::ReturningFromWasm => cx.data_mut().meter.leave_guest(),
+        }
+        Ok(())
+    });
+    let called = async {
+        let agent: Agent = inner.pre.instantiate_async(&mut store).await?;
+        agent.call_invoke(&mut store, &payload).await
+    }
+    .await;
+    let data = store.data();
+    data.logs.0.flush_pending();
+    data.logs.1.flush_pending();
+    match called {
+        Ok(Ok(result)) => Ok(InvocationOutcome {
+            result,
+            cpu: data.meter.used(),
+            elapsed: started.elapsed(),
+            output_bytes: data.output_used,
+        }),
+        Ok(Err(e)) => Err(InvocationError::PluginError { code: sanitize_code(&e.code), message: truncate(e.message, 2048) }),
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+/// Maps a trap (or host error raised as one) to the invocation's outcome.
+fn classify(e: &wasmtime::Error) -> InvocationError {
+    if e.downcast_ref::<limits::CpuLimitExceeded>().is_some() {
+        return InvocationError::CpuLimit;
+    }
+    if e.downcast_ref::<limits::MemoryLimitExceeded>().is_some() {
+        return InvocationError::MemoryLimit;
+    }
+    if e.downcast_ref::<limits::OutputLimitExceeded>().is_some() {
+        return InvocationError::OutputLimit;
+    }
+    if e.downcast_ref::<limits::LogLimitExceeded>().is_some() {
+        return InvocationError::LogLimit;
+    }
+    if e.downcast_ref::<limits::CallerGone>().is_some() {
+        return InvocationError::CallerGone;
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => InvocationError::StackOverflow,
+        Some(Trap::Interrupt) => InvocationError::CpuLimit,
+        Some(trap) => InvocationError::PluginTrap(trap.to_string()),
+        None => {
+            let msg = e.root_cause().to_string();
+            if msg.contains("maximum concurrent limit") {
+                InvocationError::Capacity
+            } else {
+                InvocationError::PluginTrap(truncate(msg, 512))
+            }
+        }
+    }
+}
+
+fn sanitize_code(code: &str) -> String {
+    let ok = (1..=64).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok { code.to_owned() } else { "plugin_error".to_owned() }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

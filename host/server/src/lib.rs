@@ -1,1 +1,137 @@
-//! placeholder
+//! The AgentCore Runtime HTTP contract: `POST /invocations` and `GET /ping`.
+//!
+//! Per request: validate headers (session id, request id) → authorize the bearer token into a
+//! [`VerifiedCaller`] (rejections end here, before any plugin code runs) → read the body
+//! within its limit → take a concurrency slot → run the plugin and stream its text as
+//! server-sent events (or one JSON answer if the client asks for `application/json`).
+//! Every error is mapped in [`errors`].
+
+pub mod errors;
+mod invocations;
+pub mod load;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use delegate_auth::VerifiedCaller;
+use delegate_runtime::Plugin;
+use errors::ApiError;
+use load::Load;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Header carrying the AgentCore session id.
+pub const SESSION_ID_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-session-id";
+/// Header carrying the AgentCore request id (honoured, or generated and echoed).
+pub const REQUEST_ID_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-request-id";
+/// Response header: the invocation id used in logs and audit records.
+pub const INVOCATION_ID_HEADER: &str = "x-delegate-invocation-id";
+/// Response header: `name@sha256:…` of the plugin that served the invocation.
+pub const PLUGIN_HEADER: &str = "x-delegate-plugin";
+
+/// A rejected bearer token, as the authorizer classifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRejection {
+    /// Missing, malformed, expired or otherwise invalid token → 401.
+    Unauthenticated {
+        /// Stable code.
+        code: &'static str,
+    },
+    /// Valid token whose client or scopes are not allowed → 403.
+    Forbidden {
+        /// Stable code.
+        code: &'static str,
+        /// Whether it is a missing scope.
+        insufficient_scope: bool,
+    },
+}
+
+/// Future returned by [`Authorize::authorize`].
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<VerifiedCaller, AuthRejection>> + Send + 'a>>;
+
+/// Turns request headers into a [`VerifiedCaller`]. The only way into a plugin.
+pub trait Authorize: Send + Sync + 'static {
+    /// Verifies the request's credentials.
+    fn authorize<'a>(&'a self, headers: &'a HeaderMap) -> AuthFuture<'a>;
+}
+
+/// Server settings the handlers need.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Largest accepted body in bytes.
+    pub max_body_bytes: usize,
+    /// Concurrent invocations.
+    pub max_concurrency: usize,
+    /// `Retry-After` seconds on 503.
+    pub retry_after_seconds: u32,
+}
+
+impl ServerOptions {
+    /// From validated config.
+    pub fn from_settings(s: &delegate_config::ServerSettings) -> Self {
+        Self {
+            max_body_bytes: s.max_body_bytes,
+            max_concurrency: s.max_concurrency,
+            retry_after_seconds: s.retry_after_seconds,
+        }
+    }
+}
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    pub(crate) plugin: Plugin,
+    pub(crate) authorizer: Arc<dyn Authorize>,
+    pub(crate) load: Arc<Load>,
+    pub(crate) options: ServerOptions,
+    pub(crate) draining: AtomicBool,
+}
+
+impl AppState {
+    /// State serving `plugin` as the default plugin.
+    pub fn new(plugin: Plugin, authorizer: Arc<dyn Authorize>, options: ServerOptions) -> Arc<Self> {
+        Arc::new(Self {
+            plugin,
+            authorizer,
+            load: Load::new(options.max_concurrency),
+            options,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Stops taking new invocations (503) while in-flight ones finish.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The concurrency tracker.
+    pub fn load(&self) -> &Arc<Load> {
+        &self.load
+    }
+}
+
+/// The router: `POST /invocations`, `GET /ping`, JSON errors for everything else.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/invocations", post(invocations::invoke))
+        .route("/ping", get(ping))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+async fn ping(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+    let (status, since) = state.load.status();
+    axum::Json(serde_json::json!({ "status": status.as_str(), "time_of_last_update": since }))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// (including open SSE streams) finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

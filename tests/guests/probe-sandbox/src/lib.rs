@@ -25,6 +25,9 @@ impl delegate_sdk::Guest for Probe {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let args: Vec<String> = std::env::args().collect();
         let mut stdin = String::new();
+        let c = delegate_sdk::caller();
+        let caller = json!({"subject": c.subject, "username": c.username, "session_id": c.session_id,
+                            "invocation_id": c.invocation_id, "client_id": c.client_id, "scopes": c.scopes});
         let report = json!({
             "tcp_connect": attempt(std::net::TcpStream::connect(tcp.as_str())),
             "tcp_listen": attempt(std::net::TcpListener::bind("127.0.0.1:0")),
@@ -33,11 +36,11 @@ impl delegate_sdk::Guest for Probe {
             "read_file": attempt(std::fs::read("/etc/passwd")),
             "read_dir": attempt(std::fs::read_dir("/").map(Iterator::count)),
             "write_file": attempt(std::fs::write("/tmp/delegate-probe", b"x")),
-            "cwd": attempt(std::env::current_dir()),
             "env": json!({"ok": !env.is_empty(), "detail": format!("{} vars", env.len())}),
             "args": json!({"ok": !args.is_empty(), "detail": format!("{} args", args.len())}),
             "stdin": json!({"ok": std::io::stdin().read_to_string(&mut stdin).map(|n| n > 0).unwrap_or(false), "detail": ""}),
             "http": attempt(delegate_sdk::http::Request::get(&http).send().map(|r| r.status)),
+            "caller": caller,
             "settings": json!({"ok": true, "detail": format!("{:?}", delegate_sdk::settings::all())}),
         });
         Ok(report.to_string())

@@ -1,0 +1,143 @@
+//! The one place where every failure becomes an HTTP status, a stable `code` and a safe message.
+//!
+//! Responses never carry internal detail that would help an attacker (token parse errors,
+//! paths, stack traces); that goes to the log. Tokens go nowhere.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use delegate_runtime::InvocationError;
+
+/// Every failure a caller can see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// No or unusable bearer token (RFC 6750 `invalid_token`).
+    Unauthenticated {
+        /// Stable code.
+        code: &'static str,
+    },
+    /// Valid token, but the client or its scopes are not allowed.
+    Forbidden {
+        /// Stable code.
+        code: &'static str,
+        /// Whether RFC 6750's `insufficient_scope` applies.
+        insufficient_scope: bool,
+    },
+    /// The session id header is malformed.
+    InvalidSessionId,
+    /// The body is larger than `server.max_body_kib`.
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body is not UTF-8.
+    InvalidEncoding,
+    /// The body is not JSON.
+    InvalidJson,
+    /// The body could not be read.
+    BodyRead,
+    /// No such route.
+    NotFound,
+    /// Route exists, method does not.
+    MethodNotAllowed,
+    /// Every invocation slot is busy.
+    Busy {
+        /// Seconds for `Retry-After`.
+        retry_after: u32,
+    },
+    /// The server is shutting down and takes no new invocations.
+    ShuttingDown,
+    /// The invocation failed.
+    Invocation(InvocationError),
+}
+
+impl ApiError {
+    /// HTTP status, stable code and safe message.
+    pub fn parts(&self) -> (StatusCode, &str, String) {
+        match self {
+            Self::Unauthenticated { code } => (StatusCode::UNAUTHORIZED, code, "a valid bearer token is required".into()),
+            Self::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, "the token does not allow this request".into()),
+            Self::InvalidSessionId => (
+                StatusCode::BAD_REQUEST,
+                "invalid_session_id",
+                "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id must be 33-256 visible ASCII characters".into(),
+            ),
+            Self::PayloadTooLarge { limit } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the request body is larger than {limit} bytes"))
+            }
+            Self::InvalidEncoding => (StatusCode::BAD_REQUEST, "invalid_encoding", "the request body is not UTF-8".into()),
+            Self::InvalidJson => (StatusCode::BAD_REQUEST, "invalid_json", "the request body is not valid JSON".into()),
+            Self::BodyRead => (StatusCode::BAD_REQUEST, "body_read", "the request body could not be read".into()),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such route; use POST /invocations or GET /ping".into()),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".into()),
+            Self::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", "all invocation slots are busy; retry later".into()),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down".into()),
+            Self::Invocation(e) => (invocation_status(e), e.code(), e.to_string()),
+        }
+    }
+}
+
+/// Status for a failed invocation (used before streaming starts; mid-stream the status is
+/// already 200 and the code travels in the final event).
+fn invocation_status(e: &InvocationError) -> StatusCode {
+    match e {
+        InvocationError::PluginError { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        InvocationError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        InvocationError::Capacity => StatusCode::SERVICE_UNAVAILABLE,
+        InvocationError::CallerGone => StatusCode::BAD_REQUEST,
+        InvocationError::CpuLimit
+        | InvocationError::MemoryLimit
+        | InvocationError::OutputLimit
+        | InvocationError::LogLimit
+        | InvocationError::StackOverflow
+        | InvocationError::PluginTrap(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The JSON error body shared by plain responses and the final SSE error event:
+/// `error` (safe message) and `error_type` (stable code), as the bedrock-agentcore SDK does.
+pub fn error_body(code: &str, message: &str, request_id: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({ "error": message, "error_type": code });
+    if let Some(id) = request_id {
+        body["request_id"] = id.into();
+    }
+    body
+}
+
+/// An [`ApiError`] with the request id it answers.
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ApiError,
+    /// The request id, echoed in the body.
+    pub request_id: Option<String>,
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.error.parts();
+        let body = error_body(code, &message, self.request_id.as_deref());
+        let mut resp = (status, axum::Json(body)).into_response();
+        let headers = resp.headers_mut();
+        match &self.error {
+            ApiError::Unauthenticated { .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            }
+            ApiError::Forbidden { insufficient_scope: true, .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"insufficient_scope\""));
+            }
+            ApiError::Busy { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            ApiError::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        ErrorResponse { error: self, request_id: None }.into_response()
+    }
+}

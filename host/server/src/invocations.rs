@@ -1,0 +1,187 @@
+//! `POST /invocations`.
+
+use crate::errors::{ApiError, ErrorResponse, error_body};
+use crate::{AppState, AuthRejection, INVOCATION_ID_HEADER, PLUGIN_HEADER, REQUEST_ID_HEADER, SESSION_ID_HEADER};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use delegate_runtime::{Invocation, InvocationEvent, InvocationRequest};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Visible ASCII, no spaces: safe to log and echo.
+fn visible_ascii(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=256).contains(&v.len()) && visible_ascii(v))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(SESSION_ID_HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::InvalidSessionId);
+    }
+    let v = value.to_str().map_err(|_| ApiError::InvalidSessionId)?;
+    if !(33..=256).contains(&v.len()) || !visible_ascii(v) {
+        return Err(ApiError::InvalidSessionId);
+    }
+    Ok(Some(v.to_owned()))
+}
+
+/// Whether the client asked for one JSON answer instead of an event stream.
+fn wants_json(headers: &HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    accept.contains("application/json") && !accept.contains("text/event-stream")
+}
+
+pub(crate) async fn invoke(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let rid = request_id(request.headers());
+    match handle(&state, request, &rid).await {
+        Ok(mut resp) => {
+            if let Ok(v) = HeaderValue::from_str(&rid) {
+                resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            resp
+        }
+        Err(error) => {
+            let mut resp = ErrorResponse { error, request_id: Some(rid.clone()) }.into_response();
+            if let Ok(v) = HeaderValue::from_str(&rid) {
+                resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            resp
+        }
+    }
+}
+
+async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Response, ApiError> {
+    if state.draining.load(Ordering::SeqCst) {
+        return Err(ApiError::ShuttingDown);
+    }
+    let (parts, body) = request.into_parts();
+    let session = session_id(&parts.headers)?;
+
+    // Authorization comes before reading the body and long before any plugin code.
+    let caller = state.authorizer.authorize(&parts.headers).await.map_err(|r| match r {
+        AuthRejection::Unauthenticated { code } => ApiError::Unauthenticated { code },
+        AuthRejection::Forbidden { code, insufficient_scope } => ApiError::Forbidden { code, insufficient_scope },
+    })?;
+
+    let limit = state.options.max_body_bytes;
+    let bytes = axum::body::to_bytes(Body::new(body), limit).await.map_err(|e| {
+        if is_length_limit(&e) { ApiError::PayloadTooLarge { limit } } else { ApiError::BodyRead }
+    })?;
+    let payload = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::InvalidEncoding)?;
+    if serde_json::from_str::<serde::de::IgnoredAny>(&payload).is_err() {
+        return Err(ApiError::InvalidJson);
+    }
+
+    let permit = state.load.try_acquire().ok_or(ApiError::Busy { retry_after: state.options.retry_after_seconds })?;
+    let invocation_id = rid.to_owned();
+    let plugin = &state.plugin;
+    let mut invocation = plugin.invoke(InvocationRequest {
+        caller,
+        invocation_id: invocation_id.clone(),
+        session_id: session,
+        payload,
+        guard: Some(Box::new(permit)),
+    });
+    let plugin_tag = format!("{}@{}", plugin.name(), plugin.digest());
+
+    let mut resp = if wants_json(&parts.headers) {
+        json_answer(&mut invocation, &invocation_id).await?
+    } else {
+        // Hold the headers until the first event: a failure before any output gets a real
+        // status code; after that, the status is 200 and errors travel as the final event.
+        let first = invocation.next().await;
+        if let Some(InvocationEvent::Finished(Err(e))) = first {
+            return Err(ApiError::Invocation(e));
+        }
+        sse_answer(first, invocation, invocation_id.clone())
+    };
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&invocation_id) {
+        headers.insert(INVOCATION_ID_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&plugin_tag) {
+        headers.insert(PLUGIN_HEADER, v);
+    }
+    Ok(resp)
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+async fn json_answer(invocation: &mut Invocation, invocation_id: &str) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    while let Some(event) = invocation.next().await {
+        match event {
+            InvocationEvent::Text(t) => text.push_str(&t),
+            InvocationEvent::Finished(Ok(outcome)) => {
+                let body = serde_json::json!({
+                    "response": text,
+                    "result": outcome.result,
+                    "status": "success",
+                    "invocation_id": invocation_id,
+                });
+                return Ok(axum::Json(body).into_response());
+            }
+            InvocationEvent::Finished(Err(e)) => return Err(ApiError::Invocation(e)),
+        }
+    }
+    Err(ApiError::Invocation(delegate_runtime::InvocationError::PluginTrap("invocation ended without a result".into())))
+}
+
+fn event_for(event: InvocationEvent, invocation_id: &str) -> Event {
+    match event {
+        // A text chunk is a JSON string, as bedrock-agentcore's SDK sends yielded strings.
+        InvocationEvent::Text(t) => Event::default().data(serde_json::Value::String(t).to_string()),
+        InvocationEvent::Finished(Ok(outcome)) => Event::default().data(
+            serde_json::json!({ "result": outcome.result, "status": "success", "invocation_id": invocation_id }).to_string(),
+        ),
+        InvocationEvent::Finished(Err(e)) => {
+            let error = ApiError::Invocation(e);
+            let (_, code, message) = error.parts();
+            let mut body = error_body(code, &message, Some(invocation_id));
+            body["message"] = "An error occurred during streaming".into();
+            Event::default().data(body.to_string())
+        }
+    }
+}
+
+fn sse_answer(first: Option<InvocationEvent>, invocation: Invocation, invocation_id: String) -> Response {
+    let stream = futures::stream::unfold(
+        (first, invocation, invocation_id, false),
+        |(pending, mut inv, id, done)| async move {
+            if done {
+                return None;
+            }
+            let event = match pending {
+                Some(e) => Some(e),
+                None => inv.next().await,
+            };
+            let event = event?;
+            let finished = matches!(event, InvocationEvent::Finished(_));
+            let sse = event_for(event, &id);
+            Some((Ok::<_, Infallible>(sse), (None, inv, id, finished)))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
