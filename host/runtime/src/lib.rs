@@ -357,6 +357,19 @@ impl Plugin {
         &self.inner.limits
     }
 
+    /// Creates a fresh store and instance exactly as an invocation does, then drops them
+    /// without calling the plugin: the per-invocation setup cost, for benchmarks.
+    pub async fn instantiate_only(&self, caller: &VerifiedCaller) -> Result<(), InvocationError> {
+        let (tx, _rx) = mpsc::channel(1);
+        let state = new_state(&self.inner, caller, "bench", None, tx);
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut cx| cx.data_mut().meter.on_epoch());
+        let _agent: Agent = self.inner.pre.instantiate_async(&mut store).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
     /// Starts an invocation in its own task; the returned handle streams its events.
     /// Dropping the handle cancels the invocation.
     pub fn invoke(&self, request: InvocationRequest) -> Invocation {

@@ -1,0 +1,100 @@
+//! Foundation benchmarks (a bench binary; `cargo bench -p delegate-e2e --bench foundation`).
+//!
+//! 1. instantiate-per-invocation: fresh Store + WasiCtx + instance from the InstancePre
+//!    (pooling allocator), dropped again — the fixed cost every invocation pays;
+//! 2. a whole invocation through the runtime (instantiate + call + events), no HTTP;
+//! 3. a full `POST /invocations` on loopback (JSON answer mode), client to last byte.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+
+use delegate_auth::VerifiedCallerBuilder;
+use delegate_config::Limits;
+use delegate_e2e::{ServerSpec, TestServer, client};
+use delegate_runtime::{InvocationEvent, InvocationRequest, Runtime, RuntimeOptions};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
+    let mean = samples.iter().sum::<Duration>() / u32::try_from(samples.len()).unwrap();
+    println!(
+        "{name:<44} n={:<6} p50={:>9.1?} p95={:>9.1?} p99={:>9.1?} mean={:>9.1?}",
+        samples.len(),
+        pct(0.50),
+        pct(0.95),
+        pct(0.99),
+        mean
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let runtime = Runtime::new(&RuntimeOptions {
+            epoch_tick: Duration::from_millis(10),
+            pool_instances: 16,
+            max_memory_bytes: 64 << 20,
+            max_table_elements: 20_000,
+            guest_debug: false,
+        })
+        .unwrap();
+        let echo = std::fs::read(delegate_artifacts::ECHO).unwrap();
+        let t = Instant::now();
+        let plugin = runtime.load_plugin_bytes("echo", &echo, Limits::default(), &BTreeMap::new()).unwrap();
+        println!("compile + instantiate_pre (echo, {} bytes): {:?}", echo.len(), t.elapsed());
+        let caller = VerifiedCallerBuilder::new("bench-user").build();
+
+        for _ in 0..1_000 {
+            plugin.instantiate_only(&caller).await.unwrap();
+        }
+        let mut samples = Vec::with_capacity(20_000);
+        for _ in 0..20_000 {
+            let t = Instant::now();
+            plugin.instantiate_only(&caller).await.unwrap();
+            samples.push(t.elapsed());
+        }
+        report("instantiate per invocation (echo)", samples);
+
+        let mut samples = Vec::with_capacity(5_000);
+        for i in 0..5_500 {
+            let t = Instant::now();
+            let mut inv = plugin.invoke(InvocationRequest {
+                caller: caller.clone(),
+                invocation_id: format!("bench-{i}"),
+                session_id: None,
+                payload: r#"{"prompt":"hi"}"#.into(),
+                guard: None,
+            });
+            while let Some(ev) = inv.next().await {
+                if let InvocationEvent::Finished(r) = ev {
+                    r.unwrap();
+                }
+            }
+            if i >= 500 {
+                samples.push(t.elapsed());
+            }
+        }
+        report("whole invocation via runtime (echo \"hi\")", samples);
+
+        let server = TestServer::start(ServerSpec::new(delegate_artifacts::ECHO)).await;
+        let http = client();
+        let url = format!("{}/invocations", server.url);
+        let mut samples = Vec::with_capacity(5_000);
+        for i in 0..5_500 {
+            let t = Instant::now();
+            let resp = http
+                .post(&url)
+                .bearer_auth("test:bench")
+                .header("accept", "application/json")
+                .body(r#"{"prompt":"hi"}"#)
+                .send()
+                .await
+                .unwrap();
+            let _ = resp.bytes().await.unwrap();
+            if i >= 500 {
+                samples.push(t.elapsed());
+            }
+        }
+        report("POST /invocations on loopback (json)", samples);
+    });
+}
