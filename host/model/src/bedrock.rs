@@ -86,10 +86,7 @@ pub struct BedrockProvider {
 fn check_ca_bundle(path: &str, pem: &[u8]) -> Result<(), ProviderSetupError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let bad = |message: String| ProviderSetupError::CaBundleInvalid {
-        path: path.to_owned(),
-        message,
-    };
+    let bad = |message: String| ProviderSetupError::CaBundleInvalid { path: path.to_owned(), message };
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not PEM: {e}")))?;
@@ -98,9 +95,7 @@ fn check_ca_bundle(path: &str, pem: &[u8]) -> Result<(), ProviderSetupError> {
     }
     let mut roots = rustls::RootCertStore::empty();
     for c in certs {
-        roots
-            .add(c)
-            .map_err(|e| bad(format!("unusable certificate: {e}")))?;
+        roots.add(c).map_err(|e| bad(format!("unusable certificate: {e}")))?;
     }
     Ok(())
 }
@@ -116,12 +111,7 @@ impl BedrockProvider {
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }
-        if let AwsCredentials::Static {
-            access_key_id,
-            secret_access_key,
-            session_token,
-        } = &credentials
-        {
+        if let AwsCredentials::Static { access_key_id, secret_access_key, session_token } = &credentials {
             loader = loader.credentials_provider(Credentials::new(
                 access_key_id.clone(),
                 secret_access_key.expose().to_owned(),
@@ -132,10 +122,8 @@ impl BedrockProvider {
         }
         if let Some(path) = &settings.ca_bundle {
             let shown = path.display().to_string();
-            let pem = std::fs::read(path).map_err(|source| ProviderSetupError::CaBundleRead {
-                path: shown.clone(),
-                source,
-            })?;
+            let pem = std::fs::read(path)
+                .map_err(|source| ProviderSetupError::CaBundleRead { path: shown.clone(), source })?;
             check_ca_bundle(&shown, &pem)?;
             use aws_smithy_http_client::tls;
             // System roots stay trusted (a VPC endpoint has a public certificate); the bundle
@@ -144,14 +132,9 @@ impl BedrockProvider {
             let ctx = tls::TlsContext::builder()
                 .with_trust_store(trust)
                 .build()
-                .map_err(|e| ProviderSetupError::CaBundleInvalid {
-                    path: shown,
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| ProviderSetupError::CaBundleInvalid { path: shown, message: e.to_string() })?;
             let http = aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::AwsLc,
-                ))
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
                 .tls_context(ctx)
                 .build_https();
             loader = loader.http_client(http);
@@ -176,10 +159,7 @@ impl BedrockProvider {
         if let Some(url) = &settings.endpoint_url {
             conf = conf.endpoint_url(url.clone());
         }
-        Ok(Self {
-            client: Client::from_conf(conf.build()),
-            settings,
-        })
+        Ok(Self { client: Client::from_conf(conf.build()), settings })
     }
 
     /// The validated settings this provider runs with (the default model id among them).
@@ -215,10 +195,7 @@ impl BedrockProvider {
         let message = match out.output {
             Some(bt::ConverseOutput::Message(m)) => message_from_sdk(&m),
             _ => {
-                return Err(ModelError::new(
-                    ModelErrorKind::ModelError,
-                    "the model returned no message",
-                ));
+                return Err(ModelError::new(ModelErrorKind::ModelError, "the model returned no message"));
             }
         };
         check_size(&message, self.settings.max_response_bytes)?;
@@ -226,9 +203,7 @@ impl BedrockProvider {
             message,
             stop_reason: StopReason::from_wire(out.stop_reason.as_str()),
             usage: out.usage.as_ref().map(usage_from_sdk).unwrap_or_default(),
-            latency_ms: out
-                .metrics
-                .map(|m| u64::try_from(m.latency_ms).unwrap_or_default()),
+            latency_ms: out.metrics.map(|m| u64::try_from(m.latency_ms).unwrap_or_default()),
         })
     }
 
@@ -241,38 +216,23 @@ impl BedrockProvider {
         let deadline = Instant::now() + self.settings.request_timeout;
         let mut restarts = 0u32;
         loop {
-            match self
-                .stream_once(model_id, req, text, deadline, restarts > 0)
-                .await
-            {
+            match self.stream_once(model_id, req, text, deadline, restarts > 0).await {
                 Ok(resp) => return Ok(resp),
                 Err(StreamFailure::BeforeStream(e)) => return Err(e), // the SDK has retried already
-                Err(StreamFailure::InStream {
-                    error,
-                    forwarded_text: true,
-                }) => {
+                Err(StreamFailure::InStream { error, forwarded_text: true }) => {
                     return Err(ModelError {
                         kind: ModelErrorKind::StreamError,
-                        message: format!(
-                            "the model stream broke after text was sent: {}",
-                            error.message
-                        ),
+                        message: format!("the model stream broke after text was sent: {}", error.message),
                         retryable: error.retryable,
                     });
                 }
-                Err(StreamFailure::InStream {
-                    error,
-                    forwarded_text: false,
-                }) => {
+                Err(StreamFailure::InStream { error, forwarded_text: false }) => {
                     if !error.retryable || restarts >= self.settings.max_stream_restarts {
                         return Err(error);
                     }
                     restarts += 1;
-                    let backoff = jittered_backoff(
-                        self.settings.initial_backoff,
-                        self.settings.max_backoff,
-                        restarts,
-                    );
+                    let backoff =
+                        jittered_backoff(self.settings.initial_backoff, self.settings.max_backoff, restarts);
                     if Instant::now() + backoff >= deadline {
                         return Err(error);
                     }
@@ -304,8 +264,7 @@ impl BedrockProvider {
         if is_restart {
             // The restart is itself the retry: no second layer of SDK retries under it.
             call = call.config_override(
-                aws_sdk_bedrockruntime::config::Builder::new()
-                    .retry_config(RetryConfig::disabled()),
+                aws_sdk_bedrockruntime::config::Builder::new().retry_config(RetryConfig::disabled()),
             );
         }
         let timeout = || {
@@ -323,10 +282,7 @@ impl BedrockProvider {
         loop {
             let idle = Instant::now() + self.settings.stream_idle_timeout;
             let event = match tokio::time::timeout_at(deadline.min(idle), out.stream.recv()).await {
-                Err(_) => Err(ModelError::new(
-                    ModelErrorKind::ModelTimeout,
-                    "the model stream stalled",
-                )),
+                Err(_) => Err(ModelError::new(ModelErrorKind::ModelTimeout, "the model stream stalled")),
                 Ok(Err(e)) => Err(map_stream_event_error(&e)),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(ev))) => Ok(ev),
@@ -340,18 +296,12 @@ impl BedrockProvider {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    return Err(StreamFailure::InStream {
-                        error,
-                        forwarded_text: asm.forwarded_text,
-                    });
+                    return Err(StreamFailure::InStream { error, forwarded_text: asm.forwarded_text });
                 }
             }
         }
         let forwarded_text = asm.forwarded_text;
-        asm.finish().map_err(|error| StreamFailure::InStream {
-            error,
-            forwarded_text,
-        })
+        asm.finish().map_err(|error| StreamFailure::InStream { error, forwarded_text })
     }
 }
 
@@ -374,10 +324,7 @@ enum StreamFailure {
     /// No response stream was opened (the SDK's retries are spent).
     BeforeStream(ModelError),
     /// The stream opened and then broke.
-    InStream {
-        error: ModelError,
-        forwarded_text: bool,
-    },
+    InStream { error: ModelError, forwarded_text: bool },
 }
 
 fn jittered_backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
@@ -426,8 +373,7 @@ fn build_err(e: impl std::fmt::Display) -> ModelError {
 }
 
 fn json_doc(text: &str, what: &str) -> Result<aws_smithy_types::Document, ModelError> {
-    json_text_to_document(text)
-        .map_err(|_| ModelError::validation(format!("{what} is not valid JSON")))
+    json_text_to_document(text).map_err(|_| ModelError::validation(format!("{what} is not valid JSON")))
 }
 
 impl RequestParts {
@@ -450,9 +396,7 @@ impl RequestParts {
                         let mut content = Vec::with_capacity(r.content.len());
                         for c in &r.content {
                             content.push(match c {
-                                ToolResultContent::Text(t) => {
-                                    bt::ToolResultContentBlock::Text(t.clone())
-                                }
+                                ToolResultContent::Text(t) => bt::ToolResultContentBlock::Text(t.clone()),
                                 ToolResultContent::Json(j) => {
                                     bt::ToolResultContentBlock::Json(json_doc(j, "tool result")?)
                                 }
@@ -483,12 +427,8 @@ impl RequestParts {
                     .map_err(build_err)?,
             );
         }
-        let system = (!req.system.is_empty()).then(|| {
-            req.system
-                .iter()
-                .map(|s| bt::SystemContentBlock::Text(s.clone()))
-                .collect()
-        });
+        let system = (!req.system.is_empty())
+            .then(|| req.system.iter().map(|s| bt::SystemContentBlock::Text(s.clone())).collect());
         let tool_config = match &req.tool_config {
             None => None,
             Some(tc) => {
@@ -507,14 +447,9 @@ impl RequestParts {
                     Some(ToolChoice::Auto) => {
                         Some(bt::ToolChoice::Auto(bt::AutoToolChoice::builder().build()))
                     }
-                    Some(ToolChoice::Any) => {
-                        Some(bt::ToolChoice::Any(bt::AnyToolChoice::builder().build()))
-                    }
+                    Some(ToolChoice::Any) => Some(bt::ToolChoice::Any(bt::AnyToolChoice::builder().build())),
                     Some(ToolChoice::Tool(n)) => Some(bt::ToolChoice::Tool(
-                        bt::SpecificToolChoice::builder()
-                            .name(n)
-                            .build()
-                            .map_err(build_err)?,
+                        bt::SpecificToolChoice::builder().name(n).build().map_err(build_err)?,
                     )),
                 };
                 Some(
@@ -531,17 +466,10 @@ impl RequestParts {
                 .set_max_tokens(ic.max_tokens.map(|m| i32::try_from(m).unwrap_or(i32::MAX)))
                 .set_temperature(ic.temperature)
                 .set_top_p(ic.top_p)
-                .set_stop_sequences(
-                    (!ic.stop_sequences.is_empty()).then(|| ic.stop_sequences.clone()),
-                )
+                .set_stop_sequences((!ic.stop_sequences.is_empty()).then(|| ic.stop_sequences.clone()))
                 .build()
         });
-        Ok(Self {
-            messages,
-            system,
-            tool_config,
-            inference_config,
-        })
+        Ok(Self { messages, system, tool_config, inference_config })
     }
 }
 
@@ -584,12 +512,7 @@ fn usage_from_sdk(u: &bt::TokenUsage) -> Usage {
 
 enum Block {
     Text(String),
-    Tool {
-        id: String,
-        name: String,
-        input: String,
-        done: bool,
-    },
+    Tool { id: String, name: String, input: String, done: bool },
 }
 
 /// Assembles ConverseStream events into the final message. Text blocks may start without a
@@ -620,21 +543,13 @@ impl StreamAssembler {
 
     fn grow(&mut self, n: usize) -> Result<(), ModelError> {
         self.bytes += n;
-        if self.bytes > self.max_bytes {
-            Err(too_large(self.max_bytes))
-        } else {
-            Ok(())
-        }
+        if self.bytes > self.max_bytes { Err(too_large(self.max_bytes)) } else { Ok(()) }
     }
 
     /// Applies one event; returns a text delta to forward.
     fn push(&mut self, ev: &bt::ConverseStreamOutput) -> Result<Option<String>, ModelError> {
-        let malformed = |m: &str| {
-            ModelError::new(
-                ModelErrorKind::StreamError,
-                format!("malformed model stream: {m}"),
-            )
-        };
+        let malformed =
+            |m: &str| ModelError::new(ModelErrorKind::StreamError, format!("malformed model stream: {m}"));
         match ev {
             bt::ConverseStreamOutput::ContentBlockStart(s) => {
                 if let Some(bt::ContentBlockStart::ToolUse(t)) = s.start() {
@@ -659,11 +574,7 @@ impl StreamAssembler {
                 match d.delta() {
                     Some(bt::ContentBlockDelta::Text(t)) => {
                         self.grow(t.len())?;
-                        match self
-                            .blocks
-                            .entry(idx)
-                            .or_insert_with(|| Block::Text(String::new()))
-                        {
+                        match self.blocks.entry(idx).or_insert_with(|| Block::Text(String::new())) {
                             Block::Text(buf) => buf.push_str(t),
                             Block::Tool { .. } => {
                                 return Err(malformed("text delta in a tool-use block"));
@@ -674,9 +585,7 @@ impl StreamAssembler {
                     Some(bt::ContentBlockDelta::ToolUse(u)) => {
                         self.grow(u.input().len())?;
                         match self.blocks.get_mut(&idx) {
-                            Some(Block::Tool {
-                                input, done: false, ..
-                            }) => input.push_str(u.input()),
+                            Some(Block::Tool { input, done: false, .. }) => input.push_str(u.input()),
                             _ => {
                                 return Err(malformed("tool input delta without a tool-use start"));
                             }
@@ -687,9 +596,7 @@ impl StreamAssembler {
                 }
             }
             bt::ConverseStreamOutput::ContentBlockStop(s) => {
-                if let Some(Block::Tool { input, done, .. }) =
-                    self.blocks.get_mut(&s.content_block_index())
-                {
+                if let Some(Block::Tool { input, done, .. }) = self.blocks.get_mut(&s.content_block_index()) {
                     if input.trim().is_empty() {
                         "{}".clone_into(input);
                     }
@@ -714,9 +621,7 @@ impl StreamAssembler {
                 if let Some(u) = m.usage() {
                     self.usage = usage_from_sdk(u);
                 }
-                self.latency_ms = m
-                    .metrics()
-                    .map(|x| u64::try_from(x.latency_ms()).unwrap_or_default());
+                self.latency_ms = m.metrics().map(|x| u64::try_from(x.latency_ms()).unwrap_or_default());
                 Ok(None)
             }
             _ => Ok(None), // MessageStart, and events newer than this SDK
@@ -734,12 +639,7 @@ impl StreamAssembler {
         for (_, b) in self.blocks {
             content.push(match b {
                 Block::Text(t) => ContentBlock::Text(t),
-                Block::Tool {
-                    id,
-                    name,
-                    input,
-                    done,
-                } => {
+                Block::Tool { id, name, input, done } => {
                     if !done {
                         return Err(ModelError::new(
                             ModelErrorKind::StreamError,
@@ -750,19 +650,12 @@ impl StreamAssembler {
                     let input = serde_json::from_str::<serde_json::Value>(&input)
                         .map(|v| v.to_string())
                         .unwrap_or(input);
-                    ContentBlock::ToolUse(ToolUse {
-                        tool_use_id: id,
-                        name,
-                        input,
-                    })
+                    ContentBlock::ToolUse(ToolUse { tool_use_id: id, name, input })
                 }
             });
         }
         Ok(ConverseResponse {
-            message: Message {
-                role: Role::Assistant,
-                content,
-            },
+            message: Message { role: Role::Assistant, content },
             stop_reason,
             usage: self.usage,
             latency_ms: self.latency_ms,
@@ -807,22 +700,18 @@ fn service_message(kind: ModelErrorKind, message: Option<&str>) -> String {
 /// Transport-level failures, shared by all operations.
 fn map_transport<E, R>(err: &SdkError<E, R>) -> Option<ModelError> {
     Some(match err {
-        SdkError::TimeoutError(_) => ModelError::new(
-            ModelErrorKind::ModelTimeout,
-            "the model did not answer in time",
-        ),
-        SdkError::DispatchFailure(d) if d.is_timeout() => ModelError::new(
-            ModelErrorKind::ModelTimeout,
-            "the model did not answer in time",
-        ),
-        SdkError::DispatchFailure(_) => ModelError::new(
-            ModelErrorKind::ServiceUnavailable,
-            "could not reach the model endpoint",
-        ),
-        SdkError::ResponseError(_) => ModelError::new(
-            ModelErrorKind::Internal,
-            "unreadable response from the model endpoint",
-        ),
+        SdkError::TimeoutError(_) => {
+            ModelError::new(ModelErrorKind::ModelTimeout, "the model did not answer in time")
+        }
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            ModelError::new(ModelErrorKind::ModelTimeout, "the model did not answer in time")
+        }
+        SdkError::DispatchFailure(_) => {
+            ModelError::new(ModelErrorKind::ServiceUnavailable, "could not reach the model endpoint")
+        }
+        SdkError::ResponseError(_) => {
+            ModelError::new(ModelErrorKind::Internal, "unreadable response from the model endpoint")
+        }
         SdkError::ConstructionFailure(_) => ModelError::new(
             ModelErrorKind::Internal,
             "the model request could not be prepared (credentials or configuration)",
@@ -866,9 +755,7 @@ fn map_converse_error<R: std::fmt::Debug>(err: &SdkError<ConverseError, R>) -> M
     mapped
 }
 
-fn map_converse_stream_error<R: std::fmt::Debug>(
-    err: &SdkError<ConverseStreamError, R>,
-) -> ModelError {
+fn map_converse_stream_error<R: std::fmt::Debug>(err: &SdkError<ConverseStreamError, R>) -> ModelError {
     let mapped = map_transport(err).unwrap_or_else(|| {
         let Some(se) = err.as_service_error() else {
             return ModelError::new(ModelErrorKind::Internal, "model call failed");
@@ -894,9 +781,7 @@ fn map_converse_stream_error<R: std::fmt::Debug>(
 }
 
 /// An error inside an open stream: an exception frame, a broken frame or connection.
-fn map_stream_event_error<R: std::fmt::Debug>(
-    err: &SdkError<ConverseStreamOutputError, R>,
-) -> ModelError {
+fn map_stream_event_error<R: std::fmt::Debug>(err: &SdkError<ConverseStreamOutputError, R>) -> ModelError {
     let mapped = map_transport(err).unwrap_or_else(|| {
         let Some(se) = err.as_service_error() else {
             return ModelError::new(ModelErrorKind::StreamError, "the model stream broke");

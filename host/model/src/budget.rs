@@ -62,24 +62,15 @@ impl ModelBudget {
         }
         // fetch_update so two concurrent calls cannot both take the last slot.
         self.calls
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                (c < self.max_calls).then_some(c + 1)
-            })
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c < self.max_calls).then_some(c + 1))
             .map(|_| ())
-            .map_err(|_| {
-                ModelError::budget(format!(
-                    "model call budget of {} calls used up",
-                    self.max_calls
-                ))
-            })
+            .map_err(|_| ModelError::budget(format!("model call budget of {} calls used up", self.max_calls)))
     }
 
     /// Adds a call's usage to the counters.
     pub fn record(&self, usage: &Usage) {
-        self.input_tokens
-            .fetch_add(u64::from(usage.input_tokens), Ordering::SeqCst);
-        self.output_tokens
-            .fetch_add(u64::from(usage.output_tokens), Ordering::SeqCst);
+        self.input_tokens.fetch_add(u64::from(usage.input_tokens), Ordering::SeqCst);
+        self.output_tokens.fetch_add(u64::from(usage.output_tokens), Ordering::SeqCst);
     }
 
     /// Tokens still available, so a caller can cap `max_tokens` of the next request.
@@ -118,30 +109,12 @@ mod tests {
     fn tokens_are_bounded_after_the_call_that_crossed_the_limit() {
         let b = ModelBudget::new(10, 100);
         b.check_call().unwrap();
-        b.record(&Usage {
-            input_tokens: 60,
-            output_tokens: 30,
-            total_tokens: 90,
-        });
+        b.record(&Usage { input_tokens: 60, output_tokens: 30, total_tokens: 90 });
         assert_eq!(b.remaining_tokens(), 10);
         b.check_call().unwrap();
-        b.record(&Usage {
-            input_tokens: 60,
-            output_tokens: 30,
-            total_tokens: 90,
-        });
+        b.record(&Usage { input_tokens: 60, output_tokens: 30, total_tokens: 90 });
         assert_eq!(b.remaining_tokens(), 0);
-        assert_eq!(
-            b.check_call().unwrap_err().kind,
-            ModelErrorKind::BudgetExceeded
-        );
-        assert_eq!(
-            b.used(),
-            BudgetUsage {
-                calls: 2,
-                input_tokens: 120,
-                output_tokens: 60
-            }
-        );
+        assert_eq!(b.check_call().unwrap_err().kind, ModelErrorKind::BudgetExceeded);
+        assert_eq!(b.used(), BudgetUsage { calls: 2, input_tokens: 120, output_tokens: 60 });
     }
 }

@@ -64,10 +64,7 @@ pub struct InvalidSetting {
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> InvalidSetting {
-    InvalidSetting {
-        key: key.into(),
-        message: message.into(),
-    }
+    InvalidSetting { key: key.into(), message: message.into() }
 }
 
 /// Validated model settings.
@@ -107,14 +104,8 @@ pub fn validate_model_id(model_id: &str) -> Result<(), InvalidSetting> {
     if model_id.is_empty() || model_id.len() > 2048 {
         return Err(invalid("model_id", "must be 1-2048 characters"));
     }
-    if model_id
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(invalid(
-            "model_id",
-            "must not contain whitespace or control characters",
-        ));
+    if model_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("model_id", "must not contain whitespace or control characters"));
     }
     Ok(())
 }
@@ -134,9 +125,7 @@ impl ModelConfig {
         if let Some(r) = &self.region
             && (r.is_empty()
                 || r.len() > 64
-                || !r
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+                || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
         {
             return Err(invalid("region", "must look like us-east-1"));
         }
@@ -145,10 +134,7 @@ impl ModelConfig {
                 rest
             } else if let Some(rest) = url.strip_prefix("http://") {
                 if !self.allow_http {
-                    return Err(invalid(
-                        "endpoint_url",
-                        "http:// needs allow_http = true (devstack only)",
-                    ));
+                    return Err(invalid("endpoint_url", "http:// needs allow_http = true (devstack only)"));
                 }
                 rest
             } else {
@@ -177,47 +163,26 @@ impl ModelConfig {
         let initial_backoff = ms("initial_backoff_ms", self.initial_backoff_ms, 500, 60_000)?;
         let max_backoff = ms("max_backoff_ms", self.max_backoff_ms, 8_000, 120_000)?;
         if max_backoff < initial_backoff {
-            return Err(invalid(
-                "max_backoff_ms",
-                "must not be below initial_backoff_ms",
-            ));
+            return Err(invalid("max_backoff_ms", "must not be below initial_backoff_ms"));
         }
         let max_response_bytes = self.max_response_bytes.unwrap_or(1024 * 1024);
         if max_response_bytes == 0 || max_response_bytes > 64 * 1024 * 1024 {
-            return Err(invalid(
-                "max_response_bytes",
-                "must be between 1 and 67108864",
-            ));
+            return Err(invalid("max_response_bytes", "must be between 1 and 67108864"));
         }
         Ok(ModelSettings {
             region: self.region,
             endpoint_url: self.endpoint_url,
             model_id: self.model_id,
             ca_bundle: self.ca_bundle,
-            request_timeout: ms(
-                "request_timeout_ms",
-                self.request_timeout_ms,
-                120_000,
-                3_600_000,
-            )?,
-            attempt_timeout: ms(
-                "attempt_timeout_ms",
-                self.attempt_timeout_ms,
-                60_000,
-                3_600_000,
-            )?,
+            request_timeout: ms("request_timeout_ms", self.request_timeout_ms, 120_000, 3_600_000)?,
+            attempt_timeout: ms("attempt_timeout_ms", self.attempt_timeout_ms, 60_000, 3_600_000)?,
             stream_idle_timeout: ms(
                 "stream_idle_timeout_ms",
                 self.stream_idle_timeout_ms,
                 30_000,
                 3_600_000,
             )?,
-            connect_timeout: ms(
-                "connect_timeout_ms",
-                self.connect_timeout_ms,
-                3_100,
-                120_000,
-            )?,
+            connect_timeout: ms("connect_timeout_ms", self.connect_timeout_ms, 3_100, 120_000)?,
             max_attempts,
             initial_backoff,
             max_backoff,
@@ -233,16 +198,12 @@ mod tests {
     use super::*;
 
     fn base() -> ModelConfig {
-        ModelConfig {
-            model_id: "us.anthropic.claude-sonnet-4-20250514-v1:0".into(),
-            ..Default::default()
-        }
+        ModelConfig { model_id: "us.anthropic.claude-sonnet-4-20250514-v1:0".into(), ..Default::default() }
     }
 
     #[test]
     fn defaults_and_deny_unknown_fields() {
-        let c: ModelConfig =
-            serde_json::from_str(r#"{"model_id":"m","region":"eu-west-1"}"#).unwrap();
+        let c: ModelConfig = serde_json::from_str(r#"{"model_id":"m","region":"eu-west-1"}"#).unwrap();
         let s = c.validate().unwrap();
         assert_eq!(s.max_attempts, 3);
         assert_eq!(s.region.as_deref(), Some("eu-west-1"));
@@ -252,72 +213,22 @@ mod tests {
     #[test]
     fn invalid_settings_name_their_key() {
         let key = |c: ModelConfig| c.validate().unwrap_err().key;
+        assert_eq!(key(ModelConfig { model_id: "".into(), ..base() }), "model_id");
+        assert_eq!(key(ModelConfig { model_id: "a b".into(), ..base() }), "model_id");
+        assert_eq!(key(ModelConfig { region: Some("US East".into()), ..base() }), "region");
         assert_eq!(
-            key(ModelConfig {
-                model_id: "".into(),
-                ..base()
-            }),
-            "model_id"
-        );
-        assert_eq!(
-            key(ModelConfig {
-                model_id: "a b".into(),
-                ..base()
-            }),
-            "model_id"
-        );
-        assert_eq!(
-            key(ModelConfig {
-                region: Some("US East".into()),
-                ..base()
-            }),
-            "region"
-        );
-        assert_eq!(
-            key(ModelConfig {
-                endpoint_url: Some("http://127.0.0.1:1".into()),
-                ..base()
-            }),
+            key(ModelConfig { endpoint_url: Some("http://127.0.0.1:1".into()), ..base() }),
             "endpoint_url"
         );
-        assert_eq!(
-            key(ModelConfig {
-                endpoint_url: Some("ftp://x".into()),
-                ..base()
-            }),
-            "endpoint_url"
-        );
-        assert_eq!(
-            key(ModelConfig {
-                endpoint_url: Some("https://u:p@x".into()),
-                ..base()
-            }),
-            "endpoint_url"
-        );
-        assert_eq!(
-            key(ModelConfig {
-                max_attempts: Some(0),
-                ..base()
-            }),
-            "max_attempts"
-        );
-        assert_eq!(
-            key(ModelConfig {
-                initial_backoff_ms: Some(9000),
-                ..base()
-            }),
-            "max_backoff_ms"
-        );
-        let ok = ModelConfig {
-            endpoint_url: Some("http://127.0.0.1:1".into()),
-            allow_http: true,
-            ..base()
-        };
+        assert_eq!(key(ModelConfig { endpoint_url: Some("ftp://x".into()), ..base() }), "endpoint_url");
+        assert_eq!(key(ModelConfig { endpoint_url: Some("https://u:p@x".into()), ..base() }), "endpoint_url");
+        assert_eq!(key(ModelConfig { max_attempts: Some(0), ..base() }), "max_attempts");
+        assert_eq!(key(ModelConfig { initial_backoff_ms: Some(9000), ..base() }), "max_backoff_ms");
+        let ok = ModelConfig { endpoint_url: Some("http://127.0.0.1:1".into()), allow_http: true, ..base() };
         assert!(ok.validate().is_ok());
         assert!(
             ModelConfig {
-                model_id: "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.x-v1:0"
-                    .into(),
+                model_id: "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.x-v1:0".into(),
                 ..base()
             }
             .validate()

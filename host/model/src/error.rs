@@ -99,11 +99,7 @@ impl ModelError {
         if message.chars().count() > MAX_MESSAGE_CHARS {
             message = message.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
         }
-        Self {
-            kind,
-            message,
-            retryable: kind.default_retryable(),
-        }
+        Self { kind, message, retryable: kind.default_retryable() }
     }
 
     /// Shorthand for a [`ModelErrorKind::Validation`] error.

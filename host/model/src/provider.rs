@@ -13,8 +13,7 @@ use crate::validate::{RequestLimits, validate_request};
 
 /// The future a [`ModelProvider`] returns. Boxed so the trait stays dyn-compatible: the runtime
 /// holds providers as `Arc<dyn ModelProvider>` chosen per plugin at start.
-pub type ModelFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<ConverseResponse, ModelError>> + Send + 'a>>;
+pub type ModelFuture<'a> = Pin<Box<dyn Future<Output = Result<ConverseResponse, ModelError>> + Send + 'a>>;
 
 /// A language-model backend shaped like the Bedrock Converse API.
 ///

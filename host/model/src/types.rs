@@ -84,10 +84,7 @@ pub struct Message {
 impl Message {
     /// A user message with one text block (the common first turn).
     pub fn user_text(text: impl Into<String>) -> Self {
-        Self {
-            role: Role::User,
-            content: vec![ContentBlock::Text(text.into())],
-        }
+        Self { role: Role::User, content: vec![ContentBlock::Text(text.into())] }
     }
 
     /// The concatenated text blocks of this message.

@@ -47,16 +47,11 @@ impl Default for RequestLimits {
 /// Whether `name` is a valid tool name: 1-64 characters of `[a-zA-Z0-9_-]`.
 pub fn is_valid_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn is_json_object(text: &str) -> bool {
-    matches!(
-        serde_json::from_str::<serde_json::Value>(text),
-        Ok(serde_json::Value::Object(_))
-    )
+    matches!(serde_json::from_str::<serde_json::Value>(text), Ok(serde_json::Value::Object(_)))
 }
 
 fn unit_interval(v: f32) -> bool {
@@ -74,11 +69,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
         return err("the conversation has no messages".into());
     }
     if req.messages.len() > limits.max_messages {
-        return err(format!(
-            "too many messages: {} (limit {})",
-            req.messages.len(),
-            limits.max_messages
-        ));
+        return err(format!("too many messages: {} (limit {})", req.messages.len(), limits.max_messages));
     }
     if req.system.len() > limits.max_system_prompts {
         return err(format!(
@@ -95,11 +86,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
             return err("tool config without tools".into());
         }
         if tc.tools.len() > limits.max_tools {
-            return err(format!(
-                "too many tools: {} (limit {})",
-                tc.tools.len(),
-                limits.max_tools
-            ));
+            return err(format!("too many tools: {} (limit {})", tc.tools.len(), limits.max_tools));
         }
         for t in &tc.tools {
             if !is_valid_tool_name(&t.name) {
@@ -109,10 +96,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
                 return err(format!("tool {} is offered twice", t.name));
             }
             if !is_json_object(&t.input_schema) {
-                return err(format!(
-                    "input schema of tool {} is not a JSON object",
-                    t.name
-                ));
+                return err(format!("input schema of tool {} is not a JSON object", t.name));
             }
             bytes += t.name.len() + t.description.len() + t.input_schema.len();
         }
@@ -127,10 +111,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
         if let Some(m) = ic.max_tokens
             && !(1..=limits.max_output_tokens).contains(&m)
         {
-            return err(format!(
-                "max_tokens must be between 1 and {}",
-                limits.max_output_tokens
-            ));
+            return err(format!("max_tokens must be between 1 and {}", limits.max_output_tokens));
         }
         if ic.temperature.is_some_and(|t| !unit_interval(t)) {
             return err("temperature must be between 0 and 1".into());
@@ -139,10 +120,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
             return err("top_p must be between 0 and 1".into());
         }
         if ic.stop_sequences.len() > limits.max_stop_sequences {
-            return err(format!(
-                "too many stop sequences (limit {})",
-                limits.max_stop_sequences
-            ));
+            return err(format!("too many stop sequences (limit {})", limits.max_stop_sequences));
         }
         if ic.stop_sequences.iter().any(String::is_empty) {
             return err("stop sequences must not be empty".into());
@@ -155,11 +133,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
     let mut pending: Vec<&str> = Vec::new();
     let mut seen_ids = HashSet::new();
     for (i, msg) in req.messages.iter().enumerate() {
-        let expected = if i % 2 == 0 {
-            Role::User
-        } else {
-            Role::Assistant
-        };
+        let expected = if i % 2 == 0 { Role::User } else { Role::Assistant };
         if msg.role != expected {
             return err(if i == 0 {
                 "the first message must come from the user".into()
@@ -172,10 +146,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
         }
         blocks += msg.content.len();
         if blocks > limits.max_content_blocks {
-            return err(format!(
-                "too many content blocks (limit {})",
-                limits.max_content_blocks
-            ));
+            return err(format!("too many content blocks (limit {})", limits.max_content_blocks));
         }
         let mut answered: Vec<&str> = Vec::new();
         let mut uses: Vec<&str> = Vec::new();
@@ -187,9 +158,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
                         return err(format!("message {i}: only the assistant may use tools"));
                     }
                     if req.tool_config.is_none() {
-                        return err(
-                            "the conversation uses tools but the request has no tool config".into(),
-                        );
+                        return err("the conversation uses tools but the request has no tool config".into());
                     }
                     if !is_valid_tool_name(&u.name) {
                         return err(format!("message {i}: invalid tool name in tool use"));
@@ -198,9 +167,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
                         || u.tool_use_id.len() > 64
                         || !seen_ids.insert(u.tool_use_id.as_str())
                     {
-                        return err(format!(
-                            "message {i}: tool use ids must be unique and 1-64 characters"
-                        ));
+                        return err(format!("message {i}: tool use ids must be unique and 1-64 characters"));
                     }
                     if !is_json_object(&u.input) {
                         return err(format!("message {i}: tool use input is not a JSON object"));
@@ -210,14 +177,11 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
                 }
                 ContentBlock::ToolResult(r) => {
                     if msg.role != Role::User {
-                        return err(format!(
-                            "message {i}: tool results must be sent by the user"
-                        ));
+                        return err(format!("message {i}: tool results must be sent by the user"));
                     }
                     if req.tool_config.is_none() {
                         return err(
-                            "the conversation has tool results but the request has no tool config"
-                                .into(),
+                            "the conversation has tool results but the request has no tool config".into()
                         );
                     }
                     if !pending.contains(&r.tool_use_id.as_str())
@@ -234,9 +198,7 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
                             ToolResultContent::Text(t) => bytes += t.len(),
                             ToolResultContent::Json(j) => {
                                 if serde_json::from_str::<serde_json::Value>(j).is_err() {
-                                    return err(format!(
-                                        "message {i}: tool result JSON is not valid JSON"
-                                    ));
+                                    return err(format!("message {i}: tool result JSON is not valid JSON"));
                                 }
                                 bytes += j.len();
                             }
@@ -245,16 +207,11 @@ pub fn validate_request(req: &ConverseRequest, limits: &RequestLimits) -> Result
                 }
             }
             if bytes > limits.max_total_bytes {
-                return err(format!(
-                    "request too large (limit {} bytes)",
-                    limits.max_total_bytes
-                ));
+                return err(format!("request too large (limit {} bytes)", limits.max_total_bytes));
             }
         }
         if msg.role == Role::User && answered.len() != pending.len() {
-            return err(format!(
-                "message {i}: every tool use of the previous message needs a tool result"
-            ));
+            return err(format!("message {i}: every tool use of the previous message needs a tool result"));
         }
         pending = uses;
     }
@@ -363,17 +320,11 @@ mod tests {
         assert!(rejected(&r).contains("input"));
 
         let mut r = tool_loop();
-        r.inference_config = Some(InferenceConfig {
-            temperature: Some(f32::NAN),
-            ..Default::default()
-        });
+        r.inference_config = Some(InferenceConfig { temperature: Some(f32::NAN), ..Default::default() });
         assert!(rejected(&r).contains("temperature"));
 
         let mut r = tool_loop();
-        r.inference_config = Some(InferenceConfig {
-            max_tokens: Some(0),
-            ..Default::default()
-        });
+        r.inference_config = Some(InferenceConfig { max_tokens: Some(0), ..Default::default() });
         assert!(rejected(&r).contains("max_tokens"));
 
         let mut r = tool_loop();
@@ -383,31 +334,11 @@ mod tests {
 
     #[test]
     fn sizes_and_counts_are_bounded() {
-        let limits = RequestLimits {
-            max_total_bytes: 100,
-            max_messages: 3,
-            ..Default::default()
-        };
+        let limits = RequestLimits { max_total_bytes: 100, max_messages: 3, ..Default::default() };
         let mut r = tool_loop();
-        r.messages.push(Message {
-            role: Role::Assistant,
-            content: vec![ContentBlock::Text("x".into())],
-        });
-        assert!(
-            validate_request(&r, &limits)
-                .unwrap_err()
-                .message
-                .contains("too many messages")
-        );
-        let r = ConverseRequest {
-            messages: vec![Message::user_text("x".repeat(101))],
-            ..Default::default()
-        };
-        assert!(
-            validate_request(&r, &limits)
-                .unwrap_err()
-                .message
-                .contains("too large")
-        );
+        r.messages.push(Message { role: Role::Assistant, content: vec![ContentBlock::Text("x".into())] });
+        assert!(validate_request(&r, &limits).unwrap_err().message.contains("too many messages"));
+        let r = ConverseRequest { messages: vec![Message::user_text("x".repeat(101))], ..Default::default() };
+        assert!(validate_request(&r, &limits).unwrap_err().message.contains("too large"));
     }
 }

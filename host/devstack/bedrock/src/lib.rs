@@ -28,9 +28,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::planner::{OfferedTool, Plan, PlannedBlock};
-use crate::wire::{
-    WireError, check_sigv4, corrupt, event_frame, exception_frame, validate_converse_body,
-};
+use crate::wire::{WireError, check_sigv4, corrupt, event_frame, exception_frame, validate_converse_body};
 
 /// Stub settings.
 #[derive(Debug, Clone)]
@@ -160,7 +158,8 @@ pub enum StreamFault {
 
 #[derive(Debug, Default)]
 struct FaultState {
-    errors: VecDeque<StubError>,
+    /// Per-request admission outcomes, in order; `None` admits normally.
+    errors: VecDeque<Option<StubError>>,
     stream_faults: VecDeque<StreamFault>,
     delay: Duration,
     oversize: Option<usize>,
@@ -178,17 +177,12 @@ pub struct Faults {
 
 impl Faults {
     fn new() -> Self {
-        Self {
-            state: Arc::default(),
-            gate: Arc::new(watch::channel(None).0),
-        }
+        Self { state: Arc::default(), gate: Arc::new(watch::channel(None).0) }
     }
 
     fn lock(&self) -> MutexGuard<'_, FaultState> {
         // A panicking test thread must not wedge the stub for the others.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The next `n` requests get 429 `ThrottlingException`, then requests succeed again.
@@ -198,7 +192,13 @@ impl Faults {
 
     /// The next `n` requests get `error` (before any stream starts).
     pub fn fail_next(&self, n: usize, error: StubError) {
-        self.lock().errors.extend(std::iter::repeat_n(error, n));
+        self.lock().errors.extend(std::iter::repeat_n(Some(error), n));
+    }
+
+    /// The next `n` requests are admitted normally: queue errors behind them with
+    /// [`Faults::fail_next`] to fail a later request (e.g. a client's restart).
+    pub fn pass_next(&self, n: usize) {
+        self.lock().errors.extend(std::iter::repeat_n(None, n));
     }
 
     /// Every request waits `delay` before it is answered.
@@ -208,9 +208,7 @@ impl Faults {
 
     /// The next `n` streams break as `fault` says.
     pub fn stream_fault(&self, n: usize, fault: StreamFault) {
-        self.lock()
-            .stream_faults
-            .extend(std::iter::repeat_n(fault, n));
+        self.lock().stream_faults.extend(std::iter::repeat_n(fault, n));
     }
 
     /// The next response carries `bytes` extra bytes of text.
@@ -256,10 +254,7 @@ pub struct BedrockStub {
 impl BedrockStub {
     /// A stub with `config`.
     pub fn new(config: BedrockStubConfig) -> Self {
-        Self {
-            config: Arc::new(config),
-            faults: Faults::new(),
-        }
+        Self { config: Arc::new(config), faults: Faults::new() }
     }
 
     /// The fault switches and counters (shared with every router made from this stub).
@@ -279,17 +274,13 @@ impl BedrockStub {
 
 fn error_response(e: &WireError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({ "message": e.message }).to_string(),
-    )
-        .into_response();
+    let mut resp =
+        (status, [(header::CONTENT_TYPE, "application/json")], json!({ "message": e.message }).to_string())
+            .into_response();
     // Bedrock appends a namespace after ':' (which the SDKs strip); send it so clients must cope.
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{}:http://internal.amazon.com/coral/com.amazon.bedrock/",
-        e.name
-    )) {
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("{}:http://internal.amazon.com/coral/com.amazon.bedrock/", e.name))
+    {
         resp.headers_mut().insert("x-amzn-errortype", v);
     }
     resp
@@ -299,31 +290,17 @@ fn stub_error(e: StubError) -> WireError {
     let (status, name) = e.wire();
     let message = match e {
         StubError::Throttling => "Too many requests, please wait before trying again.",
-        StubError::ModelNotReady => {
-            "Model is not ready for inference. Wait and try your request again."
-        }
-        StubError::ModelTimeout => {
-            "Model has timed out in processing the request. Try your request again."
-        }
-        StubError::AccessDenied => {
-            "You don't have access to the model with the specified model ID."
-        }
+        StubError::ModelNotReady => "Model is not ready for inference. Wait and try your request again.",
+        StubError::ModelTimeout => "Model has timed out in processing the request. Try your request again.",
+        StubError::AccessDenied => "You don't have access to the model with the specified model ID.",
         StubError::ResourceNotFound => "The provided model identifier is invalid.",
         StubError::Validation => "The request is invalid (injected by the devstack).",
-        StubError::ModelError => {
-            "The model failed to process the request (injected by the devstack)."
-        }
+        StubError::ModelError => "The model failed to process the request (injected by the devstack).",
         StubError::ModelStreamError => "The model stream failed (injected by the devstack).",
-        StubError::InternalServer => {
-            "The server encountered an internal error (injected by the devstack)."
-        }
+        StubError::InternalServer => "The server encountered an internal error (injected by the devstack).",
         StubError::ServiceUnavailable => "The service is unavailable. Try again later.",
     };
-    WireError {
-        status,
-        name,
-        message: message.into(),
-    }
+    WireError { status, name, message: message.into() }
 }
 
 /// What every request goes through before the planner: counting, delay, SigV4, injected
@@ -343,7 +320,7 @@ async fn admit(
     let (delay, injected, oversize) = {
         let mut st = stub.faults.lock();
         st.calls += 1;
-        (st.delay, st.errors.pop_front(), st.oversize.take())
+        (st.delay, st.errors.pop_front().flatten(), st.oversize.take())
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -370,19 +347,11 @@ async fn admit(
         message: "Malformed input request, please reformat your input and try again.".into(),
     })?;
     validate_converse_body(&body)?;
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let messages = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
     let tools = OfferedTool::from_tool_config(body.get("toolConfig"));
     let plan = planner::plan(&messages, &tools);
     let input_tokens = u32::try_from(body.to_string().len() / 4 + 1).unwrap_or(u32::MAX);
-    Ok(Admitted {
-        plan,
-        input_tokens,
-        oversize,
-    })
+    Ok(Admitted { plan, input_tokens, oversize })
 }
 
 fn output_tokens(plan: &Plan, extra: usize) -> u32 {
@@ -426,14 +395,8 @@ async fn converse(
                     content.push(json!({ "text": text }));
                 }
             }
-            PlannedBlock::ToolUse {
-                tool_use_id,
-                name,
-                input,
-            } => {
-                content.push(
-                    json!({"toolUse": {"toolUseId": tool_use_id, "name": name, "input": input}}),
-                );
+            PlannedBlock::ToolUse { tool_use_id, name, input } => {
+                content.push(json!({"toolUse": {"toolUseId": tool_use_id, "name": name, "input": input}}));
             }
         }
     }
@@ -476,10 +439,7 @@ fn split_mid_token(s: &str) -> Vec<String> {
 }
 
 fn stream_frames(plan: &Plan, input_tokens: u32, extra: usize, start: Instant) -> Vec<Frame> {
-    let ev = |t: &str, p: Value, delta: bool| Frame {
-        bytes: event_frame(t, p),
-        delta,
-    };
+    let ev = |t: &str, p: Value, delta: bool| Frame { bytes: event_frame(t, p), delta };
     let mut frames = vec![ev("messageStart", json!({"role": "assistant"}), false)];
     let mut index = 0u32;
     for b in &plan.blocks {
@@ -497,18 +457,10 @@ fn stream_frames(plan: &Plan, input_tokens: u32, extra: usize, start: Instant) -
                         true,
                     ));
                 }
-                frames.push(ev(
-                    "contentBlockStop",
-                    json!({"contentBlockIndex": index}),
-                    false,
-                ));
+                frames.push(ev("contentBlockStop", json!({"contentBlockIndex": index}), false));
                 index += 1;
             }
-            PlannedBlock::ToolUse {
-                tool_use_id,
-                name,
-                input,
-            } => {
+            PlannedBlock::ToolUse { tool_use_id, name, input } => {
                 frames.push(ev(
                     "contentBlockStart",
                     json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": tool_use_id, "name": name}}}),
@@ -518,14 +470,14 @@ fn stream_frames(plan: &Plan, input_tokens: u32, extra: usize, start: Instant) -
                 // An empty input is sent as no delta at all (the client must assume `{}`).
                 if text != "{}" {
                     for frag in split_mid_token(&text) {
-                        frames.push(ev("contentBlockDelta", json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": frag}}}), true));
+                        frames.push(ev(
+                            "contentBlockDelta",
+                            json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": frag}}}),
+                            true,
+                        ));
                     }
                 }
-                frames.push(ev(
-                    "contentBlockStop",
-                    json!({"contentBlockIndex": index}),
-                    false,
-                ));
+                frames.push(ev("contentBlockStop", json!({"contentBlockIndex": index}), false));
                 index += 1;
             }
         }
@@ -542,17 +494,9 @@ fn stream_frames(plan: &Plan, input_tokens: u32, extra: usize, start: Instant) -
             ));
             left -= n;
         }
-        frames.push(ev(
-            "contentBlockStop",
-            json!({"contentBlockIndex": index}),
-            false,
-        ));
+        frames.push(ev("contentBlockStop", json!({"contentBlockIndex": index}), false));
     }
-    frames.push(ev(
-        "messageStop",
-        json!({"stopReason": plan.stop_reason}),
-        false,
-    ));
+    frames.push(ev("messageStop", json!({"stopReason": plan.stop_reason}), false));
     frames.push(ev(
         "metadata",
         json!({"usage": usage(input_tokens, output_tokens(plan, extra)), "metrics": {"latencyMs": elapsed_ms(start)}}),
@@ -582,16 +526,13 @@ async fn converse_stream(
         for f in frames {
             if f.delta {
                 let failure = match fault {
-                    Some(StreamFault::Exception {
-                        after_deltas,
-                        exception,
-                    }) if after_deltas == deltas => Some(exception_frame(
-                        exception.member(),
-                        "The stream failed (injected by the devstack).",
-                    )),
-                    Some(StreamFault::MalformedFrame { after_deltas })
-                        if after_deltas == deltas =>
-                    {
+                    Some(StreamFault::Exception { after_deltas, exception }) if after_deltas == deltas => {
+                        Some(exception_frame(
+                            exception.member(),
+                            "The stream failed (injected by the devstack).",
+                        ))
+                    }
+                    Some(StreamFault::MalformedFrame { after_deltas }) if after_deltas == deltas => {
                         Some(corrupt(&f.bytes))
                     }
                     _ => None,
@@ -601,11 +542,7 @@ async fn converse_stream(
                     return;
                 }
                 // Hold here while a test keeps the gate closed at this many deltas.
-                if gate
-                    .wait_for(|g| g.is_none_or(|k| deltas < k))
-                    .await
-                    .is_err()
-                {
+                if gate.wait_for(|g| g.is_none_or(|k| deltas < k)).await.is_err() {
                     return;
                 }
                 if !delay.is_zero() {
@@ -618,12 +555,10 @@ async fn converse_stream(
             }
         }
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
-    (
-        [(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")],
-        Body::from_stream(body),
-    )
-        .into_response()
+    let body =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) },
+        );
+    ([(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")], Body::from_stream(body)).into_response()
 }

@@ -34,21 +34,14 @@ pub struct Plan {
 
 impl Plan {
     fn text(text: &str) -> Self {
-        Self {
-            blocks: vec![PlannedBlock::Text(split_deltas(text))],
-            stop_reason: "end_turn",
-        }
+        Self { blocks: vec![PlannedBlock::Text(split_deltas(text))], stop_reason: "end_turn" }
     }
 
     fn tool(lead_in: &str, id: String, name: &str, input: Value) -> Self {
         Self {
             blocks: vec![
                 PlannedBlock::Text(split_deltas(lead_in)),
-                PlannedBlock::ToolUse {
-                    tool_use_id: id,
-                    name: name.to_owned(),
-                    input,
-                },
+                PlannedBlock::ToolUse { tool_use_id: id, name: name.to_owned(), input },
             ],
             stop_reason: "tool_use",
         }
@@ -100,10 +93,7 @@ pub struct OfferedTool {
 impl OfferedTool {
     /// Reads the offered tools from a Converse `toolConfig` value.
     pub fn from_tool_config(tool_config: Option<&Value>) -> Vec<Self> {
-        let Some(tools) = tool_config
-            .and_then(|t| t.get("tools"))
-            .and_then(Value::as_array)
-        else {
+        let Some(tools) = tool_config.and_then(|t| t.get("tools")).and_then(Value::as_array) else {
             return Vec::new();
         };
         tools
@@ -124,21 +114,10 @@ impl OfferedTool {
 /// What the user asked for, read from their latest text.
 #[derive(Debug, Clone, PartialEq)]
 enum Intent {
-    List {
-        limit: u64,
-        query: String,
-    },
-    Show {
-        number: String,
-    },
-    Update {
-        number: String,
-        field: String,
-        value: String,
-    },
-    Echo {
-        input: Value,
-    },
+    List { limit: u64, query: String },
+    Show { number: String },
+    Update { number: String, field: String, value: String },
+    Echo { input: Value },
     Unknown,
 }
 
@@ -147,9 +126,7 @@ const LIST_FIELDS: &str = "number,short_description,priority,state,assigned_to";
 fn find_incident_number(text: &str) -> Option<String> {
     text.split(|c: char| !c.is_ascii_alphanumeric())
         .find(|w| {
-            w.len() > 3
-                && w[..3].eq_ignore_ascii_case("INC")
-                && w[3..].bytes().all(|b| b.is_ascii_digit())
+            w.len() > 3 && w[..3].eq_ignore_ascii_case("INC") && w[3..].bytes().all(|b| b.is_ascii_digit())
         })
         .map(str::to_ascii_uppercase)
 }
@@ -158,15 +135,11 @@ fn find_incident_number(text: &str) -> Option<String> {
 /// verbatim, because stopping them is ServiceNow's ACLs' job, not the model's.
 fn explicit_filters(text: &str) -> Vec<String> {
     text.split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| matches!(c, ',' | '.' | '"' | '\'' | '(' | ')' | '?' | '!'))
-        })
+        .map(|w| w.trim_matches(|c: char| matches!(c, ',' | '.' | '"' | '\'' | '(' | ')' | '?' | '!')))
         .filter(|w| {
             let field_len = w.find(['=', '<', '>', '!']).unwrap_or(0);
             field_len > 0
-                && w[..field_len]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                && w[..field_len].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
         })
         .map(str::to_owned)
         .collect()
@@ -174,39 +147,23 @@ fn explicit_filters(text: &str) -> Vec<String> {
 
 fn parse_intent(text: &str) -> Intent {
     let lower = text.to_lowercase();
-    if let Some(rest) = lower
-        .find("echo json:")
-        .map(|i| &text[i + "echo json:".len()..])
+    if let Some(rest) = lower.find("echo json:").map(|i| &text[i + "echo json:".len()..])
         && let Ok(input) = serde_json::from_str::<Value>(rest.trim())
     {
         return Intent::Echo { input };
     }
     if let Some(number) = find_incident_number(text) {
         let words: Vec<&str> = lower.split_whitespace().collect();
-        let is_update = words
-            .first()
-            .is_some_and(|w| matches!(*w, "set" | "update" | "change"));
+        let is_update = words.first().is_some_and(|w| matches!(*w, "set" | "update" | "change"));
         if is_update && let Some(to) = lower.rfind(" to ") {
-            let after_number = lower
-                .find(&number.to_lowercase())
-                .map_or(0, |i| i + number.len());
+            let after_number = lower.find(&number.to_lowercase()).map_or(0, |i| i + number.len());
             if after_number < to {
-                let field = lower[after_number..to]
-                    .trim()
-                    .trim_start_matches("'s")
-                    .trim();
+                let field = lower[after_number..to].trim().trim_start_matches("'s").trim();
                 let field = field.split_whitespace().collect::<Vec<_>>().join("_");
-                let value = text[to + 4..]
-                    .trim()
-                    .trim_end_matches(['.', '!'])
-                    .trim_matches(['"', '\''])
-                    .to_owned();
+                let value =
+                    text[to + 4..].trim().trim_end_matches(['.', '!']).trim_matches(['"', '\'']).to_owned();
                 if !field.is_empty() && !value.is_empty() {
-                    return Intent::Update {
-                        number,
-                        field,
-                        value,
-                    };
+                    return Intent::Update { number, field, value };
                 }
             }
         }
@@ -220,22 +177,16 @@ fn parse_intent(text: &str) -> Intent {
             .filter(|n| (1..=1000).contains(n))
             .unwrap_or(10);
         let mine = lower.contains("assigned to me")
-            || lower.split_whitespace().any(|w| {
-                matches!(
-                    w.trim_matches(|c: char| !c.is_alphanumeric()),
-                    "my" | "me" | "mine"
-                )
-            });
+            || lower
+                .split_whitespace()
+                .any(|w| matches!(w.trim_matches(|c: char| !c.is_alphanumeric()), "my" | "me" | "mine"));
         let mut terms = Vec::new();
         if mine {
             terms.push("assigned_to=javascript:gs.getUserID()".to_owned());
         }
         terms.extend(explicit_filters(text));
         terms.push("ORDERBYnumber".to_owned());
-        return Intent::List {
-            limit,
-            query: terms.join("^"),
-        };
+        return Intent::List { limit, query: terms.join("^") };
     }
     Intent::Unknown
 }
@@ -256,12 +207,9 @@ fn offered<'a>(tools: &'a [OfferedTool], name: &str) -> Option<&'a OfferedTool> 
 /// Keeps only the keys the tool's schema declares (when it declares any).
 fn fit_input(tool: &OfferedTool, input: Map<String, Value>) -> Value {
     match &tool.properties {
-        Some(props) if !props.is_empty() => Value::Object(
-            input
-                .into_iter()
-                .filter(|(k, _)| props.contains(k))
-                .collect(),
-        ),
+        Some(props) if !props.is_empty() => {
+            Value::Object(input.into_iter().filter(|(k, _)| props.contains(k)).collect())
+        }
         _ => Value::Object(input),
     }
 }
@@ -271,11 +219,7 @@ fn text_of(message: &Value) -> String {
         .get("content")
         .and_then(Value::as_array)
         .map(|blocks| {
-            blocks
-                .iter()
-                .filter_map(|b| b.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join(" ")
+            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
         })
         .unwrap_or_default()
 }
@@ -309,11 +253,8 @@ pub fn plan(messages: &[Value], tools: &[OfferedTool]) -> Plan {
 }
 
 fn plan_first_step(messages: &[Value], tools: &[OfferedTool], intent: Intent) -> Plan {
-    let cannot = |what: &str| {
-        Plan::text(&format!(
-            "I can't {what}: no suitable tool is available to me. {HELP}"
-        ))
-    };
+    let cannot =
+        |what: &str| Plan::text(&format!("I can't {what}: no suitable tool is available to me. {HELP}"));
     match intent {
         Intent::List { limit, query } => match offered(tools, "query_incidents") {
             Some(t) => {
@@ -330,30 +271,26 @@ fn plan_first_step(messages: &[Value], tools: &[OfferedTool], intent: Intent) ->
             }
             None => cannot("list incidents"),
         },
-        Intent::Show { number } | Intent::Update { number, .. } => {
-            match offered(tools, "get_incident") {
-                Some(t) => {
-                    let mut input = Map::new();
-                    input.insert("number".into(), Value::String(number.clone()));
-                    Plan::tool(
-                        &format!("Let me fetch {number}."),
-                        tool_use_id(messages, "get"),
-                        &t.name,
-                        fit_input(t, input),
-                    )
-                }
-                None => cannot("look up incidents"),
+        Intent::Show { number } | Intent::Update { number, .. } => match offered(tools, "get_incident") {
+            Some(t) => {
+                let mut input = Map::new();
+                input.insert("number".into(), Value::String(number.clone()));
+                Plan::tool(
+                    &format!("Let me fetch {number}."),
+                    tool_use_id(messages, "get"),
+                    &t.name,
+                    fit_input(t, input),
+                )
             }
-        }
+            None => cannot("look up incidents"),
+        },
         Intent::Echo { input } => match offered(tools, "echo") {
             Some(t) if input.is_object() => {
                 Plan::tool("Echoing.", tool_use_id(messages, "echo"), &t.name, input)
             }
             _ => cannot("echo that"),
         },
-        Intent::Unknown => Plan::text(&format!(
-            "Sorry, I'm not sure how to help with that. {HELP}"
-        )),
+        Intent::Unknown => Plan::text(&format!("Sorry, I'm not sure how to help with that. {HELP}")),
     }
 }
 
@@ -383,11 +320,7 @@ fn tool_uses_before(messages: &[Value]) -> Vec<(String, String, Value)> {
 /// A tool result's content as JSON when it is JSON (a `json` block, or a `text` block holding
 /// JSON text, as Python tools that `json.dumps` produce), else as text.
 fn result_payload(result: &Value) -> Result<Value, String> {
-    let blocks = result
-        .get("content")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let blocks = result.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut texts = Vec::new();
     for b in &blocks {
         if let Some(j) = b.get("json") {
@@ -421,10 +354,9 @@ fn field(record: &Value, name: &str) -> String {
 
 fn raw_value(record: &Value, name: &str) -> String {
     match record.get(name) {
-        Some(Value::Object(o)) => o
-            .get("value")
-            .and_then(Value::as_str)
-            .map_or_else(|| field(record, name), str::to_owned),
+        Some(Value::Object(o)) => {
+            o.get("value").and_then(Value::as_str).map_or_else(|| field(record, name), str::to_owned)
+        }
         _ => field(record, name),
     }
 }
@@ -444,8 +376,7 @@ fn cell(s: &str) -> String {
 }
 
 fn incident_table(recs: &[Value]) -> String {
-    let mut out =
-        String::from("| Incident | Description | Priority | State |\n|---|---|---|---|\n");
+    let mut out = String::from("| Incident | Description | Priority | State |\n|---|---|---|---|\n");
     for r in recs {
         out.push_str(&format!(
             "| {} | {} | {} | {} |\n",
@@ -482,13 +413,8 @@ fn plan_after_results(
 ) -> Plan {
     let uses = tool_uses_before(messages);
     let name_of = |r: &Value| {
-        let id = r
-            .get("toolUseId")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        uses.iter()
-            .find(|(i, _, _)| i == id)
-            .map(|(_, n, input)| (n.clone(), input.clone()))
+        let id = r.get("toolUseId").and_then(Value::as_str).unwrap_or_default();
+        uses.iter().find(|(i, _, _)| i == id).map(|(_, n, input)| (n.clone(), input.clone()))
     };
     let failed: Vec<String> = results
         .iter()
@@ -499,10 +425,7 @@ fn plan_after_results(
         })
         .collect();
     if !failed.is_empty() {
-        return Plan::text(&format!(
-            "I couldn't complete your request because {}.",
-            failed.join("; ")
-        ));
+        return Plan::text(&format!("I couldn't complete your request because {}.", failed.join("; ")));
     }
     let mut answer = String::new();
     for r in results {
@@ -514,33 +437,20 @@ fn plan_after_results(
                 if recs.is_empty() {
                     answer.push_str("I found no incidents matching that request.\n");
                 } else {
-                    let noun = if recs.len() == 1 {
-                        "incident"
-                    } else {
-                        "incidents"
-                    };
-                    answer.push_str(&format!(
-                        "Here are {} {noun}:\n\n{}",
-                        recs.len(),
-                        incident_table(&recs)
-                    ));
+                    let noun = if recs.len() == 1 { "incident" } else { "incidents" };
+                    answer.push_str(&format!("Here are {} {noun}:\n\n{}", recs.len(), incident_table(&recs)));
                 }
             }
             ("get_incident", Ok(p)) => {
                 let recs = records(p);
                 let Some(rec) = recs.first() else {
-                    let number = input
-                        .get("number")
-                        .and_then(Value::as_str)
-                        .unwrap_or("that incident");
-                    answer.push_str(&format!("I couldn't find {number}; it may not exist or you may not have access to it.\n"));
+                    let number = input.get("number").and_then(Value::as_str).unwrap_or("that incident");
+                    answer.push_str(&format!(
+                        "I couldn't find {number}; it may not exist or you may not have access to it.\n"
+                    ));
                     continue;
                 };
-                if let Intent::Update {
-                    number,
-                    field: f,
-                    value,
-                } = intent
+                if let Intent::Update { number, field: f, value } = intent
                     && let Some(t) = offered(tools, "update_incident")
                 {
                     let sys_id = raw_value(rec, "sys_id");
@@ -576,17 +486,9 @@ fn plan_after_results(
                 let changed: Vec<String> = input
                     .get("updates")
                     .and_then(Value::as_object)
-                    .map(|u| {
-                        u.keys()
-                            .map(|k| format!("{k} is now {}", field(&rec, k)))
-                            .collect()
-                    })
+                    .map(|u| u.keys().map(|k| format!("{k} is now {}", field(&rec, k))).collect())
                     .unwrap_or_default();
-                answer.push_str(&format!(
-                    "Updated {}: {}.\n",
-                    field(&rec, "number"),
-                    changed.join(", ")
-                ));
+                answer.push_str(&format!("Updated {}: {}.\n", field(&rec, "number"), changed.join(", ")));
             }
             (_, Ok(p)) => answer.push_str(&format!("The {tool} tool returned: {p}\n")),
             (_, Err(t)) => answer.push_str(&format!("The {tool} tool said: {t}\n")),
@@ -603,10 +505,7 @@ mod tests {
     fn snow_tools() -> Vec<OfferedTool> {
         ["query_incidents", "get_incident", "update_incident"]
             .iter()
-            .map(|n| OfferedTool {
-                name: (*n).into(),
-                properties: None,
-            })
+            .map(|n| OfferedTool { name: (*n).into(), properties: None })
             .collect()
     }
 
@@ -637,15 +536,9 @@ mod tests {
 
     #[test]
     fn explicit_filters_are_passed_on() {
-        let p = plan(
-            &[user("show all incidents with category=HR")],
-            &snow_tools(),
-        );
+        let p = plan(&[user("show all incidents with category=HR")], &snow_tools());
         assert_eq!(tool_input(&p).1["query"], "category=HR^ORDERBYnumber");
-        let p = plan(
-            &[user("show my incidents where priority<=2")],
-            &snow_tools(),
-        );
+        let p = plan(&[user("show my incidents where priority<=2")], &snow_tools());
         assert_eq!(
             tool_input(&p).1["query"],
             "assigned_to=javascript:gs.getUserID()^priority<=2^ORDERBYnumber"
@@ -655,15 +548,10 @@ mod tests {
     #[test]
     fn show_and_update() {
         let p = plan(&[user("show INC0012345")], &snow_tools());
-        assert_eq!(
-            tool_input(&p),
-            ("get_incident", &json!({"number":"INC0012345"}))
-        );
+        assert_eq!(tool_input(&p), ("get_incident", &json!({"number":"INC0012345"})));
         let ask = user("Set INC0012345 urgency to 1");
         let p = plan(std::slice::from_ref(&ask), &snow_tools());
-        let PlannedBlock::ToolUse { tool_use_id, .. } = p.blocks[1].clone() else {
-            panic!()
-        };
+        let PlannedBlock::ToolUse { tool_use_id, .. } = p.blocks[1].clone() else { panic!() };
         assert_eq!(tool_input(&p).0, "get_incident");
         let conv = vec![
             ask,
@@ -674,10 +562,7 @@ mod tests {
         let p = plan(&conv, &snow_tools());
         assert_eq!(
             tool_input(&p),
-            (
-                "update_incident",
-                &json!({"sys_id":"abc123","updates":{"urgency":"1"}})
-            )
+            ("update_incident", &json!({"sys_id":"abc123","updates":{"urgency":"1"}}))
         );
     }
 
@@ -691,21 +576,21 @@ mod tests {
         ];
         let p = plan(&conv, &snow_tools());
         assert_eq!(p.stop_reason, "end_turn");
-        let PlannedBlock::Text(parts) = &p.blocks[0] else {
-            panic!()
-        };
+        let PlannedBlock::Text(parts) = &p.blocks[0] else { panic!() };
         assert!(parts.len() > 2, "{parts:?}");
         let text = p.full_text();
-        assert!(
-            text.contains("| INC0012345 | VPN \\| dropping | 2 - High | In Progress |"),
-            "{text}"
-        );
+        assert!(text.contains("| INC0012345 | VPN \\| dropping | 2 - High | In Progress |"), "{text}");
 
         let mut conv = conv;
         conv[2] = json!({"role":"user","content":[{"toolResult":{"toolUseId":"t1","status":"error","content":[{"json":
             {"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}}]}}]});
         let text = plan(&conv, &snow_tools()).full_text();
-        assert!(text.contains("query_incidents call failed: User Not Authenticated (Required to provide Auth information)"), "{text}");
+        assert!(
+            text.contains(
+                "query_incidents call failed: User Not Authenticated (Required to provide Auth information)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -21,18 +21,12 @@ pub struct WireError {
 }
 
 fn validation(message: impl Into<String>) -> WireError {
-    WireError {
-        status: 400,
-        name: "ValidationException",
-        message: message.into(),
-    }
+    WireError { status: 400, name: "ValidationException", message: message.into() }
 }
 
 fn is_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 const BLOCK_KINDS: &[&str] = &[
@@ -50,9 +44,7 @@ const BLOCK_KINDS: &[&str] = &[
 /// Checks a Converse / ConverseStream request body the way Bedrock does.
 pub fn validate_converse_body(body: &Value) -> Result<(), WireError> {
     let Some(obj) = body.as_object() else {
-        return Err(validation(
-            "Malformed input request, please reformat your input and try again.",
-        ));
+        return Err(validation("Malformed input request, please reformat your input and try again."));
     };
     let messages = match obj.get("messages") {
         Some(Value::Array(m)) => m,
@@ -62,9 +54,7 @@ pub fn validate_converse_body(body: &Value) -> Result<(), WireError> {
             ));
         }
         Some(_) => {
-            return Err(validation(
-                "Malformed input request: messages must be a list.",
-            ));
+            return Err(validation("Malformed input request: messages must be a list."));
         }
     };
     if messages.is_empty() {
@@ -82,28 +72,20 @@ pub fn validate_converse_body(body: &Value) -> Result<(), WireError> {
             return Err(validation("toolConfig.tools must be a non-empty list."));
         }
         for t in tools {
-            let name = t
-                .pointer("/toolSpec/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let name = t.pointer("/toolSpec/name").and_then(Value::as_str).unwrap_or_default();
             if !is_tool_name(name) {
                 return Err(validation(format!(
                     "1 validation error detected: Value '{name}' at 'toolConfig.tools.member.toolSpec.name' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+"
                 )));
             }
-            if !t
-                .pointer("/toolSpec/inputSchema/json")
-                .is_some_and(Value::is_object)
-            {
-                return Err(validation(format!(
-                    "The input schema of tool {name} must be a JSON object."
-                )));
+            if !t.pointer("/toolSpec/inputSchema/json").is_some_and(Value::is_object) {
+                return Err(validation(format!("The input schema of tool {name} must be a JSON object.")));
             }
         }
     }
     if let Some(ic) = obj.get("inferenceConfig") {
         if let Some(m) = ic.get("maxTokens")
-            && !m.as_u64().is_some_and(|m| m >= 1)
+            && m.as_u64().is_none_or(|m| m < 1)
         {
             return Err(validation(
                 "The maximum tokens you requested exceeds the model limit or is below 1.",
@@ -140,10 +122,7 @@ pub fn validate_converse_body(body: &Value) -> Result<(), WireError> {
         let mut uses = Vec::new();
         let mut answered = Vec::new();
         for b in content {
-            let keys: Vec<&String> = b
-                .as_object()
-                .map(|o| o.keys().collect())
-                .unwrap_or_default();
+            let keys: Vec<&String> = b.as_object().map(|o| o.keys().collect()).unwrap_or_default();
             if keys.len() != 1 || !BLOCK_KINDS.contains(&keys[0].as_str()) {
                 return Err(validation(format!(
                     "Malformed input request: content block of messages.{i} must have exactly one member."
@@ -160,18 +139,10 @@ pub fn validate_converse_body(body: &Value) -> Result<(), WireError> {
                         "messages.{i}: toolUse blocks are only allowed in assistant messages."
                     )));
                 }
-                let id = u
-                    .get("toolUseId")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let id = u.get("toolUseId").and_then(Value::as_str).unwrap_or_default();
                 let name = u.get("name").and_then(Value::as_str).unwrap_or_default();
-                if id.is_empty()
-                    || !is_tool_name(name)
-                    || !u.get("input").is_some_and(Value::is_object)
-                {
-                    return Err(validation(format!(
-                        "messages.{i}: malformed toolUse block."
-                    )));
+                if id.is_empty() || !is_tool_name(name) || !u.get("input").is_some_and(Value::is_object) {
+                    return Err(validation(format!("messages.{i}: malformed toolUse block.")));
                 }
                 uses.push(id.to_owned());
             }
@@ -181,10 +152,7 @@ pub fn validate_converse_body(body: &Value) -> Result<(), WireError> {
                         "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
                     ));
                 }
-                let id = r
-                    .get("toolUseId")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let id = r.get("toolUseId").and_then(Value::as_str).unwrap_or_default();
                 if !pending.iter().any(|p| p == id) {
                     return Err(validation(format!(
                         "messages.{i}: The toolResult block with toolUseId {id} does not match a toolUse block in the previous turn."
@@ -215,15 +183,8 @@ pub fn validate_converse_body(body: &Value) -> Result<(), WireError> {
 /// Checks that the request carries a SigV4 `Authorization` header of the right shape for
 /// service `bedrock` (the signature itself is not verified: the stub knows no secret keys).
 pub fn check_sigv4(headers: &HeaderMap, region: Option<&str>) -> Result<(), WireError> {
-    let denied = |status: u16, name: &'static str, message: String| WireError {
-        status,
-        name,
-        message,
-    };
-    let Some(auth) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let denied = |status: u16, name: &'static str, message: String| WireError { status, name, message };
+    let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return Err(denied(
             403,
             "MissingAuthenticationTokenException",
@@ -237,12 +198,8 @@ pub fn check_sigv4(headers: &HeaderMap, region: Option<&str>) -> Result<(), Wire
             "Authorization header requires AWS4-HMAC-SHA256.".into(),
         ));
     };
-    let get = |key: &str| {
-        params
-            .split(',')
-            .map(str::trim)
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-    };
+    let get =
+        |key: &str| params.split(',').map(str::trim).find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
     let (Some(credential), Some(signed), Some(signature)) =
         (get("Credential"), get("SignedHeaders"), get("Signature"))
     else {
@@ -273,23 +230,13 @@ pub fn check_sigv4(headers: &HeaderMap, region: Option<&str>) -> Result<(), Wire
         return Err(denied(
             403,
             "InvalidSignatureException",
-            format!(
-                "Credential should be scoped to a valid region, not '{}'.",
-                scope[2]
-            ),
+            format!("Credential should be scoped to a valid region, not '{}'.", scope[2]),
         ));
     }
     if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(denied(
-            403,
-            "InvalidSignatureException",
-            "The request signature is malformed.".into(),
-        ));
+        return Err(denied(403, "InvalidSignatureException", "The request signature is malformed.".into()));
     }
-    let amz_date = headers
-        .get("x-amz-date")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let amz_date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if amz_date.len() != 16 || !amz_date.starts_with(scope[1]) {
         return Err(denied(
             403,
@@ -372,10 +319,7 @@ mod tests {
 
     #[test]
     fn frames_decode_with_padding_and_headers() {
-        let f = event_frame(
-            "contentBlockDelta",
-            json!({"contentBlockIndex":0,"delta":{"text":"Hel"}}),
-        );
+        let f = event_frame("contentBlockDelta", json!({"contentBlockIndex":0,"delta":{"text":"Hel"}}));
         let mut dec = MessageFrameDecoder::new();
         let mut buf = bytes::BytesMut::new();
         let mut got = None;
@@ -407,7 +351,8 @@ mod tests {
 
     #[test]
     fn conversation_rules() {
-        let tc = json!({"tools":[{"toolSpec":{"name":"get_incident","inputSchema":{"json":{"type":"object"}}}}]});
+        let tc =
+            json!({"tools":[{"toolSpec":{"name":"get_incident","inputSchema":{"json":{"type":"object"}}}}]});
         let ok = json!({"messages":[{"role":"user","content":[{"text":"hi"}]}]});
         validate_converse_body(&ok).unwrap();
         let msg = |b: Value| validate_converse_body(&b).unwrap_err().message;
@@ -425,8 +370,11 @@ mod tests {
         let mut no_tc = unanswered;
         no_tc.as_object_mut().unwrap().remove("toolConfig");
         assert!(msg(no_tc).contains("toolConfig"));
-        assert!(msg(json!({"toolConfig":{"tools":[{"toolSpec":{"name":"bad name","inputSchema":{"json":{}}}}]},
-            "messages":[{"role":"user","content":[{"text":"x"}]}]})).contains("regular expression"));
+        assert!(
+            msg(json!({"toolConfig":{"tools":[{"toolSpec":{"name":"bad name","inputSchema":{"json":{}}}}]},
+            "messages":[{"role":"user","content":[{"text":"x"}]}]}))
+            .contains("regular expression")
+        );
         assert!(msg(json!({"inferenceConfig":{"maxTokens":0},"messages":[{"role":"user","content":[{"text":"x"}]}]})).contains("maximum tokens"));
     }
 
@@ -441,21 +389,11 @@ mod tests {
             format!("AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}").parse().unwrap(),
         );
         check_sigv4(&h, Some("us-east-1")).unwrap();
-        assert!(
-            check_sigv4(&h, Some("eu-west-1"))
-                .unwrap_err()
-                .message
-                .contains("region")
-        );
+        assert!(check_sigv4(&h, Some("eu-west-1")).unwrap_err().message.contains("region"));
         h.insert(
             http::header::AUTHORIZATION,
             format!("AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/bedrock-runtime/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}").parse().unwrap(),
         );
-        assert!(
-            check_sigv4(&h, None)
-                .unwrap_err()
-                .message
-                .contains("'bedrock'")
-        );
+        assert!(check_sigv4(&h, None).unwrap_err().message.contains("'bedrock'"));
     }
 }

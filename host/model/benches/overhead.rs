@@ -1,0 +1,99 @@
+//! Host overhead per model call: the production client (BedrockProvider on
+//! aws-sdk-bedrockruntime) against the devstack endpoint on loopback, minus the endpoint's own
+//! handler time. Run with `cargo bench -p delegate-model --bench overhead`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use delegate_devstack_bedrock::{BedrockStub, BedrockStubConfig};
+use delegate_model::{
+    AwsCredentials, BedrockProvider, ConverseRequest, Message, ModelConfig, ModelProvider, ToolConfig,
+    ToolSpec,
+};
+use delegate_secret::Secret;
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn report(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    println!(
+        "{name:<44} n={:<5} p50={:>8.1?} p99={:>8.1?} min={:>8.1?}",
+        v.len(),
+        pct(&v, 0.50),
+        pct(&v, 0.99),
+        v[0]
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let stub = BedrockStub::new(BedrockStubConfig::default());
+        let faults = stub.faults();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, stub.router()).into_future());
+        let settings = ModelConfig {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(url),
+            allow_http: true,
+            model_id: "us.anthropic.claude-sonnet-4-20250514-v1:0".into(),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let model = settings.model_id.clone();
+        let p = BedrockProvider::connect(
+            settings,
+            AwsCredentials::Static {
+                access_key_id: "AKIDBENCH".into(),
+                secret_access_key: Secret::new("bench-secret"),
+                session_token: None,
+            },
+        )
+        .await
+        .unwrap();
+        let req = ConverseRequest {
+            system: vec!["You are a ServiceNow assistant. Be concise.".into()],
+            messages: vec![Message::user_text("Show me 5 incidents assigned to me")],
+            tool_config: Some(ToolConfig {
+                tools: vec![ToolSpec {
+                    name: "query_incidents".into(),
+                    description: "Search for incidents in ServiceNow.".into(),
+                    input_schema: r#"{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"},"fields":{"type":"string"}}}"#.into(),
+                }],
+                tool_choice: None,
+            }),
+            inference_config: None,
+        };
+        for _ in 0..200 {
+            p.converse(&model, &req).await.unwrap(); // warm-up: connection pool, credentials cache
+        }
+        faults.reset();
+        let n = 2000;
+        let mut client = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            p.converse(&model, &req).await.unwrap();
+            client.push(t.elapsed());
+        }
+        let handler = faults.handler_times();
+        let overhead: Vec<Duration> = client.iter().zip(&handler).map(|(c, h)| c.saturating_sub(*h)).collect();
+        report("converse: client round trip", client);
+        report("converse: stub handler (endpoint's own time)", handler);
+        report("converse: host overhead (client - handler)", overhead);
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let mut stream = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            p.converse_stream(&model, &req, &tx).await.unwrap();
+            stream.push(t.elapsed());
+        }
+        report("converse_stream: client round trip", stream);
+    });
+}
