@@ -3,9 +3,55 @@
 //! A [`VerifiedCaller`] can only be made by this crate, after every check passed, so code that
 //! takes one (the runtime, the vault) cannot be reached with an unchecked caller.
 //! This crate knows nothing about wasm or HTTP servers.
+//!
+//! The checks follow protocols.md §4.1 and are all explicit (none is left to a library
+//! default):
+//! 1. exactly one `Authorization: Bearer <token>` header, size-capped before parsing;
+//! 2. exactly three base64url segments, strict JSON objects without duplicate keys;
+//! 3. header: `alg` in the configured allow-list (never `none`/HMAC), no `jku`, `x5u`, `jwk`,
+//!    `x5c`, `crit`, `b64`, `enc`, `zip`, `cty`; `kid` required;
+//! 4. the issuer is chosen by `iss` among the configured discovery documents (multi-tenant
+//!    `{tenantid}` templates need `tid` in `allowed_tenants`), the key by `kid` from that
+//!    issuer's cached JWKS (one rate-limited, single-flight refresh on a miss), and the key
+//!    decides whether the `alg` may be used;
+//! 5. signature; then `exp` (required), `nbf`, `iat` with leeway; `tid` consistent with `iss`;
+//!    `ver` consistent with the issuer form; `aud` any-of;
+//! 6. 403 checks: client (`azp`/`appid`/`client_id`) allow-list, required scopes (`scp`,
+//!    `scope`, `roles`), claim rules.
+//!
+//! Usage:
+//! ```no_run
+//! # async fn demo(headers: http::HeaderMap) -> Result<(), Box<dyn std::error::Error>> {
+//! use delegate_auth::{AuthConfig, Authorizer};
+//! let settings = AuthConfig::new(
+//!     "https://login.microsoftonline.com/<tid>/v2.0/.well-known/openid-configuration",
+//!     &["<api client id>"],
+//!     &["<client app id>"],
+//! )
+//! .validate()?;
+//! let client = reqwest::Client::new(); // in delegate: delegate_outbound::build_client(..)
+//! let authorizer = Authorizer::new(settings, client);
+//! let _refresh = authorizer.spawn_refresh();
+//! match authorizer.authorize(&headers).await {
+//!     Ok(caller) => println!("{}", caller.subject()),
+//!     Err(e) => println!("{:?} {}", e.status_class(), e.code()),
+//! }
+//! # Ok(()) }
+//! ```
 
+mod authorizer;
 mod caller;
+mod config;
+mod error;
+mod keys;
+mod token;
 
+pub use authorizer::Authorizer;
 pub use caller::VerifiedCaller;
 #[cfg(feature = "testing")]
 pub use caller::VerifiedCallerBuilder;
+pub use config::{AuthConfig, AuthSettings, ClaimRule, InvalidSetting};
+pub use error::{AuthError, AuthFailure};
+
+#[cfg(test)]
+mod tests;

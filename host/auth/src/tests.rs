@@ -1,0 +1,558 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity,
+    clippy::semicolon_if_nothing_returned
+)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use delegate_devstack_idp::defaults::*;
+use delegate_devstack_idp::{
+    CorpusTarget, Expected, IdpConfig, IdpServer, Outage, TokenSpec, TokenVersion, attack_corpus,
+};
+use http::{HeaderMap, HeaderValue};
+
+use crate::{AuthConfig, AuthError, AuthFailure, Authorizer};
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("delegate-auth-{}-{}", std::process::id(), uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+fn uuid_like() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    u128::from(N.fetch_add(1, Ordering::Relaxed))
+}
+
+struct Fixture {
+    server: IdpServer,
+    _dir: TempDir,
+    client: reqwest::Client,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        Self::start_with(IdpConfig::default()).await
+    }
+
+    async fn start_with(config: IdpConfig) -> Fixture {
+        let server = IdpServer::start(config).await.unwrap();
+        let dir = TempDir::new();
+        let ca = dir.0.join("ca.pem");
+        std::fs::write(&ca, server.ca_pem()).unwrap();
+        let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig {
+            extra_ca_pem_files: vec![ca],
+            ..Default::default()
+        })
+        .unwrap();
+        Fixture { server, _dir: dir, client }
+    }
+
+    fn idp(&self) -> &delegate_devstack_idp::Idp {
+        self.server.idp()
+    }
+
+    /// The article's authorizer: v2 discovery of the home tenant, Token A for the agent app.
+    fn config(&self) -> AuthConfig {
+        let mut c = AuthConfig::new(&self.idp().discovery_url(TENANT_ID), &[AGENT_APP_ID], &[AGENT_APP_ID]);
+        c.required_scopes = vec![AGENT_SCOPE.into()];
+        c
+    }
+
+    fn authorizer(&self, config: AuthConfig) -> Authorizer {
+        Authorizer::new(config.validate().unwrap(), self.client.clone())
+    }
+
+    fn jane_token(&self) -> String {
+        self.idp()
+            .mint_access_token(JANE, AGENT_APP_ID, AGENT_APP_ID, &[AGENT_SCOPE], Duration::from_secs(3600))
+            .unwrap()
+            .expose()
+            .to_owned()
+    }
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    headers(&[format!("Bearer {token}")])
+}
+
+fn headers(values: &[String]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for v in values {
+        h.append(http::header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+    }
+    h
+}
+
+fn outcome(result: &Result<crate::VerifiedCaller, AuthError>) -> Expected {
+    match result {
+        Ok(_) => Expected::Accepted,
+        Err(e) => match e.status_class() {
+            AuthFailure::Unauthenticated => Expected::Unauthenticated,
+            AuthFailure::Forbidden => Expected::Forbidden,
+            AuthFailure::Unavailable => panic!("keys unavailable: {e}"),
+        },
+    }
+}
+
+#[tokio::test]
+async fn attack_corpus_gets_exactly_the_expected_outcomes() {
+    let f = Fixture::start().await;
+    let authorizer = f.authorizer(f.config());
+    authorizer.warm_up().await.unwrap();
+    let corpus = attack_corpus(f.idp(), &CorpusTarget::default()).unwrap();
+    assert!(corpus.len() >= 35);
+    let mut failures = Vec::new();
+    for case in &corpus {
+        let started = Instant::now();
+        let result = authorizer.authorize(&headers(&case.authorization)).await;
+        let got = outcome(&result);
+        if got != case.expected {
+            failures.push(format!(
+                "{}: expected {:?}, got {got:?} ({:?})",
+                case.name,
+                case.expected,
+                result.as_ref().err().map(AuthError::code)
+            ));
+        }
+        assert!(started.elapsed() < Duration::from_secs(6), "{} hung", case.name);
+        if let Err(e) = &result {
+            let www = e.www_authenticate().unwrap();
+            match case.expected {
+                Expected::Unauthenticated => assert_eq!(www, r#"Bearer error="invalid_token""#),
+                Expected::Forbidden => assert_eq!(www, r#"Bearer error="insufficient_scope""#),
+                Expected::Accepted => {}
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Three unknown-kid cases, one rate-limited refresh (plus the warm-up fetch).
+    assert_eq!(f.idp().counters().jwks, 2);
+}
+
+#[tokio::test]
+async fn verified_caller_carries_claims_and_the_token_as_a_secret() {
+    let f = Fixture::start().await;
+    let authorizer = f.authorizer(f.config());
+    let token = f.jane_token();
+    let caller = authorizer.authorize(&bearer(&token)).await.unwrap();
+    assert_eq!(caller.subject(), JANE_OID);
+    assert_eq!(caller.username(), Some(JANE));
+    assert_eq!(caller.display_name(), Some("Jane Smith"));
+    assert_eq!(caller.tenant(), Some(TENANT_ID));
+    assert_eq!(caller.client_id(), AGENT_APP_ID);
+    assert_eq!(caller.scopes(), [AGENT_SCOPE.to_owned()]);
+    assert_eq!(caller.issuer(), f.idp().issuer(TENANT_ID));
+    assert!(caller.expires_at() > 0);
+    assert_eq!(caller.token().expose(), token);
+    assert!(!format!("{caller:?}").contains(&token[..20]));
+    // Lazy start: the first request did discovery + JWKS, later ones use the cache.
+    authorizer.authorize(&bearer(&token)).await.unwrap();
+    let counters = f.idp().counters();
+    assert_eq!((counters.discovery, counters.jwks), (1, 1));
+}
+
+#[tokio::test]
+async fn rotated_key_is_accepted_after_one_single_flight_refresh() {
+    let f = Fixture::start().await;
+    let authorizer = f.authorizer(f.config());
+    authorizer.authorize(&bearer(&f.jane_token())).await.unwrap();
+    assert_eq!(f.idp().counters().jwks, 1);
+
+    let old = f.idp().current_kid();
+    let new = f.idp().rotate_add_key().unwrap();
+    let token = f.jane_token();
+    assert_eq!(jsonwebtoken::decode_header(&token).unwrap().kid.unwrap(), new);
+    // Many concurrent requests with the new kid: exactly one JWKS fetch.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let a = authorizer.clone();
+        let t = token.clone();
+        tasks.push(tokio::spawn(async move { a.authorize(&bearer(&t)).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(f.idp().counters().jwks, 2);
+
+    // The old key is retired at the IdP but still cached: tokens signed with it verify until
+    // the next refresh (Entra keeps old keys published for a while for this reason).
+    assert!(f.idp().retire_key(&old));
+    // A second unknown kid within the rate-limit interval does not fetch again.
+    let ghost = f.idp().rotate_add_key().unwrap();
+    let ghost_token = f.jane_token();
+    f.idp().retire_key(&ghost);
+    let err = authorizer.authorize(&bearer(&ghost_token)).await.unwrap_err();
+    assert_eq!(err, AuthError::UnknownKey);
+    assert_eq!(f.idp().counters().jwks, 2);
+}
+
+#[tokio::test]
+async fn idp_down_cached_keys_still_verify_and_unknown_kid_fails_within_the_timeout() {
+    let f = Fixture::start().await;
+    let mut config = f.config();
+    config.fetch_timeout_ms = 500;
+    let authorizer = f.authorizer(config);
+    let token = f.jane_token();
+    authorizer.authorize(&bearer(&token)).await.unwrap();
+
+    f.idp().set_outage(Outage::Status(503));
+    authorizer.authorize(&bearer(&token)).await.unwrap();
+    // A refresh that fails keeps the last good key set.
+    assert!(authorizer.warm_up().await.is_err());
+    authorizer.authorize(&bearer(&token)).await.unwrap();
+
+    f.idp().set_outage(Outage::Hang);
+    f.idp().rotate_add_key().unwrap();
+    let unknown = f.jane_token();
+    let started = Instant::now();
+    let err = authorizer.authorize(&bearer(&unknown)).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.status_class(), AuthFailure::Unauthenticated);
+    assert_eq!(err, AuthError::UnknownKey);
+    assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    // Cached keys still work while the IdP hangs.
+    authorizer.authorize(&bearer(&token)).await.unwrap();
+}
+
+#[tokio::test]
+async fn server_starts_while_the_idp_is_down_and_recovers() {
+    let f = Fixture::start().await;
+    f.idp().set_outage(Outage::Status(503));
+    let mut config = f.config();
+    config.fetch_timeout_ms = 500;
+    let authorizer = f.authorizer(config);
+    let token = f.jane_token();
+    let err = authorizer.authorize(&bearer(&token)).await.unwrap_err();
+    assert_eq!(err, AuthError::KeysUnavailable);
+    assert_eq!(err.status_class(), AuthFailure::Unavailable);
+    assert!(!authorizer.is_ready());
+    // Attempts are spaced: an immediate retry does not call the IdP again.
+    let before = f.idp().counters().discovery;
+    assert_eq!(authorizer.authorize(&bearer(&token)).await.unwrap_err(), AuthError::KeysUnavailable);
+    assert_eq!(f.idp().counters().discovery, before);
+
+    f.idp().set_outage(Outage::None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match authorizer.authorize(&bearer(&token)).await {
+            Ok(_) => break,
+            Err(AuthError::KeysUnavailable) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(authorizer.is_ready());
+}
+
+#[tokio::test]
+async fn background_refresh_follows_cache_control_and_picks_up_new_keys() {
+    let f = Fixture::start().await;
+    f.idp().set_jwks_max_age(1);
+    let mut config = f.config();
+    config.jwks_refresh_min_seconds = 1;
+    let authorizer = f.authorizer(config);
+    let task = authorizer.spawn_refresh();
+    let wait_for_jwks = |n: u64| {
+        let idp = f.idp().clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while idp.counters().jwks < n {
+                assert!(Instant::now() < deadline, "no background refresh");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for_jwks(1).await;
+    assert!(authorizer.is_ready());
+    let new = f.idp().rotate_add_key().unwrap();
+    let seen = f.idp().counters().jwks;
+    wait_for_jwks(seen + 1).await;
+    // The new key arrived through the background refresh: with the IdP now failing, an
+    // unknown-kid fetch could not have provided it.
+    f.idp().set_outage(Outage::Status(500));
+    let token = f.jane_token();
+    assert_eq!(jsonwebtoken::decode_header(&token).unwrap().kid.unwrap(), new);
+    authorizer.authorize(&bearer(&token)).await.unwrap();
+    drop(authorizer);
+    // The task ends after the last authorizer clone is gone (at its next wake-up).
+    tokio::time::timeout(Duration::from_secs(15), task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn v1_and_v2_tokens_are_both_verified_when_configured() {
+    let mut dir = IdpConfig::default();
+    // The agent API accepts v1 tokens: aud is the App ID URI, iss sts.windows.net.
+    dir.apps[0].access_token_version = 1;
+    let f = Fixture::start_with(dir).await;
+    let idp = f.idp();
+    let v1 = idp
+        .mint_access_token(
+            JANE,
+            AGENT_APP_ID,
+            &format!("api://{AGENT_APP_ID}"),
+            &[AGENT_SCOPE],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let v2_spec = TokenSpec {
+        tenant: TENANT_ID.into(),
+        user: Some(JANE.into()),
+        client_id: AGENT_APP_ID.into(),
+        audience: AGENT_APP_ID.into(),
+        scopes: vec![AGENT_SCOPE.into()],
+        roles: vec![],
+        version: TokenVersion::V2,
+        lifetime: Duration::from_secs(600),
+        client_authenticated: true,
+    };
+    let v2 = idp.sign_claims(&idp.access_token_claims(&v2_spec).unwrap()).unwrap();
+
+    let mut config = f.config();
+    config.allowed_audiences = vec![AGENT_APP_ID.into(), format!("api://{AGENT_APP_ID}")];
+    let v2_only = f.authorizer(config.clone());
+    assert_eq!(v2_only.authorize(&bearer(v1.expose())).await.unwrap_err(), AuthError::Issuer);
+    v2_only.authorize(&bearer(v2.expose())).await.unwrap();
+
+    config.additional_discovery_urls = vec![idp.discovery_url_v1(TENANT_ID)];
+    let both = f.authorizer(config);
+    let caller = both.authorize(&bearer(v1.expose())).await.unwrap();
+    assert_eq!(caller.issuer(), format!("https://sts.windows.net/{TENANT_ID}/"));
+    assert_eq!(caller.username(), Some(JANE)); // from upn
+    assert_eq!(caller.client_id(), AGENT_APP_ID); // from appid
+    both.authorize(&bearer(v2.expose())).await.unwrap();
+}
+
+#[tokio::test]
+async fn multi_tenant_issuer_accepts_only_allowed_tenants() {
+    let f = Fixture::start().await;
+    let idp = f.idp();
+    let token_for = |user: &str| {
+        idp.mint_access_token(user, AGENT_APP_ID, AGENT_APP_ID, &[AGENT_SCOPE], Duration::from_secs(600))
+            .unwrap()
+    };
+    let mut config = f.config();
+    config.discovery_url = idp.discovery_url("organizations");
+    assert_eq!(config.clone().validate().unwrap_err().key, "allowed_tenants");
+    config.allowed_tenants = vec![TENANT_ID.into()];
+    let authorizer = f.authorizer(config.clone());
+    let home = authorizer.authorize(&bearer(token_for(JANE).expose())).await.unwrap();
+    assert_eq!(home.tenant(), Some(TENANT_ID));
+    let other = token_for(OTHER_TENANT_USER);
+    assert_eq!(authorizer.authorize(&bearer(other.expose())).await.unwrap_err(), AuthError::Tenant);
+    config.allowed_tenants.push(OTHER_TENANT_ID.into());
+    let both = f.authorizer(config);
+    let caller = both.authorize(&bearer(other.expose())).await.unwrap();
+    assert_eq!(caller.tenant(), Some(OTHER_TENANT_ID));
+    assert_eq!(caller.issuer(), idp.issuer(OTHER_TENANT_ID));
+}
+
+#[tokio::test]
+async fn claim_rules_and_role_scopes() {
+    let f = Fixture::start().await;
+    let mut config = f.config();
+    config.claim_rules = vec![crate::ClaimRule {
+        claim: "tid".into(),
+        equals: Some(TENANT_ID.into()),
+        contains: None,
+        contains_any: None,
+    }];
+    f.authorizer(config.clone()).authorize(&bearer(&f.jane_token())).await.unwrap();
+    config.claim_rules.push(crate::ClaimRule {
+        claim: "scp".into(),
+        equals: None,
+        contains: None,
+        contains_any: Some(vec!["Admin.All".into(), "Other".into()]),
+    });
+    let err = f.authorizer(config).authorize(&bearer(&f.jane_token())).await.unwrap_err();
+    assert_eq!(err, AuthError::ClaimRule("scp".into()));
+    assert_eq!(err.status_class(), AuthFailure::Forbidden);
+
+    // App-only token: the required "scope" can be an app role.
+    let mut config = f.config();
+    config.required_scopes = vec!["Agent.Invoke".into()];
+    let app = f
+        .idp()
+        .mint_app_token(AGENT_APP_ID, AGENT_APP_ID, &["Agent.Invoke"], Duration::from_secs(60))
+        .unwrap();
+    let caller = f.authorizer(config).authorize(&bearer(app.expose())).await.unwrap();
+    assert_eq!(caller.roles(), ["Agent.Invoke".to_owned()]);
+    assert!(caller.username().is_none());
+}
+
+#[test]
+fn invalid_settings_name_their_key() {
+    let ok = || {
+        AuthConfig::new(
+            "https://login.example/t/v2.0/.well-known/openid-configuration",
+            &["aud"],
+            &["client"],
+        )
+    };
+    ok().validate().unwrap();
+    let cases: Vec<(Box<dyn Fn(&mut AuthConfig)>, &str)> = vec![
+        (
+            Box::new(|c| c.discovery_url = "http://login.example/.well-known/openid-configuration".into()),
+            "discovery_url",
+        ),
+        (Box::new(|c| c.discovery_url = "https://login.example/keys".into()), "discovery_url"),
+        (
+            Box::new(|c| {
+                c.discovery_url = "https://user:pw@login.example/.well-known/openid-configuration".into()
+            }),
+            "discovery_url",
+        ),
+        (Box::new(|c| c.additional_discovery_urls = vec!["nope".into()]), "additional_discovery_urls[0]"),
+        (Box::new(|c| c.allowed_audiences.clear()), "allowed_audiences"),
+        (Box::new(|c| c.allowed_audiences.push(" ".into())), "allowed_audiences[1]"),
+        (Box::new(|c| c.allowed_clients.clear()), "allowed_clients"),
+        (Box::new(|c| c.required_scopes = vec!["a b".into()]), "required_scopes[0]"),
+        (Box::new(|c| c.allowed_tenants = vec!["contoso".into()]), "allowed_tenants[0]"),
+        (Box::new(|c| c.leeway_seconds = 301), "leeway_seconds"),
+        (Box::new(|c| c.algorithms = vec![]), "algorithms"),
+        (Box::new(|c| c.algorithms = vec!["HS256".into()]), "algorithms[0]"),
+        (Box::new(|c| c.algorithms = vec!["RS256".into(), "none".into()]), "algorithms[1]"),
+        (Box::new(|c| c.algorithms = vec!["EdDSA".into()]), "algorithms[0]"),
+        (
+            Box::new(|c| {
+                c.claim_rules = vec![crate::ClaimRule {
+                    claim: "preferred_username".into(),
+                    equals: Some("x".into()),
+                    contains: None,
+                    contains_any: None,
+                }]
+            }),
+            "claim_rules[0].claim",
+        ),
+        (
+            Box::new(|c| {
+                c.claim_rules = vec![crate::ClaimRule {
+                    claim: "tid".into(),
+                    equals: Some("x".into()),
+                    contains: Some("y".into()),
+                    contains_any: None,
+                }]
+            }),
+            "claim_rules[0].claim",
+        ),
+        (Box::new(|c| c.jwks_refresh_min_seconds = 0), "jwks_refresh_min_seconds"),
+        (Box::new(|c| c.jwks_refresh_max_seconds = 10), "jwks_refresh_max_seconds"),
+        (Box::new(|c| c.fetch_timeout_ms = 0), "fetch_timeout_ms"),
+        (Box::new(|c| c.max_token_bytes = 10 * 1024 * 1024), "max_token_bytes"),
+        (
+            Box::new(|c| {
+                c.discovery_url = "https://login.example/common/v2.0/.well-known/openid-configuration".into()
+            }),
+            "allowed_tenants",
+        ),
+    ];
+    for (edit, key) in cases {
+        let mut c = ok();
+        edit(&mut c);
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.to_string().starts_with(&format!("auth.{key}: ")));
+    }
+}
+
+#[test]
+fn toml_uses_snake_case_keys_and_rejects_unknown_ones() {
+    let config: AuthConfig = toml::from_str(
+        r#"
+        discovery_url = "https://login.example/t/v2.0/.well-known/openid-configuration"
+        allowed_audiences = ["a"]
+        allowed_clients = ["c"]
+        required_scopes = ["access_as_user"]
+        leeway_seconds = 30
+        algorithms = ["RS256", "PS256"]
+        [[claim_rules]]
+        claim = "tid"
+        equals = "t"
+        "#,
+    )
+    .unwrap();
+    let settings = config.validate().unwrap();
+    assert_eq!(settings.leeway, 30);
+    assert_eq!(settings.algorithms.len(), 2);
+    let typo = toml::from_str::<AuthConfig>(
+        r#"
+        discovery_url = "https://x/.well-known/openid-configuration"
+        allowed_audience = ["a"]
+        allowed_clients = ["c"]
+        "#,
+    );
+    assert!(typo.unwrap_err().to_string().contains("allowed_audience"));
+}
+
+#[test]
+fn jwks_parsing_keeps_only_safe_signature_keys() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let big_n = b64(&[0xC5; 256]);
+    let small_n = b64(&[0xC5; 128]);
+    let jwks = serde_json::json!({"keys": [
+        {"kty": "RSA", "kid": "good", "n": big_n, "e": "AQAB"},
+        {"kty": "RSA", "kid": "small", "n": small_n, "e": "AQAB"},
+        {"kty": "RSA", "kid": "enc", "use": "enc", "n": big_n, "e": "AQAB"},
+        {"kty": "oct", "kid": "hmac", "k": b64(b"secret")},
+        {"kty": "RSA", "kid": "dup", "n": big_n, "e": "AQAB"},
+        {"kty": "RSA", "kid": "dup", "n": big_n, "e": "AQAB"},
+        {"kty": "RSA", "n": big_n, "e": "AQAB"},
+        {"kty": "RSA", "kid": "hs-alg", "alg": "HS256", "n": big_n, "e": "AQAB"},
+        {"kty": "EC", "kid": "ec", "crv": "P-256", "x": b64(&[1; 32]), "y": b64(&[2; 32])},
+    ]});
+    let body = serde_json::to_vec(&jwks).unwrap();
+    let keys = crate::keys::parse_jwks(&body, &[jsonwebtoken::Algorithm::RS256]).unwrap();
+    let mut kids: Vec<_> = keys.keys().cloned().collect();
+    kids.sort();
+    // EC is dropped too: no configured algorithm can use it.
+    assert_eq!(kids, ["good"]);
+    let keys =
+        crate::keys::parse_jwks(&body, &[jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256])
+            .unwrap();
+    assert!(keys.contains_key("ec"));
+    assert!(!keys["good"].permits(jsonwebtoken::Algorithm::ES256));
+    assert!(!keys["ec"].permits(jsonwebtoken::Algorithm::RS256));
+    assert!(crate::keys::parse_jwks(br#"{"keys":[]}"#, &[jsonwebtoken::Algorithm::RS256]).is_err());
+}
+
+#[test]
+fn cache_control_max_age() {
+    use crate::keys::parse_max_age;
+    assert_eq!(parse_max_age("max-age=86400, private"), Some(Duration::from_secs(86400)));
+    assert_eq!(parse_max_age("private, Max-Age=5"), Some(Duration::from_secs(5)));
+    assert_eq!(parse_max_age("no-store"), Some(Duration::ZERO));
+    assert_eq!(parse_max_age("private"), None);
+    assert_eq!(parse_max_age("max-age=abc"), None);
+}
+
+#[test]
+fn public_messages_do_not_tell_which_check_failed() {
+    let unauth = [
+        AuthError::MissingToken,
+        AuthError::Signature,
+        AuthError::Expired,
+        AuthError::Issuer,
+        AuthError::UnknownKey,
+        AuthError::HeaderParameter("jku"),
+    ];
+    for e in &unauth {
+        assert_eq!(e.status_class(), AuthFailure::Unauthenticated);
+        assert_eq!(e.public_message(), unauth[0].public_message());
+    }
+    assert_eq!(AuthError::Scope.public_message(), AuthError::Client.public_message());
+    assert_eq!(AuthError::KeysUnavailable.www_authenticate(), None);
+}
