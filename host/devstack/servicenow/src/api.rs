@@ -11,13 +11,13 @@ use axum::routing::any;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::ServiceNow;
 use crate::auth::Verifier;
 use crate::faults::Fault;
 use crate::query::{self, Me};
 use crate::schema::{self, FieldDef, FieldKind, TableDef};
 use crate::seed::RESTRICTED_CATEGORIES;
 use crate::store::Row;
+use crate::{AclFiltering, ServiceNow};
 
 /// ServiceNow's default and maximum `sysparm_limit`.
 const MAX_LIMIT: usize = 10_000;
@@ -47,20 +47,11 @@ struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            message,
-            detail: detail.into(),
-            headers: Vec::new(),
-        }
+        Self { status, message, detail: detail.into(), headers: Vec::new() }
     }
 
     fn unauthenticated() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "User Not Authenticated",
-            "Required to provide Auth information",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "User Not Authenticated", "Required to provide Auth information")
     }
 
     fn not_found() -> Self {
@@ -89,11 +80,7 @@ impl ApiError {
 
     fn internal(e: &rusqlite::Error) -> Self {
         tracing::error!(error = %e, "servicenow sandbox database error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal server error",
-            "The sandbox database failed",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error", "The sandbox database failed")
     }
 }
 
@@ -105,10 +92,7 @@ impl From<rusqlite::Error> for ApiError {
 
 fn json_response(status: StatusCode, body: &Value, headers: HeaderMap) -> Response {
     let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(JSON_CONTENT_TYPE),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
     response.headers_mut().extend(headers);
     response
 }
@@ -128,12 +112,8 @@ impl IntoResponse for ApiError {
 }
 
 async fn unknown_resource() -> Response {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "Requested URI does not represent any resource",
-        "",
-    )
-    .into_response()
+    ApiError::new(StatusCode::BAD_REQUEST, "Requested URI does not represent any resource", "")
+        .into_response()
 }
 
 fn fault_response(fault: Fault) -> Response {
@@ -144,8 +124,7 @@ fn fault_response(fault: Fault) -> Response {
                 "Too many requests",
                 "Rate limit exceeded for this user; retry later",
             );
-            e.headers
-                .push((header::RETRY_AFTER, HeaderValue::from(retry_after_secs)));
+            e.headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after_secs)));
             e.into_response()
         }
         Fault::ServerError { status } => {
@@ -154,22 +133,13 @@ fn fault_response(fault: Fault) -> Response {
         }
         Fault::MalformedJson => {
             let mut r = (StatusCode::OK, "{\"result\":[{\"number\":\"INC00").into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(JSON_CONTENT_TYPE),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
             r
         }
         Fault::WrongContentType => {
-            let mut r = (
-                StatusCode::OK,
-                "<html><body><h1>Your instance is hibernating</h1></body></html>",
-            )
+            let mut r = (StatusCode::OK, "<html><body><h1>Your instance is hibernating</h1></body></html>")
                 .into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html;charset=UTF-8"),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html;charset=UTF-8"));
             r
         }
     }
@@ -200,10 +170,7 @@ impl Caller {
     }
 
     fn me(&self) -> Me<'_> {
-        Me {
-            sys_id: &self.sys_id,
-            user_name: &self.user_name,
-        }
+        Me { sys_id: &self.sys_id, user_name: &self.user_name }
     }
 }
 
@@ -267,10 +234,7 @@ impl ServiceNow {
         if let Some(fault) = fault {
             return Err(fault_response(fault));
         }
-        let caller = self
-            .authenticate(headers)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let caller = self.authenticate(headers).await.map_err(IntoResponse::into_response)?;
         if !accepts_json(headers) {
             return Err(ApiError::new(
                 StatusCode::NOT_ACCEPTABLE,
@@ -287,10 +251,7 @@ impl ServiceNow {
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .filter(|h| {
-                    h.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-                })
+                .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
                 .unwrap_or("localhost");
             format!("https://{host}")
         })
@@ -305,16 +266,8 @@ fn accepts_json(headers: &HeaderMap) -> bool {
         return false;
     };
     accept.split(',').any(|range| {
-        let media = range
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        matches!(
-            media.as_str(),
-            "*/*" | "application/*" | "application/json" | ""
-        )
+        let media = range.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        matches!(media.as_str(), "*/*" | "application/*" | "application/json" | "")
     })
 }
 
@@ -323,9 +276,7 @@ fn content_type_is_json(headers: &HeaderMap) -> bool {
         // ServiceNow parses a body without Content-Type as JSON.
         None => true,
         Some(v) => v.to_str().is_ok_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
         }),
     }
 }
@@ -334,10 +285,7 @@ fn content_type_is_json(headers: &HeaderMap) -> bool {
 // ACLs
 
 fn restricted_group(category: &str) -> Option<&'static str> {
-    RESTRICTED_CATEGORIES
-        .iter()
-        .find(|(c, _)| c.eq_ignore_ascii_case(category.trim()))
-        .map(|(_, g)| g.sys_id)
+    RESTRICTED_CATEGORIES.iter().find(|(c, _)| c.eq_ignore_ascii_case(category.trim())).map(|(_, g)| g.sys_id)
 }
 
 fn can_read(caller: &Caller, table: &TableDef, row: &Row) -> bool {
@@ -405,23 +353,15 @@ impl Params {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, name: &str) -> bool {
-        self.get(name)
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        self.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 
     fn display_mode(&self) -> DisplayMode {
-        match self
-            .get("sysparm_display_value")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        match self.get("sysparm_display_value").map(str::to_ascii_lowercase).as_deref() {
             Some("true") => DisplayMode::True,
             Some("all") => DisplayMode::All,
             _ => DisplayMode::False,
@@ -451,9 +391,7 @@ impl Params {
 
     /// `sysparm_offset`: non-negative; anything else is 0.
     fn offset(&self) -> usize {
-        self.get("sysparm_offset")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0)
+        self.get("sysparm_offset").and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0)
     }
 
     /// The query string with the paging parameters replaced, for `Link` URLs.
@@ -483,11 +421,7 @@ impl Lookups {
         sn.with_store(|s| {
             let mut tables = HashMap::new();
             for def in [&schema::SYS_USER, &schema::SYS_USER_GROUP] {
-                let rows = s
-                    .all(def)?
-                    .into_iter()
-                    .map(|r| (field(&r, "sys_id").to_owned(), r))
-                    .collect();
+                let rows = s.all(def)?.into_iter().map(|r| (field(&r, "sys_id").to_owned(), r)).collect();
                 tables.insert(def.name, rows);
             }
             Ok(Self { tables })
@@ -579,11 +513,7 @@ impl Render<'_> {
             };
         }
         let display = schema::table(target)
-            .and_then(|t| {
-                self.lookups
-                    .get(target, raw)
-                    .map(|r| field(r, t.display_field))
-            })
+            .and_then(|t| self.lookups.get(target, raw).map(|r| field(r, t.display_field)))
             .unwrap_or("");
         let link = format!("{}/api/now/table/{target}/{raw}", self.base_url);
         match (self.mode, self.exclude_link) {
@@ -624,11 +554,7 @@ impl Render<'_> {
 
 fn table_def(name: &str) -> Result<&'static TableDef, ApiError> {
     schema::table(name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "Invalid table",
-            format!("Invalid table {name}"),
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, "Invalid table", format!("Invalid table {name}"))
     })
 }
 
@@ -638,8 +564,7 @@ fn method_not_allowed(method: &Method, allow: &'static str) -> Response {
         "Method not Supported",
         format!("{method} is not supported for this resource"),
     );
-    e.headers
-        .push((header::ALLOW, HeaderValue::from_static(allow)));
+    e.headers.push((header::ALLOW, HeaderValue::from_static(allow)));
     e.into_response()
 }
 
@@ -681,9 +606,7 @@ async fn item(
     let params = Params::parse(raw_query.as_deref());
     let result = match method {
         Method::GET | Method::HEAD => read(&sn, &caller, &table, &sys_id, &params, &headers),
-        Method::PATCH | Method::PUT => {
-            update(&sn, &caller, &table, &sys_id, &params, &headers, &body)
-        }
+        Method::PATCH | Method::PUT => update(&sn, &caller, &table, &sys_id, &params, &headers, &body),
         Method::DELETE => delete(&sn, &caller, &table, &sys_id),
         _ => return method_not_allowed(&method, "GET, PUT, PATCH, DELETE"),
     };
@@ -708,18 +631,16 @@ fn list(
         &caller.me(),
     );
     let value_of = |row: &Row, path: &str| -> String {
-        resolve(def, row, path, &lookups)
-            .map(|(_, v)| v.to_owned())
-            .unwrap_or_default()
+        resolve(def, row, path, &lookups).map(|(_, v)| v.to_owned()).unwrap_or_default()
     };
-    let mut matched: Vec<&Row> = rows
-        .iter()
-        .filter(|row| query.matches(&|p| value_of(row, p)))
-        .collect();
+    let mut matched: Vec<&Row> = rows.iter().filter(|row| query.matches(&|p| value_of(row, p))).collect();
     if !query.order.is_empty() {
         matched.sort_by(|a, b| query.compare_rows(&|p| value_of(a, p), &|p| value_of(b, p)));
     }
 
+    if sn.acl_filtering() == AclFiltering::BeforePaging {
+        matched.retain(|row| can_read(caller, def, row));
+    }
     let total = matched.len();
     let limit = params.limit();
     let offset = params.offset();
@@ -747,11 +668,7 @@ fn list(
     {
         out.insert(header::LINK, link);
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "result": result }),
-        out,
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "result": result }), out))
 }
 
 fn link_header(
@@ -765,23 +682,11 @@ fn link_header(
     if offset == 0 && total <= limit {
         return None; // one page
     }
-    let url = |o: usize| {
-        format!(
-            "<{base_url}/api/now/table/{table}?{}>",
-            params.with_page(limit, o)
-        )
-    };
-    let last = if total == 0 {
-        0
-    } else {
-        (total - 1) / limit * limit
-    };
+    let url = |o: usize| format!("<{base_url}/api/now/table/{table}?{}>", params.with_page(limit, o));
+    let last = if total == 0 { 0 } else { (total - 1) / limit * limit };
     let mut parts = vec![format!("{};rel=\"first\"", url(0))];
     if offset > 0 {
-        parts.push(format!(
-            "{};rel=\"prev\"",
-            url(offset.saturating_sub(limit))
-        ));
+        parts.push(format!("{};rel=\"prev\"", url(offset.saturating_sub(limit))));
     }
     if offset.saturating_add(limit) < total {
         parts.push(format!("{};rel=\"next\"", url(offset + limit)));
@@ -825,11 +730,8 @@ fn respond_record(
     let record = render.row(def, row, params.fields().as_deref());
     let mut out = HeaderMap::new();
     if status == StatusCode::CREATED
-        && let Ok(location) = HeaderValue::from_str(&format!(
-            "{base_url}/api/now/table/{}/{}",
-            def.name,
-            field(row, "sys_id")
-        ))
+        && let Ok(location) =
+            HeaderValue::from_str(&format!("{base_url}/api/now/table/{}/{}", def.name, field(row, "sys_id")))
     {
         out.insert(header::LOCATION, location);
     }
@@ -839,10 +741,7 @@ fn respond_record(
 /// The writable fields of a request body. Unknown and read-only fields are ignored, as
 /// ServiceNow ignores them; values may be strings, numbers, booleans, null (→ `""`) or a
 /// `{"value": …}` object.
-fn writable_values(
-    def: &'static TableDef,
-    body: &Bytes,
-) -> Result<Vec<(&'static str, String)>, ApiError> {
+fn writable_values(def: &'static TableDef, body: &Bytes) -> Result<Vec<(&'static str, String)>, ApiError> {
     let parsed: Value = if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_json());
     } else {
@@ -860,10 +759,7 @@ fn writable_values(
     let mut out = Vec::new();
     for (name, value) in object {
         let Some(fdef) = def.field(&name).filter(|f| f.writable) else {
-            tracing::debug!(
-                field = name,
-                "servicenow sandbox: ignoring non-writable field"
-            );
+            tracing::debug!(field = name, "servicenow sandbox: ignoring non-writable field");
             continue;
         };
         let text = match value {
@@ -884,10 +780,7 @@ fn writable_values(
 
 /// UTC now as ServiceNow's `YYYY-MM-DD HH:MM:SS`.
 pub(crate) fn glide_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     // Civil-from-days (H. Hinnant), proleptic Gregorian.
@@ -900,12 +793,7 @@ pub(crate) fn glide_now() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Who and when, shared by the audit rows of one write.
@@ -915,14 +803,7 @@ struct Stamp<'a> {
     now: &'a str,
 }
 
-fn audit_row(
-    def: &TableDef,
-    sys_id: &str,
-    field_name: &str,
-    old: &str,
-    new: &str,
-    stamp: &Stamp<'_>,
-) -> Row {
+fn audit_row(def: &TableDef, sys_id: &str, field_name: &str, old: &str, new: &str, stamp: &Stamp<'_>) -> Row {
     let mut row = Row::new();
     row.insert("sys_id", uuid::Uuid::new_v4().simple().to_string());
     row.insert("tablename", def.name.to_owned());
@@ -1014,18 +895,7 @@ fn create(
                 if !v.is_empty() {
                     s.insert(
                         &schema::SYS_AUDIT,
-                        &audit_row(
-                            def,
-                            &sys_id,
-                            k,
-                            "",
-                            v,
-                            &Stamp {
-                                caller,
-                                checkpoint: "0",
-                                now: &now,
-                            },
-                        ),
+                        &audit_row(def, &sys_id, k, "", v, &Stamp { caller, checkpoint: "0", now: &now }),
                     )?;
                 }
             }
@@ -1090,11 +960,7 @@ fn update(
                             k,
                             field(&current, k),
                             v,
-                            &Stamp {
-                                caller,
-                                checkpoint: &checkpoint,
-                                now: &now,
-                            },
+                            &Stamp { caller, checkpoint: &checkpoint, now: &now },
                         ),
                     )?;
                 }
@@ -1111,12 +977,7 @@ fn update(
     respond_record(sn, def, &row, params, headers, StatusCode::OK)
 }
 
-fn delete(
-    sn: &ServiceNow,
-    caller: &Caller,
-    table: &str,
-    sys_id: &str,
-) -> Result<Response, ApiError> {
+fn delete(sn: &ServiceNow, caller: &Caller, table: &str, sys_id: &str) -> Result<Response, ApiError> {
     let def = table_def(table)?;
     sn.with_store(|s| s.get(def, sys_id))?
         .filter(|row| can_read(caller, def, row))

@@ -96,10 +96,7 @@ impl Verifier {
             leeway,
             refetch_interval,
             source,
-            cache: tokio::sync::Mutex::new(Cache {
-                keys,
-                fetched_at: None,
-            }),
+            cache: tokio::sync::Mutex::new(Cache { keys, fetched_at: None }),
         }
     }
 
@@ -131,16 +128,10 @@ impl Verifier {
         if !response.status().is_success() {
             return Err(AuthError::Jwks(format!("status {}", response.status())));
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_JWKS_LEN as u64)
-        {
+        if response.content_length().is_some_and(|n| n > MAX_JWKS_LEN as u64) {
             return Err(AuthError::Jwks("document too large".into()));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| AuthError::Jwks(e.without_url().to_string()))?;
+        let body = response.bytes().await.map_err(|e| AuthError::Jwks(e.without_url().to_string()))?;
         if body.len() > MAX_JWKS_LEN {
             return Err(AuthError::Jwks("document too large".into()));
         }
@@ -155,9 +146,7 @@ impl Verifier {
             (Some(jwk), _) => jwk,
             (None, JwksSource::Static(_)) => return Err(AuthError::UnknownKey),
             (None, JwksSource::Remote { url, client }) => {
-                let may_fetch = cache
-                    .fetched_at
-                    .is_none_or(|at| at.elapsed() >= self.refetch_interval);
+                let may_fetch = cache.fetched_at.is_none_or(|at| at.elapsed() >= self.refetch_interval);
                 if !may_fetch {
                     return Err(AuthError::UnknownKey);
                 }
@@ -172,12 +161,7 @@ impl Verifier {
         if !matches!(jwk.algorithm, AlgorithmParameters::RSA(_)) {
             return Err(AuthError::Header("key is not RSA"));
         }
-        if jwk
-            .common
-            .public_key_use
-            .as_ref()
-            .is_some_and(|u| *u != PublicKeyUse::Signature)
-        {
+        if jwk.common.public_key_use.as_ref().is_some_and(|u| *u != PublicKeyUse::Signature) {
             return Err(AuthError::Header("key is not a signing key"));
         }
         DecodingKey::from_jwk(&jwk).map_err(|e| AuthError::Invalid(e.into_kind()))
@@ -185,8 +169,8 @@ impl Verifier {
 
     /// Verifies `token` and returns the user claim's value (e.g. `preferred_username`).
     pub(crate) async fn verify(&self, token: &Secret) -> Result<String, AuthError> {
-        let header = jsonwebtoken::decode_header(token.expose())
-            .map_err(|e| AuthError::Invalid(e.into_kind()))?;
+        let header =
+            jsonwebtoken::decode_header(token.expose()).map_err(|e| AuthError::Invalid(e.into_kind()))?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::Header("alg is not RS256"));
         }

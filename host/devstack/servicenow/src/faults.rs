@@ -37,10 +37,7 @@ impl Faults {
         if times == 0 {
             return;
         }
-        let mut q = self
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         q.next.push((fault, times));
     }
 
@@ -66,19 +63,13 @@ impl Faults {
 
     /// Every request waits `delay` before it is handled (`None` turns it off).
     pub fn set_delay(&self, delay: Option<Duration>) {
-        let mut q = self
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         q.delay = delay;
     }
 
     /// Clears every queued fault and the delay.
     pub fn clear(&self) {
-        let mut q = self
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *q = Queue::default();
     }
 
@@ -90,10 +81,7 @@ impl Faults {
     /// Counts one request and takes the fault (and delay) it gets, faults in FIFO order.
     pub(crate) fn on_request(&self) -> (Option<Fault>, Option<Duration>) {
         self.requests.fetch_add(1, Ordering::SeqCst);
-        let mut q = self
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let delay = q.delay;
         let fault = match q.next.first_mut() {
             Some((fault, remaining)) => {

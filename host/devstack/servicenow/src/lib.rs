@@ -27,6 +27,8 @@
 //!   by `sysparm_offset += sysparm_limit` until there is no `next` link (or the offset passes
 //!   `X-Total-Count`) sees every visible row. The count can reveal that hidden rows exist,
 //!   never their content.
+//!   [`AclFiltering::BeforePaging`] switches to query-time filtering (full pages, visible
+//!   count) for clients that page by rows received.
 //! - Restricted categories (`hr`, `security`) are readable only by members of HR / Security
 //!   Operations and by admins. Other incidents are readable by `itil` users and admins; users
 //!   without roles read only incidents they are the caller or opener of. `GET` of a record the
@@ -67,6 +69,21 @@ pub use jsonwebtoken::jwk::JwkSet;
 use crate::auth::Verifier;
 use crate::store::Store;
 
+/// When row-level read ACLs are applied to list results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AclFiltering {
+    /// Classic ServiceNow read ACLs (protocols.md §5.4, the default): rows are removed from
+    /// each page *after* the query and paging, so pages can be short or empty while later
+    /// pages still hold rows; `X-Total-Count` and `Link` count the rows the query matched.
+    #[default]
+    AfterPaging,
+    /// Query-time security, like ServiceNow's security data filters / query ACLs: invisible
+    /// rows are removed before paging, pages are full and `X-Total-Count` counts visible
+    /// rows. Clients that advance the offset by the number of rows they received (pysnc
+    /// does) see duplicates under `AfterPaging` and need this mode.
+    BeforePaging,
+}
+
 /// How the sandbox is set up.
 #[derive(Debug, Clone)]
 pub struct ServiceNowConfig {
@@ -90,6 +107,8 @@ pub struct ServiceNowConfig {
     /// Minimum time between two JWKS fetches triggered by unknown `kid`s (a token cannot make
     /// the sandbox hammer the IdP).
     pub jwks_refetch_interval: Duration,
+    /// When list results are ACL-filtered; default [`AclFiltering::AfterPaging`].
+    pub acl_filtering: AclFiltering,
 }
 
 impl ServiceNowConfig {
@@ -105,6 +124,7 @@ impl ServiceNowConfig {
             base_url: None,
             leeway: Duration::from_secs(60),
             jwks_refetch_interval: Duration::from_secs(1),
+            acl_filtering: AclFiltering::AfterPaging,
         }
     }
 }
@@ -146,6 +166,7 @@ struct Inner {
     verifier: Verifier,
     faults: Faults,
     user_field: &'static str,
+    acl_filtering: AclFiltering,
     base_url: RwLock<Option<String>>,
 }
 
@@ -163,12 +184,10 @@ impl std::fmt::Debug for ServiceNow {
 }
 
 fn normalise_base_url(url: &str) -> Result<String, ServiceNowError> {
-    let parsed = url::Url::parse(url)
-        .map_err(|e| ServiceNowError::Config(format!("base_url {url:?}: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| ServiceNowError::Config(format!("base_url {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(ServiceNowError::Config(format!(
-            "base_url {url:?} must be an http(s) URL with a host"
-        )));
+        return Err(ServiceNowError::Config(format!("base_url {url:?} must be an http(s) URL with a host")));
     }
     Ok(url.trim_end_matches('/').to_owned())
 }
@@ -202,18 +221,12 @@ impl ServiceNow {
                 let parsed = url::Url::parse(url)
                     .map_err(|e| ServiceNowError::Config(format!("jwks url {url:?}: {e}")))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(ServiceNowError::Config(format!(
-                        "jwks url {url:?} must be http(s)"
-                    )));
+                    return Err(ServiceNowError::Config(format!("jwks url {url:?} must be http(s)")));
                 }
             }
             JwksSource::Static(_) => {}
         }
-        let base_url = config
-            .base_url
-            .as_deref()
-            .map(normalise_base_url)
-            .transpose()?;
+        let base_url = config.base_url.as_deref().map(normalise_base_url).transpose()?;
         let store = Store::open()?;
         seed::load(&store)?;
         let verifier = Verifier::new(
@@ -230,6 +243,7 @@ impl ServiceNow {
                 verifier,
                 faults: Faults::default(),
                 user_field,
+                acl_filtering: config.acl_filtering,
                 base_url: RwLock::new(base_url),
             }),
         })
@@ -245,11 +259,7 @@ impl ServiceNow {
     /// Sets the base URL used in links, e.g. once the listener's port is known.
     pub fn set_base_url(&self, base_url: Option<&str>) -> Result<(), ServiceNowError> {
         let normalised = base_url.map(normalise_base_url).transpose()?;
-        *self
-            .inner
-            .base_url
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = normalised;
+        *self.inner.base_url.write().unwrap_or_else(PoisonError::into_inner) = normalised;
         Ok(())
     }
 
@@ -317,11 +327,7 @@ impl ServiceNow {
     ) -> rusqlite::Result<T> {
         // A panic while holding the lock cannot leave SQLite half-written (statements are
         // atomic and writes run in transactions), so a poisoned lock is still usable.
-        let mut store = self
-            .inner
-            .store
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut store = self.inner.store.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut store)
     }
 
@@ -333,11 +339,11 @@ impl ServiceNow {
         self.inner.user_field
     }
 
+    pub(crate) fn acl_filtering(&self) -> AclFiltering {
+        self.inner.acl_filtering
+    }
+
     pub(crate) fn configured_base_url(&self) -> Option<String> {
-        self.inner
-            .base_url
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.base_url.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }

@@ -102,11 +102,7 @@ fn resolve_value(raw: &str, me: &Me<'_>) -> Value {
     }
 }
 
-fn parse_condition(
-    term: &str,
-    known_field: &dyn Fn(&str) -> bool,
-    me: &Me<'_>,
-) -> Option<Condition> {
+fn parse_condition(term: &str, known_field: &dyn Fn(&str) -> bool, me: &Me<'_>) -> Option<Condition> {
     // Field names are lower-case identifiers (with dots for dot-walking); operators start
     // with an upper-case letter or a symbol, so the first other character ends the field.
     let end = term
@@ -116,17 +112,12 @@ fn parse_condition(
     if field.is_empty() || !known_field(field) {
         return None;
     }
-    let (op, value) = OPERATORS
-        .iter()
-        .find_map(|(spelling, op)| rest.strip_prefix(spelling).map(|v| (*op, v)))?;
+    let (op, value) =
+        OPERATORS.iter().find_map(|(spelling, op)| rest.strip_prefix(spelling).map(|v| (*op, v)))?;
     if matches!(op, Op::IsEmpty | Op::IsNotEmpty) && !value.is_empty() {
         return None;
     }
-    Some(Condition {
-        field: field.to_owned(),
-        op,
-        value: resolve_value(value, me),
-    })
+    Some(Condition { field: field.to_owned(), op, value: resolve_value(value, me) })
 }
 
 /// Parses `query`. `known_field` says whether a (possibly dot-walked) field exists; terms
@@ -211,20 +202,12 @@ impl EncodedQuery {
     /// Whether a row matches; `value_of` gives a (possibly dot-walked) field's raw value.
     pub(crate) fn matches(&self, value_of: &dyn Fn(&str) -> String) -> bool {
         self.groups.iter().any(|group| {
-            group.iter().all(|clause| {
-                clause
-                    .iter()
-                    .any(|cond| cond.matches(&value_of(&cond.field)))
-            })
+            group.iter().all(|clause| clause.iter().any(|cond| cond.matches(&value_of(&cond.field))))
         })
     }
 
     /// Orders two rows by the ORDERBY keys (stable sort keeps insertion order for ties).
-    pub(crate) fn compare_rows(
-        &self,
-        a: &dyn Fn(&str) -> String,
-        b: &dyn Fn(&str) -> String,
-    ) -> Ordering {
+    pub(crate) fn compare_rows(&self, a: &dyn Fn(&str) -> String, b: &dyn Fn(&str) -> String) -> Ordering {
         for (field, desc) in &self.order {
             let ord = compare(&a(field), &b(field));
             let ord = if *desc { ord.reverse() } else { ord };
@@ -242,17 +225,11 @@ mod tests {
     use super::*;
 
     fn known(f: &str) -> bool {
-        matches!(
-            f,
-            "state" | "priority" | "number" | "assigned_to" | "assigned_to.email"
-        )
+        matches!(f, "state" | "priority" | "number" | "assigned_to" | "assigned_to.email")
     }
 
     fn me() -> Me<'static> {
-        Me {
-            sys_id: "me-id",
-            user_name: "me@x",
-        }
+        Me { sys_id: "me-id", user_name: "me@x" }
     }
 
     #[test]
@@ -266,10 +243,7 @@ mod tests {
         assert_eq!(q.groups[0].len(), 2);
         assert_eq!(q.groups[0][0].len(), 2);
         assert_eq!(q.groups[1][0][0].op, Op::StartsWith);
-        assert_eq!(
-            q.order,
-            vec![("number".to_owned(), true), ("priority".to_owned(), false)]
-        );
+        assert_eq!(q.order, vec![("number".to_owned(), true), ("priority".to_owned(), false)]);
     }
 
     #[test]

@@ -46,19 +46,11 @@ impl TableDef {
 }
 
 const fn f(name: &'static str, kind: FieldKind) -> FieldDef {
-    FieldDef {
-        name,
-        kind,
-        writable: false,
-    }
+    FieldDef { name, kind, writable: false }
 }
 
 const fn w(name: &'static str, kind: FieldKind) -> FieldDef {
-    FieldDef {
-        name,
-        kind,
-        writable: true,
-    }
+    FieldDef { name, kind, writable: true }
 }
 
 use FieldKind::{Boolean, Choice, DateTime, Integer, Reference, Text};
@@ -196,44 +188,24 @@ static AUDIT_FIELDS: &[FieldDef] = &[
 ];
 
 /// `incident`.
-pub(crate) static INCIDENT: TableDef = TableDef {
-    name: "incident",
-    fields: INCIDENT_FIELDS,
-    display_field: "number",
-};
+pub(crate) static INCIDENT: TableDef =
+    TableDef { name: "incident", fields: INCIDENT_FIELDS, display_field: "number" };
 /// `sys_user`.
-pub(crate) static SYS_USER: TableDef = TableDef {
-    name: "sys_user",
-    fields: USER_FIELDS,
-    display_field: "name",
-};
+pub(crate) static SYS_USER: TableDef =
+    TableDef { name: "sys_user", fields: USER_FIELDS, display_field: "name" };
 /// `sys_user_group`.
-pub(crate) static SYS_USER_GROUP: TableDef = TableDef {
-    name: "sys_user_group",
-    fields: GROUP_FIELDS,
-    display_field: "name",
-};
+pub(crate) static SYS_USER_GROUP: TableDef =
+    TableDef { name: "sys_user_group", fields: GROUP_FIELDS, display_field: "name" };
 /// `sys_user_grmember`: group membership.
-pub(crate) static SYS_USER_GRMEMBER: TableDef = TableDef {
-    name: "sys_user_grmember",
-    fields: GRMEMBER_FIELDS,
-    display_field: "sys_id",
-};
+pub(crate) static SYS_USER_GRMEMBER: TableDef =
+    TableDef { name: "sys_user_grmember", fields: GRMEMBER_FIELDS, display_field: "sys_id" };
 /// `sys_audit`: one row per field change.
-pub(crate) static SYS_AUDIT: TableDef = TableDef {
-    name: "sys_audit",
-    fields: AUDIT_FIELDS,
-    display_field: "sys_id",
-};
+pub(crate) static SYS_AUDIT: TableDef =
+    TableDef { name: "sys_audit", fields: AUDIT_FIELDS, display_field: "sys_id" };
 
 /// Every table, in creation order.
-pub(crate) static TABLES: &[&TableDef] = &[
-    &SYS_USER,
-    &SYS_USER_GROUP,
-    &SYS_USER_GRMEMBER,
-    &INCIDENT,
-    &SYS_AUDIT,
-];
+pub(crate) static TABLES: &[&TableDef] =
+    &[&SYS_USER, &SYS_USER_GROUP, &SYS_USER_GRMEMBER, &INCIDENT, &SYS_AUDIT];
 
 /// The table called `name`, if the sandbox has it.
 pub(crate) fn table(name: &str) -> Option<&'static TableDef> {
@@ -243,8 +215,5 @@ pub(crate) fn table(name: &str) -> Option<&'static TableDef> {
 /// The label of `value` in a choice list, or the value itself for values outside the list
 /// (ServiceNow shows an unknown choice value as-is).
 pub(crate) fn choice_label<'a>(choices: &'a [(&'a str, &'a str)], value: &'a str) -> &'a str {
-    choices
-        .iter()
-        .find(|(v, _)| *v == value)
-        .map_or(value, |(_, label)| label)
+    choices.iter().find(|(v, _)| *v == value).map_or(value, |(_, label)| label)
 }

@@ -153,44 +153,27 @@ pub const USERS: [SeedUser; 9] = [
 ];
 
 /// Service Desk: Jane's group.
-pub const SERVICE_DESK: SeedGroup = SeedGroup {
-    sys_id: "d52d5759eec7ddb57c9881b15c41d5c5",
-    name: "Service Desk",
-};
+pub const SERVICE_DESK: SeedGroup =
+    SeedGroup { sys_id: "d52d5759eec7ddb57c9881b15c41d5c5", name: "Service Desk" };
 /// Network Operations.
-pub const NETWORK_OPERATIONS: SeedGroup = SeedGroup {
-    sys_id: "e474e007b2aa40b4f8540d95a502a86a",
-    name: "Network Operations",
-};
+pub const NETWORK_OPERATIONS: SeedGroup =
+    SeedGroup { sys_id: "e474e007b2aa40b4f8540d95a502a86a", name: "Network Operations" };
 /// HR: members read HR-category incidents.
-pub const HR: SeedGroup = SeedGroup {
-    sys_id: "3eb17c275c832a51a22ba4d70746a9ba",
-    name: "HR",
-};
+pub const HR: SeedGroup = SeedGroup { sys_id: "3eb17c275c832a51a22ba4d70746a9ba", name: "HR" };
 /// Security Operations: members read Security-category incidents.
-pub const SECURITY_OPERATIONS: SeedGroup = SeedGroup {
-    sys_id: "800a4c9416f5c1ee1e9d19e796d2f9e0",
-    name: "Security Operations",
-};
+pub const SECURITY_OPERATIONS: SeedGroup =
+    SeedGroup { sys_id: "800a4c9416f5c1ee1e9d19e796d2f9e0", name: "Security Operations" };
 /// Desktop Support.
-pub const DESKTOP_SUPPORT: SeedGroup = SeedGroup {
-    sys_id: "44941663a9a967c19bb38b9c1de83405",
-    name: "Desktop Support",
-};
+pub const DESKTOP_SUPPORT: SeedGroup =
+    SeedGroup { sys_id: "44941663a9a967c19bb38b9c1de83405", name: "Desktop Support" };
 
 /// Every seeded group.
-pub const GROUPS: [SeedGroup; 5] = [
-    SERVICE_DESK,
-    NETWORK_OPERATIONS,
-    HR,
-    SECURITY_OPERATIONS,
-    DESKTOP_SUPPORT,
-];
+pub const GROUPS: [SeedGroup; 5] =
+    [SERVICE_DESK, NETWORK_OPERATIONS, HR, SECURITY_OPERATIONS, DESKTOP_SUPPORT];
 
 /// Restricted incident categories (`category` value) and the group whose members may read
 /// them; admins read them too.
-pub const RESTRICTED_CATEGORIES: [(&str, SeedGroup); 2] =
-    [("hr", HR), ("security", SECURITY_OPERATIONS)];
+pub const RESTRICTED_CATEGORIES: [(&str, SeedGroup); 2] = [("hr", HR), ("security", SECURITY_OPERATIONS)];
 
 /// Group memberships `(user, group)`.
 const MEMBERSHIPS: [(SeedUser, SeedGroup); 7] = [
@@ -280,24 +263,15 @@ pub const READ_ONLY_FOR_JANE: SeedIncident = SeedIncident {
 };
 
 /// Jane's five incidents, in the article's order.
-pub const JANE_INCIDENTS: [SeedIncident; 5] =
-    [INC0012345, INC0012389, INC0012401, INC0012455, INC0012478];
+pub const JANE_INCIDENTS: [SeedIncident; 5] = [INC0012345, INC0012389, INC0012401, INC0012455, INC0012478];
 
 /// Encoded query for "incidents assigned to me", as the article's agent would send it.
 pub const ASSIGNED_TO_ME_QUERY: &str = "assigned_to=javascript:gs.getUserID()";
 
 /// The other users' incidents: (number, short description, category, state, priority,
 /// caller, assignee, group). `None` assignee = unassigned in the group.
-type OtherIncident = (
-    u32,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    SeedUser,
-    Option<SeedUser>,
-    SeedGroup,
-);
+type OtherIncident =
+    (u32, &'static str, &'static str, &'static str, &'static str, SeedUser, Option<SeedUser>, SeedGroup);
 
 const OTHER_INCIDENTS: [OtherIncident; 36] = [
     (
@@ -350,16 +324,7 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(DESKTOP_TECHNICIAN),
         DESKTOP_SUPPORT,
     ),
-    (
-        12306,
-        "Request for second docking station",
-        "hardware",
-        "1",
-        "5",
-        END_USER,
-        None,
-        DESKTOP_SUPPORT,
-    ),
+    (12306, "Request for second docking station", "hardware", "1", "5", END_USER, None, DESKTOP_SUPPORT),
     (
         12307,
         "SAP login error E-42",
@@ -380,26 +345,8 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(NETWORK_ENGINEER),
         NETWORK_OPERATIONS,
     ),
-    (
-        12309,
-        "Keyboard keys sticking",
-        "hardware",
-        "7",
-        "5",
-        JANE,
-        Some(DESKTOP_TECHNICIAN),
-        DESKTOP_SUPPORT,
-    ),
-    (
-        12311,
-        "Password reset not arriving by SMS",
-        "inquiry",
-        "1",
-        "3",
-        END_USER,
-        None,
-        SERVICE_DESK,
-    ),
+    (12309, "Keyboard keys sticking", "hardware", "7", "5", JANE, Some(DESKTOP_TECHNICIAN), DESKTOP_SUPPORT),
+    (12311, "Password reset not arriving by SMS", "inquiry", "1", "3", END_USER, None, SERVICE_DESK),
     (
         12312,
         "Excel crashes when opening large files",
@@ -420,16 +367,7 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(NETWORK_ENGINEER),
         NETWORK_OPERATIONS,
     ),
-    (
-        12314,
-        "New hire laptop setup",
-        "hardware",
-        "1",
-        "4",
-        HR_ANALYST,
-        None,
-        DESKTOP_SUPPORT,
-    ),
+    (12314, "New hire laptop setup", "hardware", "1", "4", HR_ANALYST, None, DESKTOP_SUPPORT),
     (
         12315,
         "VPN client certificate expired",
@@ -450,16 +388,7 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(DESKTOP_TECHNICIAN),
         DESKTOP_SUPPORT,
     ),
-    (
-        12317,
-        "How do I book a meeting room?",
-        "inquiry",
-        "7",
-        "5",
-        END_USER,
-        None,
-        SERVICE_DESK,
-    ),
+    (12317, "How do I book a meeting room?", "inquiry", "7", "5", END_USER, None, SERVICE_DESK),
     (
         12318,
         "Load balancer health check failing",
@@ -470,26 +399,8 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(NETWORK_ENGINEER),
         NETWORK_OPERATIONS,
     ),
-    (
-        12319,
-        "Replace broken mouse",
-        "hardware",
-        "8",
-        "5",
-        JANE,
-        None,
-        DESKTOP_SUPPORT,
-    ),
-    (
-        12320,
-        "CRM report shows wrong totals",
-        "database",
-        "1",
-        "3",
-        HR_ANALYST,
-        None,
-        NETWORK_OPERATIONS,
-    ),
+    (12319, "Replace broken mouse", "hardware", "8", "5", JANE, None, DESKTOP_SUPPORT),
+    (12320, "CRM report shows wrong totals", "database", "1", "3", HR_ANALYST, None, NETWORK_OPERATIONS),
     (
         12321,
         "Badge reader at main entrance offline",
@@ -500,16 +411,7 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(DESKTOP_TECHNICIAN),
         DESKTOP_SUPPORT,
     ),
-    (
-        12322,
-        "Mailbox full warning",
-        "software",
-        "6",
-        "4",
-        END_USER,
-        None,
-        SERVICE_DESK,
-    ),
+    (12322, "Mailbox full warning", "software", "6", "4", END_USER, None, SERVICE_DESK),
     (
         12323,
         "Slow file server in Berlin office",
@@ -520,16 +422,7 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(NETWORK_ENGINEER),
         NETWORK_OPERATIONS,
     ),
-    (
-        12324,
-        "Adobe licence request",
-        "software",
-        "1",
-        "5",
-        HR_ANALYST,
-        None,
-        DESKTOP_SUPPORT,
-    ),
+    (12324, "Adobe licence request", "software", "1", "5", HR_ANALYST, None, DESKTOP_SUPPORT),
     (
         12325,
         "Conference room display not detected",
@@ -540,16 +433,7 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(DESKTOP_TECHNICIAN),
         DESKTOP_SUPPORT,
     ),
-    (
-        12326,
-        "Expense tool timeout",
-        "software",
-        "2",
-        "3",
-        END_USER,
-        None,
-        SERVICE_DESK,
-    ),
+    (12326, "Expense tool timeout", "software", "2", "3", END_USER, None, SERVICE_DESK),
     (
         12327,
         "Intermittent packet loss to AWS",
@@ -580,16 +464,7 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(DESKTOP_TECHNICIAN),
         DESKTOP_SUPPORT,
     ),
-    (
-        12330,
-        "Browser homepage reset request",
-        "inquiry",
-        "7",
-        "5",
-        END_USER,
-        None,
-        SERVICE_DESK,
-    ),
+    (12330, "Browser homepage reset request", "inquiry", "7", "5", END_USER, None, SERVICE_DESK),
     (
         12331,
         "OneDrive sync stuck",
@@ -620,26 +495,8 @@ const OTHER_INCIDENTS: [OtherIncident; 36] = [
         Some(DESKTOP_TECHNICIAN),
         DESKTOP_SUPPORT,
     ),
-    (
-        12360,
-        "Benefits enrollment question",
-        "hr",
-        "1",
-        "4",
-        END_USER,
-        Some(HR_ANALYST),
-        HR,
-    ),
-    (
-        12362,
-        "Payroll discrepancy for November",
-        "hr",
-        "2",
-        "3",
-        END_USER,
-        Some(HR_ANALYST),
-        HR,
-    ),
+    (12360, "Benefits enrollment question", "hr", "1", "4", END_USER, Some(HR_ANALYST), HR),
+    (12362, "Payroll discrepancy for November", "hr", "2", "3", END_USER, Some(HR_ANALYST), HR),
     (
         12410,
         "Phishing email reported by finance",
@@ -744,31 +601,15 @@ pub(crate) fn load(store: &Store) -> rusqlite::Result<()> {
     }
     let mut specs: Vec<Spec<'_>> = Vec::new();
     let jane_detail = [
-        (
-            INC0012345,
-            "software",
-            "VPN disconnects every 10-15 minutes when working from home.",
-        ),
-        (
-            INC0012389,
-            "software",
-            "Outlook calendar no longer syncs with the mobile app since Monday.",
-        ),
+        (INC0012345, "software", "VPN disconnects every 10-15 minutes when working from home."),
+        (INC0012389, "software", "Outlook calendar no longer syncs with the mobile app since Monday."),
         (
             INC0012401,
             "hardware",
             "Blue screen (DRIVER_IRQL_NOT_LESS_OR_EQUAL) after the latest Windows update.",
         ),
-        (
-            INC0012455,
-            "software",
-            "Access denied on \\\\fs01\\projects after the group change.",
-        ),
-        (
-            INC0012478,
-            "software",
-            "The Zoom add-in does not appear in Teams meetings.",
-        ),
+        (INC0012455, "software", "Access denied on \\\\fs01\\projects after the group change."),
+        (INC0012478, "software", "The Zoom add-in does not appear in Teams meetings."),
     ];
     for (i, (inc, category, description)) in jane_detail.iter().enumerate() {
         specs.push(Spec {
@@ -789,10 +630,9 @@ pub(crate) fn load(store: &Store) -> rusqlite::Result<()> {
         sys_id: HR_INCIDENT.sys_id.to_owned(),
         number: HR_INCIDENT.number.to_owned(),
         short: HR_INCIDENT.short_description,
-        description:
-            "Formal complaint about conduct in the Service Desk team; witness: Jane Smith. \
+        description: "Formal complaint about conduct in the Service Desk team; witness: Jane Smith. \
                       Misrouted to the Service Desk queue."
-                .to_owned(),
+            .to_owned(),
         category: "hr",
         state: HR_INCIDENT.state,
         priority: HR_INCIDENT.priority,
@@ -805,10 +645,9 @@ pub(crate) fn load(store: &Store) -> rusqlite::Result<()> {
         sys_id: SECURITY_INCIDENT.sys_id.to_owned(),
         number: SECURITY_INCIDENT.number.to_owned(),
         short: SECURITY_INCIDENT.short_description,
-        description:
-            "SOC alert: impossible-travel sign-in for jane.smith@company.com (Jane Smith) \
+        description: "SOC alert: impossible-travel sign-in for jane.smith@company.com (Jane Smith) \
                       from two countries within 20 minutes. Do not inform the user."
-                .to_owned(),
+            .to_owned(),
         category: "security",
         state: SECURITY_INCIDENT.state,
         priority: SECURITY_INCIDENT.priority,
@@ -842,12 +681,7 @@ pub(crate) fn load(store: &Store) -> rusqlite::Result<()> {
             caller,
             assignee: assignee.as_ref(),
             group,
-            created_on: format!(
-                "2026-11-{:02} {:02}:{:02}:00",
-                1 + n % 28,
-                8 + n % 9,
-                n % 60
-            ),
+            created_on: format!("2026-11-{:02} {:02}:{:02}:00", 1 + n % 28, 8 + n % 9, n % 60),
         });
     }
     for spec in specs {
@@ -870,12 +704,7 @@ pub(crate) fn load(store: &Store) -> rusqlite::Result<()> {
         row.insert("urgency", urgency.to_owned());
         row.insert("caller_id", spec.caller.sys_id.to_owned());
         row.insert("opened_by", spec.caller.sys_id.to_owned());
-        row.insert(
-            "assigned_to",
-            spec.assignee
-                .map(|u| u.sys_id.to_owned())
-                .unwrap_or_default(),
-        );
+        row.insert("assigned_to", spec.assignee.map(|u| u.sys_id.to_owned()).unwrap_or_default());
         row.insert("assignment_group", spec.group.sys_id.to_owned());
         row.insert("contact_type", "self-service".to_owned());
         row.insert("active", (!matches!(spec.state, "7" | "8")).to_string());

@@ -24,12 +24,7 @@ fn quoted(name: &str) -> String {
 }
 
 fn column_list(table: &TableDef) -> String {
-    table
-        .fields
-        .iter()
-        .map(|f| quoted(f.name))
-        .collect::<Vec<_>>()
-        .join(", ")
+    table.fields.iter().map(|f| quoted(f.name)).collect::<Vec<_>>().join(", ")
 }
 
 fn row_from(table: &'static TableDef, r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -65,49 +60,26 @@ impl Store {
     /// Every row of `table` in insertion order (ServiceNow's order when no ORDERBY is given
     /// is unspecified; insertion order keeps the sandbox deterministic).
     pub(crate) fn all(&self, table: &'static TableDef) -> rusqlite::Result<Vec<Row>> {
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY rowid",
-            column_list(table),
-            quoted(table.name)
-        );
+        let sql = format!("SELECT {} FROM {} ORDER BY rowid", column_list(table), quoted(table.name));
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], |r| row_from(table, r))?;
         rows.collect()
     }
 
     /// The row with `sys_id`, if any.
-    pub(crate) fn get(
-        &self,
-        table: &'static TableDef,
-        sys_id: &str,
-    ) -> rusqlite::Result<Option<Row>> {
-        let sql = format!(
-            "SELECT {} FROM {} WHERE \"sys_id\" = ?1",
-            column_list(table),
-            quoted(table.name)
-        );
+    pub(crate) fn get(&self, table: &'static TableDef, sys_id: &str) -> rusqlite::Result<Option<Row>> {
+        let sql = format!("SELECT {} FROM {} WHERE \"sys_id\" = ?1", column_list(table), quoted(table.name));
         let mut stmt = self.conn.prepare_cached(&sql)?;
         stmt.query_row([sys_id], |r| row_from(table, r)).optional()
     }
 
     /// Inserts a row; fields missing from `row` get `''`.
     pub(crate) fn insert(&self, table: &'static TableDef, row: &Row) -> rusqlite::Result<()> {
-        let placeholders = (1..=table.fields.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({placeholders})",
-            quoted(table.name),
-            column_list(table)
-        );
-        let values = table
-            .fields
-            .iter()
-            .map(|f| row.get(f.name).map_or("", String::as_str));
-        self.conn
-            .prepare_cached(&sql)?
-            .execute(params_from_iter(values))?;
+        let placeholders = (1..=table.fields.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let sql =
+            format!("INSERT INTO {} ({}) VALUES ({placeholders})", quoted(table.name), column_list(table));
+        let values = table.fields.iter().map(|f| row.get(f.name).map_or("", String::as_str));
+        self.conn.prepare_cached(&sql)?.execute(params_from_iter(values))?;
         Ok(())
     }
 
@@ -130,10 +102,7 @@ impl Store {
             .map(|(i, (name, _))| format!("{} = ?{}", quoted(name), i + 2))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "UPDATE {} SET {sets} WHERE \"sys_id\" = ?1",
-            quoted(table.name)
-        );
+        let sql = format!("UPDATE {} SET {sets} WHERE \"sys_id\" = ?1", quoted(table.name));
         let values = std::iter::once(sys_id).chain(changes.iter().map(|(_, v)| v.as_str()));
         self.conn.execute(&sql, params_from_iter(values))?;
         Ok(())
