@@ -1,0 +1,30 @@
+//! Egress policy for plugin HTTP requests.
+//!
+//! Every `wasi:http` request a plugin makes is checked here before anything leaves the host:
+//!
+//! - [`EgressConfig`] (operator config, per plugin) validates into an [`EgressPolicy`];
+//!   [`EgressPolicy::decide_request`] refuses host-only headers ([`check_headers`]) and
+//!   matches the normalised URL against the rules. Deny by default.
+//! - [`Scrubber`] / [`ScrubbedBody`] replace any credential the host handled in response
+//!   headers and bodies before the guest reads them.
+//! - [`AuditRecord`] / [`AuditSink`]: one JSON line per credential use and per denial.
+//! - [`EgressBudget`]: per-invocation request count, byte and timeout caps.
+//!
+//! This crate knows nothing about wasm: it works on `http` types and `bytes`, so the runtime's
+//! one `WasiHttpHooks` implementation calls it and it is testable alone.
+
+mod audit;
+mod budget;
+mod config;
+mod policy;
+mod scrub;
+mod url;
+
+#[cfg(test)]
+mod tests;
+
+pub use audit::{AuditContext, AuditDecision, AuditError, AuditRecord, AuditSink, CacheOutcome};
+pub use budget::{BudgetExceeded, EgressBudget, EgressLimits};
+pub use config::{CredentialConfig, EgressConfig, InvalidSetting, ProviderCredentialConfig, RuleConfig};
+pub use policy::{CredentialRef, Decision, DenyReason, EgressPolicy, Target, check_headers};
+pub use scrub::{REDACTED, ScrubbedBody, Scrubber};

@@ -1,0 +1,1 @@
+//! Token vault (work in progress).
