@@ -16,6 +16,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("echo", "echo", "ECHO"),
     ("hostile", "hostile", "HOSTILE"),
     ("probe-sandbox", "probe_sandbox", "PROBE_SANDBOX"),
+    ("servicenow-agent", "servicenow_agent", "SERVICENOW_AGENT"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

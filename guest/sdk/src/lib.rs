@@ -17,6 +17,7 @@
 //! delegate_sdk::export!(Hello);
 //! ```
 
+pub mod agent;
 pub mod http;
 
 /// Generated bindings for the `delegate:agent` world (and the WASI interfaces it uses).

@@ -1,0 +1,103 @@
+//! The ServiceNow agent of the AgentCore OBO article, as a delegate plugin.
+//!
+//! Payload: `{"prompt": "Show me 5 incidents assigned to me"}`. The agent answers with the
+//! model (text is streamed to the caller by the host) and three tools over ServiceNow's Table
+//! API: `query_incidents(query, limit, fields)`, `get_incident(number)` and
+//! `update_incident(sys_id, updates)`. The invocation result is a small JSON summary:
+//! `{"cycles":N,"tool_calls":M,"tool_errors":E,"stop_reason":"end_turn",...}`.
+//!
+//! Settings (`wasi:config/store`): `servicenow_url` (required, e.g.
+//! `https://instance.service-now.com`) and `max_cycles` (optional, 1-32, default 8).
+//!
+//! The plugin holds no credential of any kind. It sends plain requests; the host matches them
+//! against the operator's egress rules and attaches the calling user's delegated ServiceNow
+//! token, so ServiceNow applies that user's ACLs and writes that user into `sys_audit`.
+
+mod snow;
+
+use delegate_sdk::agent::{Agent, Tool, ToolError, prompt_from_payload};
+use delegate_sdk::http::Request;
+use delegate_sdk::{PluginError, settings};
+use serde_json::Value;
+
+/// The article's system prompt, plus what a model needs to use the tools well.
+const SYSTEM_PROMPT: &str = "You are a ServiceNow assistant. You help users query and manage their \
+incidents. You only see records the user is authorized to access. Be concise.\n\
+Use query_incidents to list or search incidents (for the user's own incidents filter with \
+assigned_to=javascript:gs.getUserID()), get_incident to read one incident by number, and \
+update_incident to change one: look the incident up first to get its sys_id. When a tool \
+reports an error, tell the user plainly what happened and what they can do; never guess data \
+a tool did not return.";
+
+/// Upper bound for the `max_cycles` setting: more rounds than this is a runaway, not a task.
+const MAX_CYCLES_CAP: u32 = 32;
+
+struct ServiceNowAgent;
+
+impl delegate_sdk::Guest for ServiceNowAgent {
+    fn invoke(payload: String) -> Result<String, PluginError> {
+        let prompt = prompt_from_payload(&payload)?;
+        let base = settings::get("servicenow_url")
+            .ok_or_else(|| PluginError::new("not_configured", "the plugin setting servicenow_url is not set"))
+            .and_then(|raw| {
+                snow::normalize_base_url(&raw).map_err(|e| PluginError::new("not_configured", e))
+            })?;
+        let max_cycles = match settings::get("max_cycles") {
+            None => delegate_sdk::agent::DEFAULT_MAX_CYCLES,
+            Some(raw) => {
+                raw.trim().parse::<u32>().ok().filter(|n| (1..=MAX_CYCLES_CAP).contains(n)).ok_or_else(
+                    || {
+                        PluginError::new(
+                            "not_configured",
+                            format!("the max_cycles setting must be 1-{MAX_CYCLES_CAP} (got {raw:?})"),
+                        )
+                    },
+                )?
+            }
+        };
+        let outcome = agent(&base).max_cycles(max_cycles).run_with_stats(&prompt)?;
+        Ok(outcome.summary().to_string())
+    }
+}
+
+/// The agent with its three tools bound to the instance at `base`.
+fn agent(base: &str) -> Agent {
+    let bind = |plan: fn(&str, &Value) -> Result<snow::Planned, ToolError>| {
+        let base = base.to_owned();
+        move |input: &Value| plan(&base, input).and_then(|planned| send(&planned))
+    };
+    Agent::new(SYSTEM_PROMPT)
+        .tool(Tool::new(
+            "query_incidents",
+            "Search for incidents in ServiceNow with an encoded query. Returns the Table API JSON \
+             {\"result\":[...]} with display values; only incidents the user may see are returned.",
+            snow::query_incidents_schema(),
+            bind(snow::query_incidents),
+        ))
+        .tool(Tool::new(
+            "get_incident",
+            "Get all details of one incident by its number (e.g. INC0012345). Returns {\"result\":[...]} \
+             with at most one record; an empty list means it does not exist or the user may not see it.",
+            snow::get_incident_schema(),
+            bind(snow::get_incident),
+        ))
+        .tool(Tool::new(
+            "update_incident",
+            "Update fields of an existing incident, identified by sys_id. Returns the updated record \
+             {\"result\":{...}}. ServiceNow decides whether the user may change it.",
+            snow::update_incident_schema(),
+            bind(snow::update_incident),
+        ))
+}
+
+/// Sends one planned request (no credentials: the host attaches them) and interprets the answer.
+fn send(planned: &snow::Planned) -> Result<Value, ToolError> {
+    let mut req = Request::new(planned.method, &planned.url).header("accept", "application/json");
+    if let Some(body) = &planned.body {
+        req = req.header("content-type", "application/json").body(body.as_bytes());
+    }
+    let resp = req.send().map_err(|e| snow::transport_error(&e, planned))?;
+    snow::interpret(resp.status, resp.header("retry-after"), &resp.body)
+}
+
+delegate_sdk::export!(ServiceNowAgent);

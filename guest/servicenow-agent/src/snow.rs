@@ -1,0 +1,589 @@
+//! The three incident tools as plain data: input validation, the Table API request each call
+//! makes, and how a ServiceNow response (or a refused request) becomes a tool result.
+//!
+//! Nothing here performs I/O, so all of it is unit-tested natively; `lib.rs` sends the
+//! [`Planned`] requests through the SDK's HTTP client. No request carries credentials: the
+//! host's egress layer attaches the caller's delegated ServiceNow token (Token B) itself.
+
+use delegate_sdk::agent::ToolError;
+use delegate_sdk::http::HttpError;
+use serde_json::{Map, Value, json};
+
+/// The Table API path of the incident table.
+const INCIDENT_PATH: &str = "/api/now/table/incident";
+
+/// Fields `query_incidents` returns when the model does not ask for others (the article's).
+pub(crate) const DEFAULT_FIELDS: &str = "number,short_description,priority,state,assigned_to";
+
+/// Incident fields `update_incident` may write.
+///
+/// These are the fields a user edits on the incident form; ServiceNow's write ACLs still decide
+/// per record and per user. Left out on purpose: identity and system fields (`sys_id`,
+/// `number`, `sys_*`, `opened_by`, `opened_at`: ServiceNow owns them) and derived ones (`active`
+/// follows `state`). `priority` is included because the article's users think in priorities,
+/// but the description tells the model that ServiceNow usually computes it from impact and
+/// urgency.
+pub(crate) const WRITABLE_FIELDS: &[&str] = &[
+    "short_description",
+    "description",
+    "state",
+    "impact",
+    "urgency",
+    "priority",
+    "category",
+    "subcategory",
+    "assigned_to",
+    "assignment_group",
+    "caller_id",
+    "contact_type",
+    "work_notes",
+    "comments",
+    "close_code",
+    "close_notes",
+];
+
+/// Largest value `update_incident` writes to one field (journal fields included); longer text
+/// is almost certainly a model loop rather than a note a person wants.
+const MAX_VALUE_CHARS: usize = 4000;
+
+/// Server-side `javascript:` values allowed in an encoded query: ServiceNow evaluates them for
+/// the authenticated user ("me", "my groups"); anything else would run arbitrary script on
+/// the instance, which no incident question needs.
+const ALLOWED_SCRIPTS: &[&str] = &[
+    "gs.getUserID()",
+    "gs.getUser().getID()",
+    "gs.getUserName()",
+    "gs.getUser().getName()",
+    "gs.getUser().getMyGroups()",
+];
+
+/// One Table API request, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Planned {
+    /// HTTP method.
+    pub(crate) method: &'static str,
+    /// Absolute URL, query string percent-encoded.
+    pub(crate) url: String,
+    /// JSON body (writes only).
+    pub(crate) body: Option<String>,
+}
+
+/// The JSON-schema input specs offered to the model, by tool name.
+pub(crate) fn query_incidents_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "query": {
+                "type": "string",
+                "maxLength": 2000,
+                "default": "",
+                "description": "ServiceNow encoded query: conditions joined by ^ (AND) or ^OR, e.g. \
+                    `assigned_to=javascript:gs.getUserID()^active=true^ORDERBYnumber` for the user's own \
+                    active incidents. Operators: = != < <= > >= LIKE STARTSWITH ENDSWITH IN ISEMPTY \
+                    ISNOTEMPTY, sorting with ORDERBY<field> / ORDERBYDESC<field>. Empty for no filter."
+            },
+            "limit": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100,
+                "default": 10,
+                "description": "Maximum number of incidents to return (1-100)."
+            },
+            "fields": {
+                "type": "string",
+                "maxLength": 1000,
+                "default": DEFAULT_FIELDS,
+                "description": "Comma-separated incident fields to return (dot-walking like \
+                    `assigned_to.email` is allowed); empty for all fields."
+            }
+        },
+        "additionalProperties": false
+    })
+}
+
+/// Input spec of `get_incident`.
+pub(crate) fn get_incident_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "number": {
+                "type": "string",
+                "maxLength": 32,
+                "description": "The incident number: INC followed by 7 digits, e.g. INC0012345."
+            }
+        },
+        "required": ["number"],
+        "additionalProperties": false
+    })
+}
+
+/// Input spec of `update_incident`.
+pub(crate) fn update_incident_schema() -> Value {
+    let field_spec = json!({"type": ["string", "integer", "number", "boolean", "null"]});
+    let props: Map<String, Value> =
+        WRITABLE_FIELDS.iter().map(|f| ((*f).to_owned(), field_spec.clone())).collect();
+    json!({
+        "type": "object",
+        "properties": {
+            "sys_id": {
+                "type": "string",
+                "description": "The incident's sys_id (32 hexadecimal characters), as returned by \
+                    get_incident or query_incidents."
+            },
+            "updates": {
+                "type": "object",
+                "properties": props,
+                "additionalProperties": false,
+                "description": "Fields to change and their new values. Choice fields take their \
+                    values, not labels: state 1 New, 2 In Progress, 3 On Hold, 6 Resolved, 7 Closed, \
+                    8 Canceled; impact and urgency 1 High, 2 Medium, 3 Low (priority is usually computed \
+                    from them). work_notes and comments add a journal entry. Reference fields \
+                    (assigned_to, assignment_group, caller_id) take a sys_id. Resolving usually needs \
+                    close_code and close_notes."
+            }
+        },
+        "required": ["sys_id", "updates"],
+        "additionalProperties": false
+    })
+}
+
+/// The base URL setting, checked and without a trailing `/`.
+pub(crate) fn normalize_base_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("servicenow_url must start with https:// (got {raw:?})"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || url.contains(['?', '#', ' ', '@']) {
+        return Err(format!(
+            "servicenow_url must be a plain base URL like https://instance.service-now.com (got {raw:?})"
+        ));
+    }
+    Ok(url.to_owned())
+}
+
+/// `query_incidents`: GET the incident list with the model's encoded query.
+///
+/// The query is passed on as the model wrote it: which rows the user may see is ServiceNow's
+/// ACLs' decision (they filter every row), not the tool's. The tool only refuses server-side
+/// script other than the "current user" helpers, and fields that are not field names.
+pub(crate) fn query_incidents(base: &str, input: &Value) -> Result<Planned, ToolError> {
+    let query = input.get("query").and_then(Value::as_str).unwrap_or("").trim();
+    check_scripts(query)?;
+    let limit = input.get("limit").and_then(Value::as_u64).unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ToolError::invalid_input("`limit` must be between 1 and 100"));
+    }
+    let fields = input.get("fields").and_then(Value::as_str).unwrap_or(DEFAULT_FIELDS);
+    let fields = check_fields(fields)?;
+    let mut params = vec![("sysparm_query", query.to_owned()), ("sysparm_limit", limit.to_string())];
+    if !fields.is_empty() {
+        params.push(("sysparm_fields", fields));
+    }
+    Ok(Planned { method: "GET", url: table_url(base, INCIDENT_PATH, &params), body: None })
+}
+
+/// `get_incident`: the incident with this number (all fields), as a one-element list.
+pub(crate) fn get_incident(base: &str, input: &Value) -> Result<Planned, ToolError> {
+    let raw = input.get("number").and_then(Value::as_str).unwrap_or("").trim();
+    let number = check_number(raw)?;
+    let params = [("sysparm_query", format!("number={number}")), ("sysparm_limit", "1".to_owned())];
+    Ok(Planned { method: "GET", url: table_url(base, INCIDENT_PATH, &params), body: None })
+}
+
+/// `update_incident`: PATCH the allowed fields of one incident.
+pub(crate) fn update_incident(base: &str, input: &Value) -> Result<Planned, ToolError> {
+    let sys_id = check_sys_id(input.get("sys_id").and_then(Value::as_str).unwrap_or(""))?;
+    let Some(updates) = input.get("updates").and_then(Value::as_object) else {
+        return Err(ToolError::invalid_input("`updates` must be an object of field names to new values"));
+    };
+    if updates.is_empty() {
+        return Err(ToolError::invalid_input("`updates` is empty: name at least one field to change"));
+    }
+    let mut body = Map::new();
+    for (field, value) in updates {
+        if !WRITABLE_FIELDS.contains(&field.as_str()) {
+            return Err(ToolError::invalid_input(format!(
+                "`{field}` cannot be updated by this tool; writable fields: {}",
+                WRITABLE_FIELDS.join(", ")
+            )));
+        }
+        // ServiceNow values are strings; numbers and booleans are what models send for them.
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => String::new(),
+            _ => return Err(ToolError::invalid_input(format!("`{field}` must be a string value"))),
+        };
+        if text.chars().count() > MAX_VALUE_CHARS {
+            return Err(ToolError::invalid_input(format!(
+                "the value of `{field}` is longer than {MAX_VALUE_CHARS} characters"
+            )));
+        }
+        body.insert(field.clone(), Value::String(text));
+    }
+    let path = format!("{INCIDENT_PATH}/{sys_id}");
+    Ok(Planned {
+        method: "PATCH",
+        url: table_url(base, &path, &[]),
+        body: Some(Value::Object(body).to_string()),
+    })
+}
+
+/// The full URL for `path` with `params` plus the display options every call uses:
+/// display values (`"2 - High"`, `"In Progress"`, the assignee's name) are what the model
+/// shows the user, and reference links only cost tokens.
+fn table_url(base: &str, path: &str, params: &[(&str, String)]) -> String {
+    let mut url = format!("{base}{path}?");
+    let fixed =
+        [("sysparm_display_value", "true".to_owned()), ("sysparm_exclude_reference_link", "true".to_owned())];
+    for (i, (k, v)) in params.iter().chain(fixed.iter()).enumerate() {
+        if i > 0 {
+            url.push('&');
+        }
+        url.push_str(&encode(k));
+        url.push('=');
+        url.push_str(&encode(v));
+    }
+    url
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so `^`, `=`, `&`, `+`, `%`,
+/// spaces and non-ASCII text reach ServiceNow exactly as written (`+` would otherwise read as
+/// a space and `&` would end the parameter).
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn check_scripts(query: &str) -> Result<(), ToolError> {
+    let lower = query.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("javascript:") {
+        let start = from + i + "javascript:".len();
+        let end = query[start..].find('^').map_or(query.len(), |j| start + j);
+        let script = query[start..end].trim();
+        if !ALLOWED_SCRIPTS.contains(&script) {
+            return Err(ToolError::invalid_input(format!(
+                "`javascript:{script}` is not allowed in a query; only {} are",
+                ALLOWED_SCRIPTS.iter().map(|s| format!("javascript:{s}")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        from = end;
+    }
+    Ok(())
+}
+
+fn check_fields(fields: &str) -> Result<String, ToolError> {
+    let names: Vec<&str> = fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    if names.len() > 50 {
+        return Err(ToolError::invalid_input("`fields` lists more than 50 fields"));
+    }
+    for name in &names {
+        let ok = name.len() <= 80
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            && !name.starts_with('.')
+            && !name.ends_with('.');
+        if !ok {
+            return Err(ToolError::invalid_input(format!("`{name}` in `fields` is not a field name")));
+        }
+    }
+    Ok(names.join(","))
+}
+
+/// An incident number, upper-cased: `INC` and seven digits. It is spliced into an encoded
+/// query, so a `^` (which would start a new condition, e.g. `^NQ` to widen the query) is
+/// refused with its own message before the format check.
+pub(crate) fn check_number(raw: &str) -> Result<String, ToolError> {
+    if raw.contains('^') {
+        return Err(ToolError::invalid_input(
+            "`number` must not contain `^`: it would change the ServiceNow query instead of naming one incident",
+        ));
+    }
+    let number = raw.to_ascii_uppercase();
+    let ok =
+        number.len() == 10 && number.starts_with("INC") && number[3..].bytes().all(|b| b.is_ascii_digit());
+    if !ok {
+        return Err(ToolError::invalid_input(format!(
+            "`number` must be INC followed by 7 digits, like INC0012345 (got {raw:?})"
+        )));
+    }
+    Ok(number)
+}
+
+/// A sys_id, lower-cased: exactly 32 hexadecimal characters (it becomes a URL path segment).
+pub(crate) fn check_sys_id(raw: &str) -> Result<String, ToolError> {
+    let id = raw.trim();
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ToolError::invalid_input(format!(
+            "`sys_id` must be 32 hexadecimal characters (got {raw:?}); look the incident up with get_incident first"
+        )));
+    }
+    Ok(id.to_ascii_lowercase())
+}
+
+/// A ServiceNow response as a tool result: the Table API JSON on success, else an error the
+/// model can explain. `retry_after` is the response's `Retry-After` header.
+pub(crate) fn interpret(status: u16, retry_after: Option<&str>, body: &[u8]) -> Result<Value, ToolError> {
+    if (200..300).contains(&status) {
+        // An instance that is asleep or behind an SSO page answers 200 with HTML.
+        return serde_json::from_slice::<Value>(body).ok().filter(Value::is_object).ok_or_else(|| {
+            ToolError::new(format!(
+                "ServiceNow answered HTTP {status} with something that is not Table API JSON \
+                 (the instance may be hibernating or unavailable)"
+            ))
+        });
+    }
+    let sn = servicenow_message(body);
+    let with_sn = |text: &str| match &sn {
+        Some(m) => format!("{text} (ServiceNow: {m})"),
+        None => text.to_owned(),
+    };
+    let message = match status {
+        401 => with_sn("your session has expired, sign in again"),
+        403 => with_sn("access denied: ServiceNow does not allow you to do this"),
+        404 => "not found or not visible to you".to_owned(),
+        429 => match retry_after.map(str::trim).filter(|v| !v.is_empty()) {
+            Some(secs) if secs.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("ServiceNow is rate-limiting your requests; retry in {secs} seconds")
+            }
+            Some(when) => format!("ServiceNow is rate-limiting your requests; retry after {when}"),
+            None => "ServiceNow is rate-limiting your requests; retry in a little while".to_owned(),
+        },
+        _ => with_sn(&format!("ServiceNow returned HTTP {status}")),
+    };
+    Err(ToolError::new(message))
+}
+
+/// `error.message` (and `error.detail`) of ServiceNow's error envelope, shortened.
+fn servicenow_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let message =
+        v.pointer("/error/message").and_then(Value::as_str).map(str::trim).filter(|m| !m.is_empty())?;
+    let detail = v.pointer("/error/detail").and_then(Value::as_str).map(str::trim).filter(|d| !d.is_empty());
+    let text = match detail {
+        Some(d) => format!("{message}: {d}"),
+        None => message.to_owned(),
+    };
+    Some(text.chars().take(300).collect())
+}
+
+/// A request that never got a response, as a tool error.
+pub(crate) fn transport_error(e: &HttpError, planned: &Planned) -> ToolError {
+    // Method and path, never the query string: it is what the model wrote and adds nothing.
+    let target = planned.url.split('?').next().unwrap_or(&planned.url);
+    match e {
+        HttpError::Denied => ToolError::new(format!(
+            "the host's egress policy does not allow this request ({} {target}); ask the operator to allow it",
+            planned.method
+        )),
+        HttpError::InvalidUrl(_) => ToolError::new("the plugin's servicenow_url setting is not a usable URL"),
+        HttpError::Header(h) => ToolError::new(format!("the host refused a request header ({h})")),
+        HttpError::Transport(t) => ToolError::new(format!("could not reach ServiceNow ({t})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use delegate_sdk::agent::validate_input;
+
+    const BASE: &str = "https://dev.example.com";
+
+    /// What the model's input becomes after the SDK applied the schema (defaults, types).
+    fn checked(schema: &Value, input: &Value) -> Value {
+        validate_input(schema, input).unwrap()
+    }
+
+    #[test]
+    fn query_urls_are_encoded_and_use_display_values() {
+        let input = checked(
+            &query_incidents_schema(),
+            &json!({"query": "assigned_to=javascript:gs.getUserID()^ORDERBYnumber", "limit": 5,
+                   "fields": DEFAULT_FIELDS}),
+        );
+        let p = query_incidents(BASE, &input).unwrap();
+        assert_eq!(p.method, "GET");
+        assert_eq!(
+            p.url,
+            "https://dev.example.com/api/now/table/incident?sysparm_query=assigned_to%3Djavascript%3Ags.getUserID%28%29%5EORDERBYnumber\
+             &sysparm_limit=5&sysparm_fields=number%2Cshort_description%2Cpriority%2Cstate%2Cassigned_to\
+             &sysparm_display_value=true&sysparm_exclude_reference_link=true"
+        );
+        assert!(p.body.is_none());
+        // defaults from the schema: the article's fields, limit 10, no filter
+        let p = query_incidents(BASE, &checked(&query_incidents_schema(), &json!({}))).unwrap();
+        assert!(p.url.contains("sysparm_query=&sysparm_limit=10&sysparm_fields=number%2C"), "{}", p.url);
+        // empty fields → all fields
+        let p = query_incidents(BASE, &checked(&query_incidents_schema(), &json!({"fields": " "}))).unwrap();
+        assert!(!p.url.contains("sysparm_fields"));
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(encode("a b+c&d=e^f%g"), "a%20b%2Bc%26d%3De%5Ef%25g");
+        assert_eq!(encode("ünï"), "%C3%BCn%C3%AF");
+        assert_eq!(encode("A-z_0.9~"), "A-z_0.9~");
+        let p =
+            query_incidents(BASE, &json!({"query": "short_descriptionLIKEVPN & Wi-Fi", "limit": 1})).unwrap();
+        assert!(p.url.contains("sysparm_query=short_descriptionLIKEVPN%20%26%20Wi-Fi&"), "{}", p.url);
+    }
+
+    #[test]
+    fn query_validation() {
+        let s = query_incidents_schema();
+        assert_eq!(validate_input(&s, &json!({"limit": 0})).unwrap_err(), "`limit` must be at least 1");
+        assert_eq!(validate_input(&s, &json!({"limit": 101})).unwrap_err(), "`limit` must be at most 100");
+        assert!(query_incidents(BASE, &json!({"limit": 500})).is_err(), "the handler checks too");
+        assert!(validate_input(&s, &json!({"table": "sys_user"})).unwrap_err().contains("unknown property"));
+        let e = query_incidents(BASE, &json!({"query": "caller_id=javascript:new GlideRecord('x')"}))
+            .unwrap_err();
+        assert!(e.message.contains("is not allowed"), "{e}");
+        let e = query_incidents(BASE, &json!({"query": "a=javascript:gs.getUserID()^b=JavaScript:eval(1)"}))
+            .unwrap_err();
+        assert!(e.message.contains("eval(1)"), "{e}");
+        assert!(
+            query_incidents(
+                BASE,
+                &json!({"query": "assignment_groupINjavascript:gs.getUser().getMyGroups()"})
+            )
+            .is_ok()
+        );
+        let e = query_incidents(BASE, &json!({"fields": "number,sys_id&x=1"})).unwrap_err();
+        assert!(e.message.contains("not a field name"), "{e}");
+        assert!(query_incidents(BASE, &json!({"fields": "number, assigned_to.email"})).is_ok());
+        // the model's own filters (even for restricted categories) are ServiceNow's ACLs' job
+        assert!(query_incidents(BASE, &json!({"query": "category=HR^NQpriority=1"})).is_ok());
+    }
+
+    #[test]
+    fn get_incident_by_number() {
+        let p = get_incident(BASE, &json!({"number": "inc0012345"})).unwrap();
+        assert_eq!(
+            p.url,
+            "https://dev.example.com/api/now/table/incident?sysparm_query=number%3DINC0012345&sysparm_limit=1\
+             &sysparm_display_value=true&sysparm_exclude_reference_link=true"
+        );
+        let e = get_incident(BASE, &json!({"number": "INC0012345^NQcategory=HR"})).unwrap_err();
+        assert!(e.message.contains("must not contain `^`"), "{e}");
+        for bad in ["INC001234", "INC00123456", "CHG0012345", "INC001234X", "", "INC 012345"] {
+            assert!(get_incident(BASE, &json!({"number": bad})).is_err(), "{bad}");
+        }
+        assert_eq!(validate_input(&get_incident_schema(), &json!({})).unwrap_err(), "`number` is required");
+    }
+
+    #[test]
+    fn update_incident_patches_allowed_fields() {
+        let id = "46D44A5DC0A8010E0100C8F1A9D6A3C0";
+        let input = checked(
+            &update_incident_schema(),
+            &json!({"sys_id": id, "updates": {"urgency": 1, "work_notes": "called the user", "state": "2"}}),
+        );
+        let p = update_incident(BASE, &input).unwrap();
+        assert_eq!(p.method, "PATCH");
+        assert_eq!(
+            p.url,
+            "https://dev.example.com/api/now/table/incident/46d44a5dc0a8010e0100c8f1a9d6a3c0\
+             ?sysparm_display_value=true&sysparm_exclude_reference_link=true"
+        );
+        let body: Value = serde_json::from_str(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body, json!({"urgency": "1", "work_notes": "called the user", "state": "2"}));
+
+        for bad in
+            ["", "46d44a5dc0a8010e0100c8f1a9d6a3c", "46d44a5dc0a8010e0100c8f1a9d6a3cz", "../../sys_user/x"]
+        {
+            let e = update_incident(BASE, &json!({"sys_id": bad, "updates": {"urgency": "1"}})).unwrap_err();
+            assert!(e.message.contains("32 hexadecimal"), "{bad}: {e}");
+        }
+        let e =
+            update_incident(BASE, &json!({"sys_id": id, "updates": {"sys_created_by": "x"}})).unwrap_err();
+        assert!(e.message.contains("cannot be updated"), "{e}");
+        let e =
+            validate_input(&update_incident_schema(), &json!({"sys_id": id, "updates": {"number": "INC1"}}))
+                .unwrap_err();
+        assert!(e.contains("unknown property `updates.number`"), "{e}");
+        assert!(update_incident(BASE, &json!({"sys_id": id, "updates": {}})).is_err());
+        assert!(update_incident(BASE, &json!({"sys_id": id, "updates": {"state": ["2"]}})).is_err());
+        assert!(
+            update_incident(BASE, &json!({"sys_id": id, "updates": {"comments": "x".repeat(4001)}})).is_err()
+        );
+        assert!(update_incident(BASE, &json!({"sys_id": id})).is_err());
+    }
+
+    #[test]
+    fn responses_and_errors() {
+        let ok = interpret(200, None, br#"{"result":[{"number":"INC0012345"}]}"#).unwrap();
+        assert_eq!(ok["result"][0]["number"], "INC0012345");
+        let e = interpret(200, None, b"<html>hibernating</html>").unwrap_err();
+        assert!(e.message.contains("not Table API JSON"), "{e}");
+        let envelope = |m: &str, d: &str| {
+            format!(r#"{{"error":{{"message":"{m}","detail":"{d}"}},"status":"failure"}}"#)
+        };
+        let e = interpret(
+            401,
+            None,
+            envelope("User Not Authenticated", "Required to provide Auth information").as_bytes(),
+        );
+        assert!(e.unwrap_err().message.starts_with("your session has expired, sign in again"));
+        let e = interpret(403, None, envelope("Operation Failed", "ACL Exception Update Failed").as_bytes())
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "access denied: ServiceNow does not allow you to do this (ServiceNow: Operation Failed: ACL Exception Update Failed)"
+        );
+        let e = interpret(404, None, envelope("No Record found", "x").as_bytes()).unwrap_err();
+        assert_eq!(e.message, "not found or not visible to you");
+        assert!(interpret(429, Some("30"), b"").unwrap_err().message.ends_with("retry in 30 seconds"));
+        assert!(interpret(429, None, b"").unwrap_err().message.contains("retry in a little while"));
+        assert!(
+            interpret(429, Some("Wed, 21 Oct 2026 07:28:00 GMT"), b"")
+                .unwrap_err()
+                .message
+                .ends_with("retry after Wed, 21 Oct 2026 07:28:00 GMT")
+        );
+        let e = interpret(500, None, envelope("Internal server error", "").as_bytes()).unwrap_err();
+        assert_eq!(e.message, "ServiceNow returned HTTP 500 (ServiceNow: Internal server error)");
+        assert_eq!(interpret(502, None, b"bad gateway").unwrap_err().message, "ServiceNow returned HTTP 502");
+    }
+
+    #[test]
+    fn transport_errors() {
+        let p = get_incident(BASE, &json!({"number": "INC0012345"})).unwrap();
+        let e = transport_error(&HttpError::Denied, &p);
+        assert_eq!(
+            e.message,
+            "the host's egress policy does not allow this request (GET https://dev.example.com/api/now/table/incident); \
+             ask the operator to allow it"
+        );
+        assert!(
+            transport_error(&HttpError::Transport("timeout".into()), &p).message.contains("could not reach")
+        );
+    }
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(normalize_base_url(" https://x.service-now.com/ ").unwrap(), "https://x.service-now.com");
+        assert_eq!(normalize_base_url("http://127.0.0.1:8443/sn").unwrap(), "http://127.0.0.1:8443/sn");
+        assert!(normalize_base_url("x.service-now.com").is_err());
+        assert!(normalize_base_url("https://").is_err());
+        assert!(normalize_base_url("https://u:p@x.com").is_err());
+        assert!(normalize_base_url("https://x.com?a=1").is_err());
+    }
+
+    #[test]
+    fn writable_fields_match_the_schema() {
+        let s = update_incident_schema();
+        let props = s.pointer("/properties/updates/properties").and_then(Value::as_object).unwrap();
+        assert_eq!(props.len(), WRITABLE_FIELDS.len());
+    }
+}
