@@ -459,24 +459,28 @@ fn resolve<'a>(
 ) -> Option<(&'static FieldDef, &'a str)> {
     let mut current_table = table;
     let mut current_row = row;
-    let mut segments = path.split('.').peekable();
-    while let Some(seg) = segments.next() {
+    let mut rest = path;
+    loop {
+        let (seg, tail) = match rest.split_once('.') {
+            Some((seg, tail)) => (seg, Some(tail)),
+            None => (rest, None),
+        };
         let def = current_table.field(seg)?;
         let value = field(current_row, seg);
-        if segments.peek().is_none() {
+        let Some(tail) = tail else {
             return Some((def, value));
-        }
+        };
         let FieldKind::Reference(target) = def.kind else {
             return None;
         };
         current_table = schema::table(target)?;
         match lookups.get(target, value) {
             Some(next) => current_row = next,
-            // An empty or dangling reference: every dot-walked field is empty.
-            None => return current_table.field(segments.last()?).map(|d| (d, "")),
+            // An empty or dangling reference: the dot-walked field exists but is empty.
+            None => return schema_path(current_table, tail).map(|d| (d, "")),
         }
+        rest = tail;
     }
-    None
 }
 
 struct Render<'a> {

@@ -576,6 +576,17 @@ async fn sysparm_fields_selects_known_fields_and_dot_walks() {
     assert_eq!(keys, BTreeSet::from(["number", "short_description", "assigned_to.name"]));
     assert_eq!(result["assigned_to.name"], "Jane Smith");
     assert_eq!(result["short_description"], "VPN connection dropping");
+
+    // Walking through an empty reference yields empty values, deeper walks included.
+    let unassigned = sb.sn.incident_by_number("INC0012311").unwrap().unwrap();
+    let reply = sb
+        .get(
+            &seed::JANE,
+            &format!("incident/{}", unassigned["sys_id"]),
+            &[("sysparm_fields", "assigned_to.name,assigned_to.manager.email,assigned_to.nope")],
+        )
+        .await;
+    assert_eq!(reply.json()["result"], json!({"assigned_to.name": "", "assigned_to.manager.email": ""}));
 }
 
 // ---------------------------------------------------------------------------------------
