@@ -185,10 +185,7 @@ impl IdpConfig {
             return bad("at least one tenant is required".into());
         }
         if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
-            return bad(format!(
-                "base_url {:?} is not an http(s) URL",
-                self.base_url
-            ));
+            return bad(format!("base_url {:?} is not an http(s) URL", self.base_url));
         }
         for t in &self.tenants {
             if !is_guid(&t.id) {
@@ -197,16 +194,10 @@ impl IdpConfig {
         }
         for (i, a) in self.apps.iter().enumerate() {
             if !is_guid(&a.client_id) || !is_guid(&a.object_id) {
-                return bad(format!(
-                    "app {:?}: client_id and object_id must be GUIDs",
-                    a.name
-                ));
+                return bad(format!("app {:?}: client_id and object_id must be GUIDs", a.name));
             }
             if !matches!(a.access_token_version, 1 | 2) {
-                return bad(format!(
-                    "app {:?}: access_token_version must be 1 or 2",
-                    a.name
-                ));
+                return bad(format!("app {:?}: access_token_version must be 1 or 2", a.name));
             }
             if self.apps[..i].iter().any(|b| b.client_id == a.client_id) {
                 return bad(format!("duplicate client_id {}", a.client_id));
@@ -239,14 +230,13 @@ pub fn is_guid(s: &str) -> bool {
 impl Default for IdpConfig {
     fn default() -> Self {
         use defaults::*;
-        let user =
-            |username: &str, display_name: &str, oid: &str, tenant: Option<&str>| UserConfig {
-                username: username.into(),
-                password: Secret::new(PASSWORD),
-                display_name: display_name.into(),
-                oid: oid.into(),
-                tenant: tenant.map(Into::into),
-            };
+        let user = |username: &str, display_name: &str, oid: &str, tenant: Option<&str>| UserConfig {
+            username: username.into(),
+            password: Secret::new(PASSWORD),
+            display_name: display_name.into(),
+            oid: oid.into(),
+            tenant: tenant.map(Into::into),
+        };
         IdpConfig {
             base_url: "https://127.0.0.1:8443".into(),
             token_lifetime_seconds: 3600,
@@ -291,48 +281,18 @@ impl Default for IdpConfig {
             ],
             users: vec![
                 user(JANE, "Jane Smith", JANE_OID, None),
-                user(
-                    HR_ANALYST,
-                    "Hannah Reed",
-                    "bc1e3ac1-c27d-44ec-b72c-2c2678629522",
-                    None,
-                ),
-                user(
-                    SECURITY_ANALYST,
-                    "Sam Ortiz",
-                    "32b7228f-cd4a-4557-bd24-b39645cf8aa4",
-                    None,
-                ),
-                user(
-                    "ravi.patel@company.com",
-                    "Ravi Patel",
-                    "181e290a-ae9a-4169-8a0c-510089ce5ef7",
-                    None,
-                ),
+                user(HR_ANALYST, "Hannah Reed", "bc1e3ac1-c27d-44ec-b72c-2c2678629522", None),
+                user(SECURITY_ANALYST, "Sam Ortiz", "32b7228f-cd4a-4557-bd24-b39645cf8aa4", None),
+                user("ravi.patel@company.com", "Ravi Patel", "181e290a-ae9a-4169-8a0c-510089ce5ef7", None),
                 user(
                     "maria.garcia@company.com",
                     "Maria Garcia",
                     "a9b3d1a2-43f9-400c-ba98-666ace1c9c17",
                     None,
                 ),
-                user(
-                    "tom.baker@company.com",
-                    "Tom Baker",
-                    "fd802060-55e8-43eb-acb9-185ed822e2f9",
-                    None,
-                ),
-                user(
-                    "it.admin@company.com",
-                    "IT Admin",
-                    "b31a5bf3-71f9-40cf-801f-e4fcce06294d",
-                    None,
-                ),
-                user(
-                    "audrey.kim@company.com",
-                    "Audrey Kim",
-                    "18f918e2-4a8b-4188-8be1-9514a28a0aaa",
-                    None,
-                ),
+                user("tom.baker@company.com", "Tom Baker", "fd802060-55e8-43eb-acb9-185ed822e2f9", None),
+                user("it.admin@company.com", "IT Admin", "b31a5bf3-71f9-40cf-801f-e4fcce06294d", None),
+                user("audrey.kim@company.com", "Audrey Kim", "18f918e2-4a8b-4188-8be1-9514a28a0aaa", None),
                 user(
                     "former.employee@company.com",
                     "Former Employee",

@@ -124,12 +124,7 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
     };
     // Signs exactly these header and payload texts with the real key.
     let raw = |header: &str, payload: &str| -> Result<String, IdpError> {
-        idp.sign_jws(
-            header.as_bytes(),
-            payload.as_bytes(),
-            &kid,
-            Algorithm::RS256,
-        )
+        idp.sign_jws(header.as_bytes(), payload.as_bytes(), &kid, Algorithm::RS256)
     };
     // The valid payload with an extra header parameter, properly signed.
     let with_header = |extra: Value| -> Result<String, IdpError> {
@@ -179,10 +174,7 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
     let (n, _) = idp.public_key_components(&kid).unwrap_or_default();
     let n_bytes = URL_SAFE_NO_PAD.decode(n.as_bytes()).unwrap_or_default();
 
-    let v1_spec = TokenSpec {
-        version: TokenVersion::V1,
-        ..spec
-    };
+    let v1_spec = TokenSpec { version: TokenVersion::V1, ..spec };
     let v1_token = idp.sign_claims(&idp.access_token_claims(&v1_spec)?)?;
 
     let other_tenant_issuer = idp.issuer(defaults::OTHER_TENANT_ID);
@@ -192,11 +184,7 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
     let mut cases = vec![
         // ---- controls
         (Accepted, "valid_v2_token", vec![bearer(&valid)]),
-        (
-            Accepted,
-            "scheme_is_case_insensitive",
-            vec![format!("bearer {valid}")],
-        ),
+        (Accepted, "scheme_is_case_insensitive", vec![format!("bearer {valid}")]),
         (
             Accepted,
             "aud_array_containing_allowed_audience",
@@ -231,48 +219,16 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
         ),
         // ---- transport / header shape
         (Unauthenticated, "missing_authorization_header", vec![]),
-        (
-            Unauthenticated,
-            "empty_authorization_header",
-            vec![String::new()],
-        ),
+        (Unauthenticated, "empty_authorization_header", vec![String::new()]),
         (Unauthenticated, "empty_bearer", vec!["Bearer ".into()]),
-        (
-            Unauthenticated,
-            "bearer_without_token",
-            vec!["Bearer".into()],
-        ),
-        (
-            Unauthenticated,
-            "wrong_scheme_basic",
-            vec![format!("Basic {}", b64(b"jane:pw"))],
-        ),
-        (
-            Unauthenticated,
-            "wrong_scheme_token_in_basic",
-            vec![format!("Basic {valid}")],
-        ),
+        (Unauthenticated, "bearer_without_token", vec!["Bearer".into()]),
+        (Unauthenticated, "wrong_scheme_basic", vec![format!("Basic {}", b64(b"jane:pw"))]),
+        (Unauthenticated, "wrong_scheme_token_in_basic", vec![format!("Basic {valid}")]),
         (Unauthenticated, "token_without_scheme", vec![valid.clone()]),
-        (
-            Unauthenticated,
-            "two_spaces_after_scheme",
-            vec![format!("Bearer  {valid}")],
-        ),
-        (
-            Unauthenticated,
-            "trailing_garbage_after_token",
-            vec![format!("Bearer {valid} extra")],
-        ),
-        (
-            Unauthenticated,
-            "two_authorization_headers",
-            vec![bearer(&valid), bearer(&valid)],
-        ),
-        (
-            Unauthenticated,
-            "two_authorization_headers_one_bad",
-            vec![bearer(&valid), "Bearer x".into()],
-        ),
+        (Unauthenticated, "two_spaces_after_scheme", vec![format!("Bearer  {valid}")]),
+        (Unauthenticated, "trailing_garbage_after_token", vec![format!("Bearer {valid} extra")]),
+        (Unauthenticated, "two_authorization_headers", vec![bearer(&valid), bearer(&valid)]),
+        (Unauthenticated, "two_authorization_headers_one_bad", vec![bearer(&valid), "Bearer x".into()]),
         (Unauthenticated, "one_megabyte_header", vec![one_mb]),
         (
             Unauthenticated,
@@ -282,16 +238,8 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
             })?)],
         ),
         // ---- JWS structure
-        (
-            Unauthenticated,
-            "two_segments",
-            vec![bearer(&format!("{vh}.{vp}"))],
-        ),
-        (
-            Unauthenticated,
-            "four_segments",
-            vec![bearer(&format!("{valid}.{vs}"))],
-        ),
+        (Unauthenticated, "two_segments", vec![bearer(&format!("{vh}.{vp}"))]),
+        (Unauthenticated, "four_segments", vec![bearer(&format!("{valid}.{vs}"))]),
         (
             Unauthenticated,
             "jwe_five_segments",
@@ -304,46 +252,20 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
                 b64(b"tag")
             ))],
         ),
-        (
-            Unauthenticated,
-            "header_not_base64",
-            vec![bearer(&format!("!!!!.{vp}.{vs}"))],
-        ),
-        (
-            Unauthenticated,
-            "header_base64_padded",
-            vec![bearer(&format!("{vh}=.{vp}.{vs}"))],
-        ),
-        (
-            Unauthenticated,
-            "header_not_json",
-            vec![bearer(&format!("{}.{vp}.{vs}", b64(b"not json")))],
-        ),
-        (
-            Unauthenticated,
-            "payload_not_json",
-            vec![bearer(&raw(&header_json, "not json")?)],
-        ),
-        (
-            Unauthenticated,
-            "payload_json_array",
-            vec![bearer(&raw(&header_json, "[1,2,3]")?)],
-        ),
+        (Unauthenticated, "header_not_base64", vec![bearer(&format!("!!!!.{vp}.{vs}"))]),
+        (Unauthenticated, "header_base64_padded", vec![bearer(&format!("{vh}=.{vp}.{vs}"))]),
+        (Unauthenticated, "header_not_json", vec![bearer(&format!("{}.{vp}.{vs}", b64(b"not json")))]),
+        (Unauthenticated, "payload_not_json", vec![bearer(&raw(&header_json, "not json")?)]),
+        (Unauthenticated, "payload_json_array", vec![bearer(&raw(&header_json, "[1,2,3]")?)]),
         (
             Unauthenticated,
             "duplicate_aud_claim",
-            vec![bearer(&raw(
-                &header_json,
-                &payload_json.replacen('{', "{\"aud\":\"api://attacker\",", 1),
-            )?)],
+            vec![bearer(&raw(&header_json, &payload_json.replacen('{', "{\"aud\":\"api://attacker\",", 1))?)],
         ),
         (
             Unauthenticated,
             "duplicate_unknown_claim",
-            vec![bearer(&raw(
-                &header_json,
-                &payload_json.replacen('{', "{\"x\":1,\"x\":2,", 1),
-            )?)],
+            vec![bearer(&raw(&header_json, &payload_json.replacen('{', "{\"x\":1,\"x\":2,", 1))?)],
         ),
         (
             Unauthenticated,
@@ -370,16 +292,8 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
                 b64(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#).as_bytes())
             ))],
         ),
-        (
-            Unauthenticated,
-            "hs256_keyed_with_public_key_pem",
-            vec![bearer(&hs(public_pem.as_bytes())?)],
-        ),
-        (
-            Unauthenticated,
-            "hs256_keyed_with_modulus",
-            vec![bearer(&hs(&n_bytes)?)],
-        ),
+        (Unauthenticated, "hs256_keyed_with_public_key_pem", vec![bearer(&hs(public_pem.as_bytes())?)]),
+        (Unauthenticated, "hs256_keyed_with_modulus", vec![bearer(&hs(&n_bytes)?)]),
         (
             Unauthenticated,
             "es256_all_zero_signature",
@@ -411,16 +325,12 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
         (
             Unauthenticated,
             "jku_header",
-            vec![bearer(&with_header(
-                json!({"jku": "https://attacker.example/keys"}),
-            )?)],
+            vec![bearer(&with_header(json!({"jku": "https://attacker.example/keys"}))?)],
         ),
         (
             Unauthenticated,
             "x5u_header",
-            vec![bearer(&with_header(
-                json!({"x5u": "https://attacker.example/cert.pem"}),
-            )?)],
+            vec![bearer(&with_header(json!({"x5u": "https://attacker.example/cert.pem"}))?)],
         ),
         (
             Unauthenticated,
@@ -432,73 +342,38 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
         (
             Unauthenticated,
             "embedded_jwk_real_key",
-            vec![bearer(&with_header(
-                json!({"jwk": {"kty": "RSA", "n": n, "e": "AQAB"}}),
-            )?)],
+            vec![bearer(&with_header(json!({"jwk": {"kty": "RSA", "n": n, "e": "AQAB"}}))?)],
         ),
-        (
-            Unauthenticated,
-            "x5c_header",
-            vec![bearer(&with_header(json!({"x5c": [foreign.x5c]}))?)],
-        ),
-        (
-            Unauthenticated,
-            "crit_header",
-            vec![bearer(&with_header(json!({"crit": ["exp"], "exp": 1}))?)],
-        ),
+        (Unauthenticated, "x5c_header", vec![bearer(&with_header(json!({"x5c": [foreign.x5c]}))?)]),
+        (Unauthenticated, "crit_header", vec![bearer(&with_header(json!({"crit": ["exp"], "exp": 1}))?)]),
         (
             Unauthenticated,
             "b64_false_unencoded_payload",
-            vec![bearer(&with_header(
-                json!({"b64": false, "crit": ["b64"]}),
-            )?)],
+            vec![bearer(&with_header(json!({"b64": false, "crit": ["b64"]}))?)],
         ),
-        (
-            Unauthenticated,
-            "cty_nested_jwt",
-            vec![bearer(&with_header(json!({"cty": "JWT"}))?)],
-        ),
-        (
-            Unauthenticated,
-            "enc_header_on_jws",
-            vec![bearer(&with_header(json!({"enc": "A256GCM"}))?)],
-        ),
+        (Unauthenticated, "cty_nested_jwt", vec![bearer(&with_header(json!({"cty": "JWT"}))?)]),
+        (Unauthenticated, "enc_header_on_jws", vec![bearer(&with_header(json!({"enc": "A256GCM"}))?)]),
         // ---- keys
         (
             Unauthenticated,
             "missing_kid",
-            vec![bearer(&raw(
-                r#"{"typ":"JWT","alg":"RS256"}"#,
-                &payload_json,
-            )?)],
+            vec![bearer(&raw(r#"{"typ":"JWT","alg":"RS256"}"#, &payload_json)?)],
         ),
         (
             Unauthenticated,
             "unknown_kid",
-            vec![bearer(&raw(
-                r#"{"typ":"JWT","alg":"RS256","kid":"no-such-key"}"#,
-                &payload_json,
-            )?)],
+            vec![bearer(&raw(r#"{"typ":"JWT","alg":"RS256","kid":"no-such-key"}"#, &payload_json)?)],
         ),
         (
             Unauthenticated,
             "kid_path_traversal",
-            vec![bearer(&raw(
-                r#"{"typ":"JWT","alg":"RS256","kid":"../../../../dev/null"}"#,
-                &payload_json,
-            )?)],
+            vec![bearer(&raw(r#"{"typ":"JWT","alg":"RS256","kid":"../../../../dev/null"}"#, &payload_json)?)],
         ),
-        (
-            Unauthenticated,
-            "kid_of_retired_key",
-            vec![bearer(&retired_token)],
-        ),
+        (Unauthenticated, "kid_of_retired_key", vec![bearer(&retired_token)]),
         (
             Unauthenticated,
             "foreign_key_with_real_kid",
-            vec![bearer(&foreign_sign(
-                &json!({"typ": "JWT", "alg": "RS256", "kid": kid}),
-            )?)],
+            vec![bearer(&foreign_sign(&json!({"typ": "JWT", "alg": "RS256", "kid": kid}))?)],
         ),
         // ---- signature
         (
@@ -519,16 +394,8 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
                 .as_bytes())
             ))],
         ),
-        (
-            Unauthenticated,
-            "truncated_signature",
-            vec![bearer(&format!("{vh}.{vp}.{}", &vs[..vs.len() - 4]))],
-        ),
-        (
-            Unauthenticated,
-            "empty_signature",
-            vec![bearer(&format!("{vh}.{vp}."))],
-        ),
+        (Unauthenticated, "truncated_signature", vec![bearer(&format!("{vh}.{vp}.{}", &vs[..vs.len() - 4]))]),
+        (Unauthenticated, "empty_signature", vec![bearer(&format!("{vh}.{vp}."))]),
         (
             Unauthenticated,
             "signature_bit_flipped",
@@ -546,10 +413,7 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
             Unauthenticated,
             "wrong_issuer_trailing_slash",
             vec![bearer(&with(&|c| {
-                c.insert(
-                    "iss".into(),
-                    format!("{}/", idp.issuer(&target.tenant)).into(),
-                );
+                c.insert("iss".into(), format!("{}/", idp.issuer(&target.tenant)).into());
             })?)],
         ),
         (
@@ -559,11 +423,7 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
                 c.remove("iss");
             })?)],
         ),
-        (
-            Unauthenticated,
-            "v1_token_when_only_v2_configured",
-            vec![bearer(v1_token.expose())],
-        ),
+        (Unauthenticated, "v1_token_when_only_v2_configured", vec![bearer(v1_token.expose())]),
         (
             Unauthenticated,
             "tid_differs_from_issuer_tenant",
@@ -651,10 +511,7 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
             vec![bearer(&raw(
                 &header_json,
                 &payload_json.replacen(
-                    &format!(
-                        "\"exp\":{}",
-                        base.get("exp").and_then(Value::as_u64).unwrap_or(0)
-                    ),
+                    &format!("\"exp\":{}", base.get("exp").and_then(Value::as_u64).unwrap_or(0)),
                     "\"exp\":1e300",
                     1,
                 ),
@@ -708,11 +565,7 @@ pub fn attack_corpus(idp: &Idp, target: &CorpusTarget) -> Result<Vec<AttackCase>
     ];
     Ok(cases
         .drain(..)
-        .map(|(expected, name, authorization)| AttackCase {
-            name,
-            authorization,
-            expected,
-        })
+        .map(|(expected, name, authorization)| AttackCase { name, authorization, expected })
         .collect())
 }
 

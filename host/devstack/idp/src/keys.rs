@@ -36,28 +36,22 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Generates an RSA-2048 key and its certificate.
     pub(crate) fn generate() -> Result<SigningKey, IdpError> {
-        let key_pair =
-            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-                .map_err(|e| IdpError::Key(e.to_string()))?;
+        let key_pair = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            .map_err(|e| IdpError::Key(e.to_string()))?;
         let private_pem = Secret::new(key_pair.serialize_pem());
         let encoding = EncodingKey::from_rsa_pem(private_pem.expose().as_bytes())
             .map_err(|e| IdpError::Key(e.to_string()))?;
-        let jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256)
-            .map_err(|e| IdpError::Key(e.to_string()))?;
+        let jwk =
+            Jwk::from_encoding_key(&encoding, Algorithm::RS256).map_err(|e| IdpError::Key(e.to_string()))?;
         let AlgorithmParameters::RSA(rsa) = jwk.algorithm else {
             return Err(IdpError::Key("generated key is not RSA".into()));
         };
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| IdpError::Key(e.to_string()))?;
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| IdpError::Key(e.to_string()))?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         // Entra's signing certificates carry this subject.
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            "accounts.accesscontrol.windows.net",
-        );
-        let cert = params
-            .self_signed(&key_pair)
-            .map_err(|e| IdpError::Key(e.to_string()))?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, "accounts.accesscontrol.windows.net");
+        let cert = params.self_signed(&key_pair).map_err(|e| IdpError::Key(e.to_string()))?;
         let der = cert.der().to_vec();
         // Entra's kid is the certificate's x5t (20-byte thumbprint, base64url); we use the first
         // 20 bytes of the SHA-256 thumbprint, which has the same shape.
@@ -120,9 +114,5 @@ impl KeyRing {
 
 /// `b64url(header).b64url(payload)`.
 pub(crate) fn signing_input(header: &[u8], payload: &[u8]) -> String {
-    format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(payload)
-    )
+    format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload))
 }

@@ -38,8 +38,7 @@ use delegate_secret::Secret;
 use jsonwebtoken::Algorithm;
 
 pub use config::{
-    AppConfig, AppRoleAssignment, ConsentConfig, IdpConfig, TenantConfig, UserConfig, defaults,
-    is_guid,
+    AppConfig, AppRoleAssignment, ConsentConfig, IdpConfig, TenantConfig, UserConfig, defaults, is_guid,
 };
 pub use corpus::{AttackCase, CorpusTarget, Expected, attack_corpus};
 pub use token::{TokenSpec, TokenVersion};
@@ -105,9 +104,7 @@ pub struct Idp(Arc<Inner>);
 
 impl std::fmt::Debug for Idp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Idp")
-            .field("base_url", &self.0.config.base_url)
-            .finish_non_exhaustive()
+        f.debug_struct("Idp").field("base_url", &self.0.config.base_url).finish_non_exhaustive()
     }
 }
 
@@ -156,18 +153,12 @@ impl Idp {
 
     /// v2 discovery URL of `tenant` (id, domain, `common` or `organizations`).
     pub fn discovery_url(&self, tenant: &str) -> String {
-        format!(
-            "{}/{tenant}/v2.0/.well-known/openid-configuration",
-            self.base_url()
-        )
+        format!("{}/{tenant}/v2.0/.well-known/openid-configuration", self.base_url())
     }
 
     /// v1 discovery URL of `tenant`.
     pub fn discovery_url_v1(&self, tenant: &str) -> String {
-        format!(
-            "{}/{tenant}/.well-known/openid-configuration",
-            self.base_url()
-        )
+        format!("{}/{tenant}/.well-known/openid-configuration", self.base_url())
     }
 
     /// v2 token endpoint of `tenant`.
@@ -182,10 +173,7 @@ impl Idp {
 
     /// `kid` of the key that signs new tokens.
     pub fn current_kid(&self) -> String {
-        self.keys()
-            .current()
-            .map(|k| k.kid.clone())
-            .unwrap_or_default()
+        self.keys().current().map(|k| k.kid.clone()).unwrap_or_default()
     }
 
     /// `kid`s currently published in the JWKS, oldest first.
@@ -231,22 +219,13 @@ impl Idp {
         IdpCounters {
             discovery: self.0.discovery_calls.load(Ordering::Relaxed),
             jwks: self.0.jwks_calls.load(Ordering::Relaxed),
-            token_requests: self
-                .0
-                .token_calls
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            token_requests: self.0.token_calls.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         }
     }
 
     /// Token endpoint requests with this `grant_type` so far.
     pub fn grant_calls(&self, grant_type: &str) -> u64 {
-        self.counters()
-            .token_requests
-            .get(grant_type)
-            .copied()
-            .unwrap_or(0)
+        self.counters().token_requests.get(grant_type).copied().unwrap_or(0)
     }
 
     /// Mints a delegated access token for `user` (username), as the token endpoint would for
@@ -321,8 +300,7 @@ impl Idp {
         }
         let payload = serde_json::to_vec(claims).map_err(|e| IdpError::Key(e.to_string()))?;
         let header = serde_json::to_vec(&header).map_err(|e| IdpError::Key(e.to_string()))?;
-        self.sign_jws(&header, &payload, &kid, Algorithm::RS256)
-            .map(Secret::new)
+        self.sign_jws(&header, &payload, &kid, Algorithm::RS256).map(Secret::new)
     }
 
     /// Low-level: a JWS compact token over exactly these header and payload bytes, signed with
@@ -337,9 +315,7 @@ impl Idp {
     ) -> Result<String, IdpError> {
         let input = keys::signing_input(header, payload);
         let ring = self.keys();
-        let key = ring
-            .get(kid)
-            .ok_or_else(|| IdpError::NotFound(format!("key {kid}")))?;
+        let key = ring.get(kid).ok_or_else(|| IdpError::NotFound(format!("key {kid}")))?;
         let signature = key.sign(input.as_bytes(), alg)?;
         Ok(format!("{input}.{signature}"))
     }
@@ -370,9 +346,11 @@ impl Idp {
     }
 
     pub(crate) fn tenant(&self, id_or_domain: &str) -> Option<&TenantConfig> {
-        self.0.config.tenants.iter().find(|t| {
-            t.id.eq_ignore_ascii_case(id_or_domain) || t.domain.eq_ignore_ascii_case(id_or_domain)
-        })
+        self.0
+            .config
+            .tenants
+            .iter()
+            .find(|t| t.id.eq_ignore_ascii_case(id_or_domain) || t.domain.eq_ignore_ascii_case(id_or_domain))
     }
 
     pub(crate) fn user_tenant<'a>(&'a self, user: &'a UserConfig) -> &'a str {
@@ -389,11 +367,7 @@ impl Idp {
     }
 
     pub(crate) fn app(&self, client_id: &str) -> Option<&AppConfig> {
-        self.0
-            .config
-            .apps
-            .iter()
-            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+        self.0.config.apps.iter().find(|a| a.client_id.eq_ignore_ascii_case(client_id))
     }
 
     /// The app registration a resource identifier (client id, `api://...` URI) names.
@@ -401,9 +375,7 @@ impl Idp {
         let id = identifier.trim_end_matches('/');
         self.0.config.apps.iter().find(|a| {
             a.client_id.eq_ignore_ascii_case(id)
-                || a.identifier_uris
-                    .iter()
-                    .any(|u| u.trim_end_matches('/') == id)
+                || a.identifier_uris.iter().any(|u| u.trim_end_matches('/') == id)
         })
     }
 
@@ -441,11 +413,7 @@ impl Idp {
     }
 
     pub(crate) fn jwks_json(&self, issuer: Option<&str>) -> serde_json::Value {
-        let keys: Vec<_> = self
-            .keys()
-            .published()
-            .map(|k| k.jwk_json(issuer))
-            .collect();
+        let keys: Vec<_> = self.keys().published().map(|k| k.jwk_json(issuer)).collect();
         serde_json::json!({ "keys": keys })
     }
 }
@@ -466,12 +434,24 @@ pub struct IdpServer {
 }
 
 impl IdpServer {
-    /// Binds, generates the CA and server certificate, and starts serving `config` (its
-    /// `base_url` is replaced by the real `https://127.0.0.1:<port>`).
+    /// Binds `127.0.0.1:0`, generates the CA and server certificate, and starts serving
+    /// `config` (its `base_url` is replaced by the real `https://127.0.0.1:<port>`).
     pub async fn start(config: IdpConfig) -> Result<IdpServer, IdpError> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let idp = Idp::new(config.with_base_url(&format!("https://127.0.0.1:{port}")))?;
+        Self::start_on(config, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Like [`IdpServer::start`], on a chosen loopback address. MSAL for Python looks up the
+    /// home realm (`/common/userrealm/...`) on port 443 of the authority's host whatever port
+    /// the authority names, so clients that sign users in with MSAL's password flow need the
+    /// IdP on `127.0.0.1:443`.
+    pub async fn start_on(config: IdpConfig, addr: std::net::SocketAddr) -> Result<IdpServer, IdpError> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let base_url = match local.port() {
+            443 => format!("https://{}", local.ip()),
+            port => format!("https://{}:{port}", local.ip()),
+        };
+        let idp = Idp::new(config.with_base_url(&base_url))?;
         let ca = delegate_devstack_tls::DevCa::generate()?;
         let tls = ca.server_config(&["127.0.0.1", "localhost"])?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -480,17 +460,11 @@ impl IdpServer {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(error) =
-                delegate_devstack_tls::serve_https(listener, router, tls, shutdown).await
-            {
+            if let Err(error) = delegate_devstack_tls::serve_https(listener, router, tls, shutdown).await {
                 tracing::warn!(%error, "devstack IdP server stopped");
             }
         });
-        Ok(IdpServer {
-            idp,
-            ca_pem: ca.ca_pem(),
-            stop: Some(stop),
-        })
+        Ok(IdpServer { idp, ca_pem: ca.ca_pem(), stop: Some(stop) })
     }
 
     /// The IdP (keys, counters, outage switch, minting helpers).

@@ -14,14 +14,8 @@ use crate::{Idp, Outage};
 pub(crate) fn router(idp: Idp) -> Router {
     Router::new()
         .route("/common/userrealm/{user}", get(user_realm))
-        .route(
-            "/{tenant}/v2.0/.well-known/openid-configuration",
-            get(discovery_v2),
-        )
-        .route(
-            "/{tenant}/.well-known/openid-configuration",
-            get(discovery_v1),
-        )
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery_v2))
+        .route("/{tenant}/.well-known/openid-configuration", get(discovery_v1))
         .route("/{tenant}/discovery/v2.0/keys", get(jwks_v2))
         .route("/{tenant}/discovery/keys", get(jwks_v1))
         .route("/{tenant}/oauth2/v2.0/token", post(token))
@@ -138,29 +132,20 @@ async fn discovery(idp: &Idp, segment: &str, headers: &HeaderMap, v2: bool) -> R
     match discovery_document(idp, segment, v2) {
         Ok(doc) => {
             let mut response = axum::Json(doc).into_response();
-            response.headers_mut().insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("max-age=86400, private"),
-            );
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=86400, private"));
             response
         }
         Err(e) => e.with_correlation(headers).into_response(),
     }
 }
 
-async fn discovery_v2(
-    State(idp): State<Idp>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn discovery_v2(State(idp): State<Idp>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
     discovery(&idp, &tenant, &headers, true).await
 }
 
-async fn discovery_v1(
-    State(idp): State<Idp>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn discovery_v1(State(idp): State<Idp>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
     discovery(&idp, &tenant, &headers, false).await
 }
 
@@ -183,19 +168,11 @@ async fn jwks(idp: &Idp, segment: &str, headers: &HeaderMap, v2: bool) -> Respon
     response
 }
 
-async fn jwks_v2(
-    State(idp): State<Idp>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn jwks_v2(State(idp): State<Idp>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
     jwks(&idp, &tenant, &headers, true).await
 }
 
-async fn jwks_v1(
-    State(idp): State<Idp>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn jwks_v1(State(idp): State<Idp>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
     jwks(&idp, &tenant, &headers, false).await
 }
 

@@ -23,12 +23,7 @@ async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
 }
 
 async fn token(server: &IdpServer, tenant: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let r = client(server)
-        .post(server.idp().token_endpoint(tenant))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
+    let r = client(server).post(server.idp().token_endpoint(tenant)).form(form).send().await.unwrap();
     let status = r.status().as_u16();
     assert_eq!(r.headers()["cache-control"], "no-store, no-cache");
     (status, r.json().await.unwrap())
@@ -54,33 +49,23 @@ async fn verify(server: &IdpServer, token: &str, issuer: &str, audience: &str) -
     let (_, jwks) = get_json(&client(server), &server.idp().jwks_uri(TENANT_ID)).await;
     let header = jsonwebtoken::decode_header(token).unwrap();
     let kid = header.kid.unwrap();
-    let jwk = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .expect("kid published");
+    let jwk =
+        jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).expect("kid published");
     let key =
-        DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
-            .unwrap();
+        DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap()).unwrap();
     let mut v = Validation::new(Algorithm::RS256);
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "nbf"]);
     v.validate_nbf = true;
-    jsonwebtoken::decode::<Value>(token, &key, &v)
-        .unwrap()
-        .claims
+    jsonwebtoken::decode::<Value>(token, &key, &v).unwrap().claims
 }
 
 fn assert_entra_error(body: &Value, error: &str, code: u64) {
     assert_eq!(body["error"], error, "{body}");
     assert_eq!(body["error_codes"], serde_json::json!([code]), "{body}");
     let description = body["error_description"].as_str().unwrap();
-    assert!(
-        description.starts_with(&format!("AADSTS{code}: ")),
-        "{description}"
-    );
+    assert!(description.starts_with(&format!("AADSTS{code}: ")), "{description}");
     for field in ["timestamp", "trace_id", "correlation_id"] {
         assert!(body[field].is_string(), "{field} in {body}");
     }
@@ -96,14 +81,8 @@ async fn discovery_documents_are_entra_shaped_and_same_origin() {
         let (status, doc) = get_json(&c, &server.idp().discovery_url(segment)).await;
         assert_eq!(status, 200);
         assert_eq!(doc["issuer"], format!("{base}/{TENANT_ID}/v2.0"));
-        assert_eq!(
-            doc["jwks_uri"],
-            format!("{base}/{TENANT_ID}/discovery/v2.0/keys")
-        );
-        assert_eq!(
-            doc["token_endpoint"],
-            format!("{base}/{TENANT_ID}/oauth2/v2.0/token")
-        );
+        assert_eq!(doc["jwks_uri"], format!("{base}/{TENANT_ID}/discovery/v2.0/keys"));
+        assert_eq!(doc["token_endpoint"], format!("{base}/{TENANT_ID}/oauth2/v2.0/token"));
         for field in [
             "authorization_endpoint",
             "response_types_supported",
@@ -121,10 +100,7 @@ async fn discovery_documents_are_entra_shaped_and_same_origin() {
     let (_, common) = get_json(&c, &server.idp().discovery_url("common")).await;
     assert_eq!(common["issuer"], format!("{base}/{{tenantid}}/v2.0"));
     let (_, v1) = get_json(&c, &server.idp().discovery_url_v1(TENANT_ID)).await;
-    assert_eq!(
-        v1["issuer"],
-        format!("https://sts.windows.net/{TENANT_ID}/")
-    );
+    assert_eq!(v1["issuer"], format!("https://sts.windows.net/{TENANT_ID}/"));
     assert_eq!(v1["jwks_uri"], format!("{base}/{TENANT_ID}/discovery/keys"));
 
     let (status, err) = get_json(&c, &server.idp().discovery_url("nosuchtenant.example")).await;
@@ -184,18 +160,9 @@ async fn password_grant_issues_entra_v2_access_and_id_tokens() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3600);
-    assert_eq!(
-        body["scope"],
-        format!("api://{AGENT_APP_ID}/{AGENT_SCOPE} openid profile")
-    );
+    assert_eq!(body["scope"], format!("api://{AGENT_APP_ID}/{AGENT_SCOPE} openid profile"));
     let issuer = server.idp().issuer(TENANT_ID);
-    let claims = verify(
-        &server,
-        body["access_token"].as_str().unwrap(),
-        &issuer,
-        AGENT_APP_ID,
-    )
-    .await;
+    let claims = verify(&server, body["access_token"].as_str().unwrap(), &issuer, AGENT_APP_ID).await;
     assert_eq!(claims["ver"], "2.0");
     assert_eq!(claims["azp"], AGENT_APP_ID);
     assert_eq!(claims["azpacr"], "1");
@@ -208,13 +175,7 @@ async fn password_grant_issues_entra_v2_access_and_id_tokens() {
         assert!(!claims[claim].is_null(), "{claim}");
     }
     assert!(claims["appid"].is_null() && claims["roles"].is_null());
-    let id = verify(
-        &server,
-        body["id_token"].as_str().unwrap(),
-        &issuer,
-        AGENT_APP_ID,
-    )
-    .await;
+    let id = verify(&server, body["id_token"].as_str().unwrap(), &issuer, AGENT_APP_ID).await;
     assert_eq!(id["oid"], JANE_OID);
     assert!(body["client_info"].is_string());
     assert!(body["refresh_token"].is_null());
@@ -234,13 +195,7 @@ async fn password_grant_issues_entra_v2_access_and_id_tokens() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let claims = verify(
-        &server,
-        body["access_token"].as_str().unwrap(),
-        &issuer,
-        AGENT_APP_ID,
-    )
-    .await;
+    let claims = verify(&server, body["access_token"].as_str().unwrap(), &issuer, AGENT_APP_ID).await;
     assert_eq!(claims["azpacr"], "0");
     assert_eq!(claims["scp"], AGENT_SCOPE);
     assert!(body["id_token"].is_null());
@@ -254,13 +209,7 @@ async fn password_grant_errors_are_entra_shaped() {
         (
             jane_password_form(&scope)
                 .into_iter()
-                .map(|(k, v)| {
-                    if k == "password" {
-                        (k, "wrong".into())
-                    } else {
-                        (k, v)
-                    }
-                })
+                .map(|(k, v)| if k == "password" { (k, "wrong".into()) } else { (k, v) })
                 .collect(),
             400,
             "invalid_grant",
@@ -269,13 +218,7 @@ async fn password_grant_errors_are_entra_shaped() {
         (
             jane_password_form(&scope)
                 .into_iter()
-                .map(|(k, v)| {
-                    if k == "username" {
-                        (k, "nobody@company.com".into())
-                    } else {
-                        (k, v)
-                    }
-                })
+                .map(|(k, v)| if k == "username" { (k, "nobody@company.com".into()) } else { (k, v) })
                 .collect(),
             400,
             "invalid_grant",
@@ -284,13 +227,7 @@ async fn password_grant_errors_are_entra_shaped() {
         (
             jane_password_form(&scope)
                 .into_iter()
-                .map(|(k, v)| {
-                    if k == "client_secret" {
-                        (k, "not-the-secret".into())
-                    } else {
-                        (k, v)
-                    }
-                })
+                .map(|(k, v)| if k == "client_secret" { (k, "not-the-secret".into()) } else { (k, v) })
                 .collect(),
             401,
             "invalid_client",
@@ -300,48 +237,24 @@ async fn password_grant_errors_are_entra_shaped() {
             jane_password_form(&scope)
                 .into_iter()
                 .map(|(k, v)| {
-                    if k == "client_id" {
-                        (k, "11111111-2222-3333-4444-555555555555".into())
-                    } else {
-                        (k, v)
-                    }
+                    if k == "client_id" { (k, "11111111-2222-3333-4444-555555555555".into()) } else { (k, v) }
                 })
                 .collect(),
             400,
             "unauthorized_client",
             700016,
         ),
+        (jane_password_form("access_as_user"), 400, "invalid_scope", 70011),
+        (jane_password_form(&format!("api://{AGENT_APP_ID}/nope")), 400, "invalid_scope", 70011),
+        (jane_password_form("api://unknown-resource/x"), 400, "invalid_resource", 500011),
         (
-            jane_password_form("access_as_user"),
-            400,
-            "invalid_scope",
-            70011,
-        ),
-        (
-            jane_password_form(&format!("api://{AGENT_APP_ID}/nope")),
-            400,
-            "invalid_scope",
-            70011,
-        ),
-        (
-            jane_password_form("api://unknown-resource/x"),
-            400,
-            "invalid_resource",
-            500011,
-        ),
-        (
-            jane_password_form(&format!(
-                "{scope} api://{CONNECTOR_APP_ID}/{CONNECTOR_SCOPE}"
-            )),
+            jane_password_form(&format!("{scope} api://{CONNECTOR_APP_ID}/{CONNECTOR_SCOPE}")),
             400,
             "invalid_scope",
             28000,
         ),
         (
-            jane_password_form(&scope)
-                .into_iter()
-                .filter(|(k, _)| *k != "scope")
-                .collect(),
+            jane_password_form(&scope).into_iter().filter(|(k, _)| *k != "scope").collect(),
             400,
             "invalid_request",
             900144,
@@ -353,12 +266,7 @@ async fn password_grant_errors_are_entra_shaped() {
         assert_entra_error(&body, error, code);
     }
     // Jane does not exist in the other tenant.
-    let (got, body) = token(
-        &server,
-        OTHER_TENANT_ID,
-        &as_refs(&jane_password_form(&scope)),
-    )
-    .await;
+    let (got, body) = token(&server, OTHER_TENANT_ID, &as_refs(&jane_password_form(&scope))).await;
     assert_eq!(got, 400);
     assert_entra_error(&body, "invalid_grant", 50034);
     // A duplicated parameter is refused.
@@ -377,9 +285,7 @@ async fn consent_is_required_for_delegated_scopes() {
     let (status, body) = token(
         &server,
         TENANT_ID,
-        &as_refs(&jane_password_form(&format!(
-            "api://{CONNECTOR_APP_ID}/{CONNECTOR_SCOPE}"
-        ))),
+        &as_refs(&jane_password_form(&format!("api://{CONNECTOR_APP_ID}/{CONNECTOR_SCOPE}"))),
     )
     .await;
     assert_eq!(status, 400);
@@ -421,10 +327,7 @@ async fn client_credentials_grant_issues_app_only_tokens() {
     let r = client(&server)
         .post(server.idp().token_endpoint(TENANT_ID))
         .basic_auth(AGENT_APP_ID, Some(AGENT_APP_SECRET))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", &default_scope),
-        ])
+        .form(&[("grant_type", "client_credentials"), ("scope", &default_scope)])
         .send()
         .await
         .unwrap();
@@ -470,12 +373,8 @@ async fn obo_and_token_exchange_are_not_supported_yet() {
         "refresh_token",
         "magic",
     ] {
-        let (status, body) = token(
-            &server,
-            TENANT_ID,
-            &[("grant_type", grant), ("client_id", AGENT_APP_ID)],
-        )
-        .await;
+        let (status, body) =
+            token(&server, TENANT_ID, &[("grant_type", grant), ("client_id", AGENT_APP_ID)]).await;
         assert_eq!(status, 400);
         assert_entra_error(&body, "unsupported_grant_type", 70003);
         assert_eq!(server.idp().grant_calls(grant), 1);
@@ -495,32 +394,20 @@ async fn obo_and_token_exchange_are_not_supported_yet() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_entra_error(&body, "invalid_request", 900144);
-    assert_eq!(
-        body["correlation_id"],
-        "0f0e0d0c-0000-4000-8000-000000000001"
-    );
+    assert_eq!(body["correlation_id"], "0f0e0d0c-0000-4000-8000-000000000001");
 }
 
 #[tokio::test]
 async fn user_realm_answers_managed_for_known_domains() {
     let server = IdpServer::start(IdpConfig::default()).await.unwrap();
     let c = client(&server);
-    let (status, realm) = get_json(
-        &c,
-        &format!("{}/common/userrealm/{JANE}?api-version=1.0", server.url()),
-    )
-    .await;
+    let (status, realm) =
+        get_json(&c, &format!("{}/common/userrealm/{JANE}?api-version=1.0", server.url())).await;
     assert_eq!(status, 200);
     assert_eq!(realm["account_type"], "Managed");
     assert_eq!(realm["domain_name"], TENANT_DOMAIN);
-    let (_, unknown) = get_json(
-        &c,
-        &format!(
-            "{}/common/userrealm/x@unknown.example?api-version=1.0",
-            server.url()
-        ),
-    )
-    .await;
+    let (_, unknown) =
+        get_json(&c, &format!("{}/common/userrealm/x@unknown.example?api-version=1.0", server.url())).await;
     assert_eq!(unknown["account_type"], "Unknown");
 }
 
@@ -540,11 +427,7 @@ async fn outage_fails_or_hangs_discovery_and_jwks() {
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let error = impatient
-        .get(idp.jwks_uri(TENANT_ID))
-        .send()
-        .await
-        .unwrap_err();
+    let error = impatient.get(idp.jwks_uri(TENANT_ID)).send().await.unwrap_err();
     assert!(error.is_timeout(), "{error:?}");
     // The token endpoint is not affected.
     let scope = format!("api://{AGENT_APP_ID}/{AGENT_SCOPE}");
@@ -594,29 +477,18 @@ fn minted_tokens_follow_the_resource_version() {
         .unwrap();
     let header = jsonwebtoken::decode_header(t.expose()).unwrap();
     assert_eq!(header.x5t.as_deref(), header.kid.as_deref());
-    let claims: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(t.expose())
-        .unwrap()
-        .claims;
+    let claims: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(t.expose()).unwrap().claims;
     assert_eq!(claims["ver"], "1.0");
-    assert_eq!(
-        claims["iss"],
-        format!("https://sts.windows.net/{TENANT_ID}/")
-    );
+    assert_eq!(claims["iss"], format!("https://sts.windows.net/{TENANT_ID}/"));
     assert_eq!(claims["appid"], AGENT_APP_ID);
     assert_eq!(claims["upn"], JANE);
     assert_eq!(claims["aud"], format!("api://{CONNECTOR_APP_ID}"));
-    assert_eq!(
-        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
-        60
-    );
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 60);
     let corpus = crate::attack_corpus(&idp, &crate::CorpusTarget::default()).unwrap();
     assert!(corpus.len() >= 35, "{}", corpus.len());
     let mut names: Vec<_> = corpus.iter().map(|c| c.name).collect();
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), corpus.len(), "case names are unique");
-    assert!(
-        !format!("{:?}", corpus[0]).contains("eyJ"),
-        "Debug hides tokens"
-    );
+    assert!(!format!("{:?}", corpus[0]).contains("eyJ"), "Debug hides tokens");
 }

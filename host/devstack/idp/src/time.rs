@@ -4,10 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// `YYYY-MM-DD HH:MM:SSZ`, the form of Entra's error `timestamp`.
@@ -15,12 +12,7 @@ pub(crate) fn entra_timestamp(unix: u64) -> String {
     let days = unix / 86_400;
     let rem = unix % 86_400;
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -42,13 +34,7 @@ mod tests {
     #[test]
     fn timestamp_format() {
         assert_eq!(super::entra_timestamp(0), "1970-01-01 00:00:00Z");
-        assert_eq!(
-            super::entra_timestamp(1_493_678_600),
-            "2017-05-01 22:43:20Z"
-        );
-        assert_eq!(
-            super::entra_timestamp(1_709_210_096),
-            "2024-02-29 12:34:56Z"
-        );
+        assert_eq!(super::entra_timestamp(1_493_678_600), "2017-05-01 22:43:20Z");
+        assert_eq!(super::entra_timestamp(1_709_210_096), "2024-02-29 12:34:56Z");
     }
 }

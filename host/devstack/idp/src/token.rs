@@ -52,10 +52,7 @@ fn pairwise_sub(oid: &str, app: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest)
 }
 
-pub(crate) fn access_token_claims(
-    idp: &Idp,
-    spec: &TokenSpec,
-) -> Result<Map<String, Value>, IdpError> {
+pub(crate) fn access_token_claims(idp: &Idp, spec: &TokenSpec) -> Result<Map<String, Value>, IdpError> {
     let now = time::now();
     let exp = now.saturating_add(spec.lifetime.as_secs());
     let user = match &spec.user {
@@ -70,15 +67,7 @@ pub(crate) fn access_token_claims(
     let mut c = Map::new();
     let v2 = spec.version == TokenVersion::V2;
     c.insert("aud".into(), spec.audience.clone().into());
-    c.insert(
-        "iss".into(),
-        if v2 {
-            idp.issuer(&spec.tenant)
-        } else {
-            idp.issuer_v1(&spec.tenant)
-        }
-        .into(),
-    );
+    c.insert("iss".into(), if v2 { idp.issuer(&spec.tenant) } else { idp.issuer_v1(&spec.tenant) }.into());
     c.insert("iat".into(), now.into());
     c.insert("nbf".into(), now.into());
     c.insert("exp".into(), exp.into());
@@ -157,20 +146,8 @@ pub(crate) struct EntraError {
 }
 
 impl EntraError {
-    pub(crate) fn new(
-        status: StatusCode,
-        error: &'static str,
-        code: u32,
-        description: String,
-    ) -> Self {
-        Self {
-            status,
-            error,
-            code,
-            description,
-            suberror: None,
-            correlation_id: None,
-        }
+    pub(crate) fn new(status: StatusCode, error: &'static str, code: u32, description: String) -> Self {
+        Self { status, error, code, description, suberror: None, correlation_id: None }
     }
 
     fn bad_request(error: &'static str, code: u32, description: impl Into<String>) -> Self {
@@ -186,12 +163,7 @@ impl EntraError {
     }
 
     fn invalid_client(code: u32, description: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            code,
-            description.into(),
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", code, description.into())
     }
 
     pub(crate) fn unknown_tenant(tenant: &str) -> Self {
@@ -219,9 +191,7 @@ impl IntoResponse for EntraError {
         let now = time::now();
         let timestamp = time::entra_timestamp(now);
         let trace_id = uuid::Uuid::new_v4().to_string();
-        let correlation_id = self
-            .correlation_id
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let correlation_id = self.correlation_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut body = json!({
             "error": self.error,
             "error_description": format!(
@@ -247,10 +217,7 @@ impl IntoResponse for EntraError {
 }
 
 fn no_store(headers: &mut HeaderMap) {
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store, no-cache"),
-    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
@@ -272,9 +239,7 @@ impl TokenForm {
             return Err(EntraError::bad_request(
                 "invalid_request",
                 90015,
-                format!(
-                    "Requested query string is too long or the parameter '{name}' is duplicated."
-                ),
+                format!("Requested query string is too long or the parameter '{name}' is duplicated."),
             ));
         }
         Ok(first.filter(|v| !v.is_empty()))
@@ -298,11 +263,7 @@ struct ScopeRequest<'a> {
     names: Vec<String>,
 }
 
-fn parse_scopes<'a>(
-    idp: &'a Idp,
-    scope: &'a str,
-    tenant: &str,
-) -> Result<ScopeRequest<'a>, EntraError> {
+fn parse_scopes<'a>(idp: &'a Idp, scope: &'a str, tenant: &str) -> Result<ScopeRequest<'a>, EntraError> {
     let mut oidc = Vec::new();
     let mut resource: Option<(String, &AppConfig)> = None;
     let mut names: Vec<String> = Vec::new();
@@ -314,9 +275,7 @@ fn parse_scopes<'a>(
             continue;
         }
         // `api://id/name`, `https://host/name`, `{guid}/name`, `{resource}/.default`.
-        let Some((identifier, name)) = item
-            .rsplit_once('/')
-            .filter(|(r, n)| !r.is_empty() && !n.is_empty())
+        let Some((identifier, name)) = item.rsplit_once('/').filter(|(r, n)| !r.is_empty() && !n.is_empty())
         else {
             // A bare name means a Microsoft Graph scope in Entra; there is no Graph here.
             return Err(EntraError::bad_request(
@@ -365,12 +324,7 @@ fn parse_scopes<'a>(
             "The provided value for the input parameter 'scope' is not valid. '.default' cannot be combined with other scopes of the resource.",
         ));
     }
-    Ok(ScopeRequest {
-        oidc,
-        resource,
-        resource_identifier,
-        names,
-    })
+    Ok(ScopeRequest { oidc, resource, resource_identifier, names })
 }
 
 /// How the client proved who it is.
@@ -392,10 +346,7 @@ fn authenticate_client<'a>(
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| STANDARD.decode(b).ok())
         .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|pair| {
-            pair.split_once(':')
-                .map(|(id, secret)| (id.to_owned(), Secret::new(secret)))
-        });
+        .and_then(|pair| pair.split_once(':').map(|(id, secret)| (id.to_owned(), Secret::new(secret))));
     let form_id = form.get("client_id")?;
     let form_secret = form.get("client_secret")?.map(Secret::new);
     let (client_id, secret) = match (basic, form_id) {
@@ -426,18 +377,14 @@ fn authenticate_client<'a>(
         )
     })?;
     match (secret, &app.client_secret) {
-        (Some(given), Some(expected)) if expected.matches(given.expose()) => Ok(Client {
-            app,
-            authenticated: true,
-        }),
+        (Some(given), Some(expected)) if expected.matches(given.expose()) => {
+            Ok(Client { app, authenticated: true })
+        }
         (Some(_), _) => Err(EntraError::invalid_client(
             7000215,
             "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
         )),
-        (None, _) => Ok(Client {
-            app,
-            authenticated: false,
-        }),
+        (None, _) => Ok(Client { app, authenticated: false }),
     }
 }
 
@@ -504,17 +451,12 @@ pub(crate) fn dispatch_grant(
     // then comes from the user).
     let tenant = match tenant_segment {
         "common" | "organizations" => None,
-        other => Some(
-            idp.tenant(other)
-                .ok_or_else(|| EntraError::unknown_tenant(other))?,
-        ),
+        other => Some(idp.tenant(other).ok_or_else(|| EntraError::unknown_tenant(other))?),
     };
     match grant_type {
         "" => Err(EntraError::missing("grant_type")),
         "password" => password_grant(idp, tenant, tenant_segment, headers, form),
-        "client_credentials" => {
-            client_credentials_grant(idp, tenant, tenant_segment, headers, form)
-        }
+        "client_credentials" => client_credentials_grant(idp, tenant, tenant_segment, headers, form),
         JWT_BEARER
         | TOKEN_EXCHANGE
         | "refresh_token"
@@ -609,11 +551,8 @@ fn password_grant(
         e.suberror = Some("consent_required");
         return Err(e);
     }
-    let version = if request.resource.access_token_version == 1 {
-        TokenVersion::V1
-    } else {
-        TokenVersion::V2
-    };
+    let version =
+        if request.resource.access_token_version == 1 { TokenVersion::V1 } else { TokenVersion::V2 };
     let lifetime = Duration::from_secs(idp.config().token_lifetime_seconds);
     let spec = TokenSpec {
         tenant: tenant_id.clone(),
@@ -629,39 +568,24 @@ fn password_grant(
         lifetime,
         client_authenticated: client.authenticated,
     };
-    let access_token = idp
-        .sign_claims(&access_token_claims(idp, &spec).map_err(internal)?)
-        .map_err(internal)?;
-    let wants_id_token = request
-        .oidc
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case("openid"));
+    let access_token =
+        idp.sign_claims(&access_token_claims(idp, &spec).map_err(internal)?).map_err(internal)?;
+    let wants_id_token = request.oidc.iter().any(|s| s.eq_ignore_ascii_case("openid"));
     let id_token = if wants_id_token {
         Some(
-            idp.sign_claims(&id_token_claims(
-                idp,
-                user,
-                &tenant_id,
-                &client.app.client_id,
-            ))
-            .map_err(internal)?,
+            idp.sign_claims(&id_token_claims(idp, user, &tenant_id, &client.app.client_id))
+                .map_err(internal)?,
         )
     } else {
         None
     };
     let client_info = (form.get("client_info")? == Some("1"))
         .then(|| URL_SAFE_NO_PAD.encode(json!({"uid": user.oid, "utid": tenant_id}).to_string()));
-    let mut scope_out: Vec<String> = granted
-        .iter()
-        .map(|s| format!("{}/{s}", request.resource_identifier))
-        .collect();
+    let mut scope_out: Vec<String> =
+        granted.iter().map(|s| format!("{}/{s}", request.resource_identifier)).collect();
     // No refresh tokens are issued (no refresh grant yet), so `offline_access` is not echoed.
     scope_out.extend(
-        request
-            .oidc
-            .iter()
-            .filter(|s| !s.eq_ignore_ascii_case("offline_access"))
-            .map(|s| (*s).to_owned()),
+        request.oidc.iter().filter(|s| !s.eq_ignore_ascii_case("offline_access")).map(|s| (*s).to_owned()),
     );
     Ok(Issued {
         scope: scope_out.join(" "),
@@ -711,11 +635,8 @@ fn client_credentials_grant(
         })
         .flat_map(|a| a.roles.iter().cloned())
         .collect();
-    let version = if request.resource.access_token_version == 1 {
-        TokenVersion::V1
-    } else {
-        TokenVersion::V2
-    };
+    let version =
+        if request.resource.access_token_version == 1 { TokenVersion::V1 } else { TokenVersion::V2 };
     let lifetime = Duration::from_secs(idp.config().token_lifetime_seconds);
     let spec = TokenSpec {
         tenant: tenant.id.clone(),
@@ -731,9 +652,8 @@ fn client_credentials_grant(
         lifetime,
         client_authenticated: true,
     };
-    let access_token = idp
-        .sign_claims(&access_token_claims(idp, &spec).map_err(internal)?)
-        .map_err(internal)?;
+    let access_token =
+        idp.sign_claims(&access_token_claims(idp, &spec).map_err(internal)?).map_err(internal)?;
     Ok(Issued {
         scope: format!("{}/.default", request.resource_identifier),
         access_token,

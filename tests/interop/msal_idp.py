@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Interop check: real, independent client libraries against the HTTPS devstack IdP.
+
+- Microsoft MSAL for Python signs Jane in with the password grant (PublicClientApplication,
+  after MSAL's own home-realm lookup) and with a confidential client, and gets a
+  client-credentials token.
+- PyJWT validates every token from the discovery document and the JWKS (PyJWKClient),
+  requiring exp/iat/nbf/iss/aud and checking issuer and audience exactly.
+
+Requirements: `pip install msal pyjwt[crypto]` (tested with msal 1.39.0, PyJWT 2.15.1).
+
+The IdP listens on 127.0.0.1:443 (needs root or CAP_NET_BIND_SERVICE, and a free port 443):
+MSAL for Python sends its home-realm lookup to port 443 of the authority host whatever port
+the authority URL names.
+
+Run (from the repository root):
+    python3 tests/interop/msal_idp.py
+which starts `cargo run -q -p delegate-devstack-idp --example devstack-idp` itself, or
+    DEVSTACK_IDP_BIN=target/debug/examples/devstack-idp python3 tests/interop/msal_idp.py
+to use an already built runner. Exit status 0 on success; a failed check raises.
+"""
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+
+import jwt
+import msal
+
+
+def start_idp():
+    binary = os.environ.get("DEVSTACK_IDP_BIN")
+    # Port 443: MSAL looks up the home realm (/common/userrealm/...) on port 443 of the
+    # authority host, ignoring the authority's port, before a password sign-in.
+    cmd = ([binary] if binary else [
+        "cargo", "run", "-q", "-p", "delegate-devstack-idp", "--example", "devstack-idp", "--"]
+    ) + ["--port", os.environ.get("DEVSTACK_IDP_PORT", "443")]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise SystemExit("devstack-idp did not start")
+    return proc, json.loads(line)
+
+
+def validate(token, info, ca, audience, issuer_tenant):
+    """Validate like an independent resource server: discovery -> jwks_uri -> key by kid."""
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=ca)
+    discovery_url = f"{info['url']}/{issuer_tenant}/v2.0/.well-known/openid-configuration"
+    with urllib.request.urlopen(discovery_url, context=ctx) as r:
+        discovery = json.load(r)
+    jwks = jwt.PyJWKClient(discovery["jwks_uri"], ssl_context=ctx)
+    key = jwks.get_signing_key_from_jwt(token)
+    return jwt.decode(
+        token,
+        key.key,
+        algorithms=["RS256"],
+        audience=audience,
+        issuer=discovery["issuer"],
+        options={"require": ["exp", "iat", "nbf", "iss", "aud"]},
+    )
+
+
+def main():
+    # requests lets these variables override a session's `verify` (which MSAL sets from its
+    # `verify` argument); drop them so the devstack CA given to MSAL is what is used.
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        os.environ.pop(var, None)
+    proc, info = start_idp()
+    try:
+        ca = info["ca_pem"]
+        authority = f"{info['url']}/{info['tenant']}"
+        agent = info["agent_app_id"]
+        scope = f"api://{agent}/{info['agent_scope']}"
+
+        # 1. Password grant, public client (MSAL does the userrealm lookup first).
+        public = msal.PublicClientApplication(
+            agent, authority=authority, verify=ca, instance_discovery=False)
+        result = public.acquire_token_by_username_password(
+            info["user"], info["password"], scopes=[scope])
+        assert "access_token" in result, result
+        claims = validate(result["access_token"], info, ca, agent, info["tenant"])
+        assert claims["ver"] == "2.0", claims
+        assert claims["preferred_username"] == info["user"], claims
+        assert claims["scp"] == info["agent_scope"], claims
+        assert claims["azp"] == agent and claims["tid"] == info["tenant"], claims
+        assert result["id_token_claims"]["oid"] == claims["oid"], result["id_token_claims"]
+        print(f"ok: MSAL public client password grant for {claims['preferred_username']}")
+
+        # 2. Password grant, confidential client, authority by domain name.
+        confidential = msal.ConfidentialClientApplication(
+            agent, client_credential=info["agent_app_secret"],
+            authority=f"{info['url']}/{info['tenant_domain']}", verify=ca,
+            instance_discovery=False)
+        result = confidential.acquire_token_by_username_password(
+            info["user"], info["password"], scopes=[scope])
+        assert "access_token" in result, result
+        claims = validate(result["access_token"], info, ca, agent, info["tenant"])
+        assert claims["azpacr"] == "1", claims
+        print("ok: MSAL confidential client password grant")
+
+        # 3. Wrong password: MSAL surfaces Entra's error and AADSTS code.
+        bad = public.acquire_token_by_username_password(
+            info["user"], "wrong", scopes=[scope])
+        assert bad.get("error") == "invalid_grant" and 50126 in bad.get("error_codes", []), bad
+        print("ok: wrong password -> invalid_grant AADSTS50126")
+
+        # 4. Client credentials.
+        confidential = msal.ConfidentialClientApplication(
+            agent, client_credential=info["agent_app_secret"], authority=authority,
+            verify=ca, instance_discovery=False)
+        result = confidential.acquire_token_for_client(scopes=[f"api://{agent}/.default"])
+        assert "access_token" in result, result
+        claims = validate(result["access_token"], info, ca, agent, info["tenant"])
+        assert "scp" not in claims and claims["roles"] == ["Agent.Invoke"], claims
+        assert claims["sub"] == claims["oid"], claims
+        print("ok: MSAL client credentials; PyJWT validated all tokens from discovery + JWKS")
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
