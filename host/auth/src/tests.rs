@@ -556,3 +556,30 @@ fn public_messages_do_not_tell_which_check_failed() {
     assert_eq!(AuthError::Scope.public_message(), AuthError::Client.public_message());
     assert_eq!(AuthError::KeysUnavailable.www_authenticate(), None);
 }
+
+#[tokio::test]
+async fn ps256_is_accepted_only_when_opted_in() {
+    let f = Fixture::start().await;
+    let idp = f.idp();
+    let kid = idp.current_kid();
+    let spec = TokenSpec {
+        tenant: TENANT_ID.into(),
+        user: Some(JANE.into()),
+        client_id: AGENT_APP_ID.into(),
+        audience: AGENT_APP_ID.into(),
+        scopes: vec![AGENT_SCOPE.into()],
+        roles: vec![],
+        version: TokenVersion::V2,
+        lifetime: Duration::from_secs(600),
+        client_authenticated: true,
+    };
+    let payload = serde_json::to_vec(&idp.access_token_claims(&spec).unwrap()).unwrap();
+    let header = serde_json::to_vec(&serde_json::json!({"typ": "JWT", "alg": "PS256", "kid": kid})).unwrap();
+    let token = idp.sign_jws(&header, &payload, &kid, jsonwebtoken::Algorithm::PS256).unwrap();
+
+    let rs_only = f.authorizer(f.config());
+    assert_eq!(rs_only.authorize(&bearer(&token)).await.unwrap_err(), AuthError::Algorithm);
+    let mut config = f.config();
+    config.algorithms = vec!["RS256".into(), "PS256".into()];
+    f.authorizer(config).authorize(&bearer(&token)).await.unwrap();
+}

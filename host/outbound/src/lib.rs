@@ -79,14 +79,10 @@ pub enum OutboundError {
 /// (cheap) rather than building one per request.
 pub fn build_client(config: &OutboundConfig) -> Result<reqwest::Client, OutboundError> {
     if config.connect_timeout.is_zero() {
-        return Err(OutboundError::ZeroTimeout {
-            name: "connect_timeout",
-        });
+        return Err(OutboundError::ZeroTimeout { name: "connect_timeout" });
     }
     if config.request_timeout.is_zero() {
-        return Err(OutboundError::ZeroTimeout {
-            name: "request_timeout",
-        });
+        return Err(OutboundError::ZeroTimeout { name: "request_timeout" });
     }
     let mut extra_roots = Vec::new();
     for path in &config.extra_ca_pem_files {
@@ -104,13 +100,9 @@ pub fn build_client(config: &OutboundConfig) -> Result<reqwest::Client, Outbound
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, OutboundError> {
-    let pem = std::fs::read(path).map_err(|source| OutboundError::ReadCaFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    let invalid = || OutboundError::InvalidCaFile {
-        path: path.to_owned(),
-    };
+    let pem =
+        std::fs::read(path).map_err(|source| OutboundError::ReadCaFile { path: path.to_owned(), source })?;
+    let invalid = || OutboundError::InvalidCaFile { path: path.to_owned() };
     // `from_pem_bundle` skips non-certificate blocks; a file without any certificate is a
     // configuration mistake (wrong file, key instead of cert), so it is an error, not a no-op.
     let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| invalid())?;
@@ -147,22 +139,14 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let config = ca.server_config(&["localhost", "127.0.0.1"]).unwrap();
-        tokio::spawn(serve_https(
-            listener,
-            router,
-            config,
-            std::future::pending(),
-        ));
+        tokio::spawn(serve_https(listener, router, config, std::future::pending()));
         port
     }
 
     fn hello() -> Router {
         Router::new()
             .route("/hello", get(|| async { "hello" }))
-            .route(
-                "/redirect",
-                get(|| async { axum::response::Redirect::temporary("/hello") }),
-            )
+            .route("/redirect", get(|| async { axum::response::Redirect::temporary("/hello") }))
     }
 
     #[tokio::test]
@@ -178,11 +162,9 @@ mod tests {
         let dir = TempDir::new("trust");
         let path = dir.0.join("ca.pem");
         ca.write_ca_pem(&path).unwrap();
-        let trusting = build_client(&OutboundConfig {
-            extra_ca_pem_files: vec![path],
-            ..OutboundConfig::default()
-        })
-        .unwrap();
+        let trusting =
+            build_client(&OutboundConfig { extra_ca_pem_files: vec![path], ..OutboundConfig::default() })
+                .unwrap();
         let response = trusting.get(&url).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.text().await.unwrap(), "hello");
@@ -196,16 +178,10 @@ mod tests {
         let dir = TempDir::new("other");
         let path = dir.0.join("other.pem");
         other.write_ca_pem(&path).unwrap();
-        let client = build_client(&OutboundConfig {
-            extra_ca_pem_files: vec![path],
-            ..OutboundConfig::default()
-        })
-        .unwrap();
-        let error = client
-            .get(format!("https://127.0.0.1:{port}/hello"))
-            .send()
-            .await
-            .unwrap_err();
+        let client =
+            build_client(&OutboundConfig { extra_ca_pem_files: vec![path], ..OutboundConfig::default() })
+                .unwrap();
+        let error = client.get(format!("https://127.0.0.1:{port}/hello")).send().await.unwrap_err();
         assert!(error.is_connect(), "{error:?}");
     }
 
@@ -216,16 +192,10 @@ mod tests {
         let dir = TempDir::new("redirect");
         let path = dir.0.join("ca.pem");
         ca.write_ca_pem(&path).unwrap();
-        let client = build_client(&OutboundConfig {
-            extra_ca_pem_files: vec![path],
-            ..OutboundConfig::default()
-        })
-        .unwrap();
-        let response = client
-            .get(format!("https://127.0.0.1:{port}/redirect"))
-            .send()
-            .await
-            .unwrap();
+        let client =
+            build_client(&OutboundConfig { extra_ca_pem_files: vec![path], ..OutboundConfig::default() })
+                .unwrap();
+        let response = client.get(format!("https://127.0.0.1:{port}/redirect")).send().await.unwrap();
         assert_eq!(response.status(), 307);
         assert_eq!(response.headers()["location"], "/hello");
     }
@@ -248,11 +218,7 @@ mod tests {
             ..OutboundConfig::default()
         })
         .unwrap();
-        let error = client
-            .get(format!("https://127.0.0.1:{port}/"))
-            .send()
-            .await
-            .unwrap_err();
+        let error = client.get(format!("https://127.0.0.1:{port}/")).send().await.unwrap_err();
         assert!(error.is_timeout(), "{error:?}");
         hold.abort();
     }
@@ -262,38 +228,22 @@ mod tests {
         let dir = TempDir::new("bad");
         let missing = dir.0.join("missing.pem");
         assert!(matches!(
-            build_client(&OutboundConfig {
-                extra_ca_pem_files: vec![missing],
-                ..OutboundConfig::default()
-            }),
+            build_client(&OutboundConfig { extra_ca_pem_files: vec![missing], ..OutboundConfig::default() }),
             Err(OutboundError::ReadCaFile { .. })
         ));
         let garbage = dir.0.join("garbage.pem");
         std::fs::write(&garbage, "not a certificate\n").unwrap();
         assert!(matches!(
-            build_client(&OutboundConfig {
-                extra_ca_pem_files: vec![garbage],
-                ..OutboundConfig::default()
-            }),
+            build_client(&OutboundConfig { extra_ca_pem_files: vec![garbage], ..OutboundConfig::default() }),
             Err(OutboundError::InvalidCaFile { .. })
         ));
         assert!(matches!(
-            build_client(&OutboundConfig {
-                connect_timeout: Duration::ZERO,
-                ..OutboundConfig::default()
-            }),
-            Err(OutboundError::ZeroTimeout {
-                name: "connect_timeout"
-            })
+            build_client(&OutboundConfig { connect_timeout: Duration::ZERO, ..OutboundConfig::default() }),
+            Err(OutboundError::ZeroTimeout { name: "connect_timeout" })
         ));
         assert!(matches!(
-            build_client(&OutboundConfig {
-                request_timeout: Duration::ZERO,
-                ..OutboundConfig::default()
-            }),
-            Err(OutboundError::ZeroTimeout {
-                name: "request_timeout"
-            })
+            build_client(&OutboundConfig { request_timeout: Duration::ZERO, ..OutboundConfig::default() }),
+            Err(OutboundError::ZeroTimeout { name: "request_timeout" })
         ));
     }
 }

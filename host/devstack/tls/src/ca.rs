@@ -51,27 +51,17 @@ impl DevCa {
     pub fn generate() -> Result<DevCa, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "delegate devstack CA");
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "delegate devstack");
+        params.distinguished_name.push(DnType::CommonName, "delegate devstack CA");
+        params.distinguished_name.push(DnType::OrganizationName, "delegate devstack");
         // Path length 0: this CA signs leaf certificates only, never another CA.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - BACKDATE;
         params.not_after = now + VALIDITY;
         let cert = params.self_signed(&key)?;
-        Ok(DevCa {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
+        Ok(DevCa { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
 
     /// The CA certificate in PEM form (public; safe to print or ship to clients).
@@ -93,8 +83,7 @@ impl DevCa {
         }
         let key = KeyPair::generate()?;
         // `CertificateParams::new` turns IP literals into IP SANs and the rest into DNS SANs.
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+        let mut params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
         params.distinguished_name.push(DnType::CommonName, names[0]);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

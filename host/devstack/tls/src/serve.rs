@@ -58,10 +58,8 @@ pub async fn serve_http(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_loop(listener, shutdown, move |stream, watcher| {
-        serve_connection(stream, router.clone(), watcher)
-    })
-    .await
+    serve_loop(listener, shutdown, move |stream, watcher| serve_connection(stream, router.clone(), watcher))
+        .await
 }
 
 async fn serve_loop<F, Fut>(
@@ -94,10 +92,7 @@ where
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::debug!("connections still open after the drain timeout; dropping them");
     }
     Ok(())
@@ -107,9 +102,8 @@ async fn serve_connection<I>(io: I, router: Router, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        router.clone().oneshot(request)
-    });
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| router.clone().oneshot(request));
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -31,10 +31,7 @@ async fn start_https(ca: &DevCa) -> (u16, oneshot::Sender<()>, tokio::task::Join
 
 fn client_trusting(pem: &str) -> reqwest::Client {
     let cert = reqwest::Certificate::from_pem(pem.as_bytes()).unwrap();
-    reqwest::Client::builder()
-        .tls_certs_only([cert])
-        .build()
-        .unwrap()
+    reqwest::Client::builder().tls_certs_only([cert]).build().unwrap()
 }
 
 #[tokio::test]
@@ -43,11 +40,7 @@ async fn https_is_trusted_with_the_ca_as_the_only_root() {
     let (port, stop, task) = start_https(&ca).await;
     let client = client_trusting(&ca.ca_pem());
     for host in ["127.0.0.1", "localhost"] {
-        let response = client
-            .get(format!("https://{host}:{port}/hello"))
-            .send()
-            .await
-            .unwrap();
+        let response = client.get(format!("https://{host}:{port}/hello")).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.version(), reqwest::Version::HTTP_11);
         assert_eq!(response.text().await.unwrap(), "hello");
@@ -76,25 +69,10 @@ async fn name_not_in_certificate_is_rejected() {
     let port = listener.local_addr().unwrap().port();
     // Certificate only for "localhost": connecting by IP must fail hostname verification.
     let config = ca.server_config(&["localhost"]).unwrap();
-    tokio::spawn(serve_https(
-        listener,
-        router(),
-        config,
-        std::future::pending(),
-    ));
+    tokio::spawn(serve_https(listener, router(), config, std::future::pending()));
     let client = client_trusting(&ca.ca_pem());
-    assert!(
-        client
-            .get(format!("https://127.0.0.1:{port}/hello"))
-            .send()
-            .await
-            .is_err()
-    );
-    let ok = client
-        .get(format!("https://localhost:{port}/hello"))
-        .send()
-        .await
-        .unwrap();
+    assert!(client.get(format!("https://127.0.0.1:{port}/hello")).send().await.is_err());
+    let ok = client.get(format!("https://localhost:{port}/hello")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
 }
 
@@ -106,21 +84,12 @@ async fn plain_http_serves_and_shuts_down() {
     let task = tokio::spawn(serve_http(listener, router(), async {
         let _ = rx.await;
     }));
-    let body = reqwest::get(format!("http://127.0.0.1:{port}/hello"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/hello")).await.unwrap().text().await.unwrap();
     assert_eq!(body, "hello");
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
     // The listener is closed after shutdown.
-    assert!(
-        reqwest::get(format!("http://127.0.0.1:{port}/hello"))
-            .await
-            .is_err()
-    );
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/hello")).await.is_err());
 }
 
 #[test]
