@@ -1,1 +1,114 @@
-fn main() {}
+//! `delegate`: run untrusted agent plugins as the calling user.
+//!
+//! Exit codes: 0 success, 1 a failed operation (e.g. an invocation or a plugin check), 2 bad
+//! usage or configuration.
+
+mod check;
+mod serve;
+mod wiring;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// delegate — a sandboxed host for AI-agent plugins that act as the calling user.
+#[derive(Debug, Parser)]
+#[command(name = "delegate", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log format: `text` (one readable line per event) or `json`.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the AgentCore Runtime contract (POST /invocations, GET /ping) with a config file.
+    ///
+    /// Example: delegate serve --config delegate.toml
+    Serve {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Work with plugin components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Check that a component fits the delegate:agent world and list its imports and exports.
+    ///
+    /// Example: delegate plugin check target/wasm-guests/wasm32-wasip2/guest/echo.wasm
+    Check {
+        /// The component (.wasm) file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and print what it resolves to (secrets shown as [redacted]).
+    ///
+    /// Example: delegate config check delegate.toml
+    Check {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+}
+
+/// A failure with its exit code; printed as one line.
+pub(crate) struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub(crate) fn usage(message: impl std::fmt::Display) -> Self {
+        Self { code: 2, message: message.to_string() }
+    }
+
+    pub(crate) fn failed(message: impl std::fmt::Display) -> Self {
+        Self { code: 1, message: message.to_string() }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DELEGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let result = match cli.command {
+        Command::Serve { config } => serve::run(&config),
+        Command::Plugin { command: PluginCommand::Check { file } } => check::plugin(&file),
+        Command::Config { command: ConfigCommand::Check { file } } => check::config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("delegate: {}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

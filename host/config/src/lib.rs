@@ -24,6 +24,13 @@ pub struct Config {
     pub engine: EngineSettings,
     /// Plugins, in file order; exactly one is the default.
     pub plugins: Vec<PluginSettings>,
+    /// The model provider, if one is configured (without it, model calls answer `unavailable`).
+    pub model: Option<delegate_model::ModelSettings>,
+    /// The inbound JWT authorizer. Required: delegate never runs a plugin for an unverified
+    /// caller.
+    pub auth: delegate_auth::AuthSettings,
+    /// How outbound HTTPS clients (discovery/JWKS, token endpoints, egress) are built.
+    pub outbound: delegate_outbound::OutboundConfig,
 }
 
 /// The AgentCore-contract listener.
@@ -67,6 +74,10 @@ pub struct Limits {
     pub output_bytes: u64,
     /// Bytes the plugin may write to stdout/stderr (captured into the host log).
     pub log_bytes: u64,
+    /// Model calls per invocation.
+    pub model_calls: u32,
+    /// Model tokens (input + output, as reported by the provider) per invocation.
+    pub model_tokens: u64,
 }
 
 impl Default for Limits {
@@ -78,6 +89,8 @@ impl Default for Limits {
             wall_clock: Duration::from_secs(300),
             output_bytes: 1 << 20,
             log_bytes: 64 << 10,
+            model_calls: 16,
+            model_tokens: 200_000,
         }
     }
 }
@@ -95,6 +108,8 @@ pub struct PluginSettings {
     pub limits: Limits,
     /// Non-secret settings given to the plugin through `wasi:config/store`.
     pub settings: BTreeMap<String, String>,
+    /// Model id for this plugin (overrides `model.model_id`).
+    pub model_id: Option<String>,
 }
 
 impl Config {

@@ -14,6 +14,19 @@ pub(crate) struct RawConfig {
     pub limits: RawLimits,
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<RawPlugin>,
+    pub model: Option<delegate_model::ModelConfig>,
+    pub auth: Option<delegate_auth::AuthConfig>,
+    #[serde(default)]
+    pub outbound: RawOutbound,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutbound {
+    #[serde(default)]
+    pub ca_files: Vec<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -42,6 +55,8 @@ pub(crate) struct RawLimits {
     pub wall_clock_ms: Option<u64>,
     pub output_kib: Option<u64>,
     pub log_kib: Option<u64>,
+    pub model_calls: Option<u64>,
+    pub model_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,4 +70,5 @@ pub(crate) struct RawPlugin {
     pub limits: RawLimits,
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    pub model_id: Option<String>,
 }

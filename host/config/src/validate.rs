@@ -109,6 +109,9 @@ fn limits(prefix: &str, raw: &RawLimits, base: &Limits) -> Result<Limits, Config
         )?),
         output_bytes: ranged(&k("output_kib"), raw.output_kib, base.output_bytes >> 10, 1, 10 << 20)? << 10,
         log_bytes: ranged(&k("log_kib"), raw.log_kib, base.log_bytes >> 10, 1, 1 << 20)? << 10,
+        model_calls: u32::try_from(ranged(&k("model_calls"), raw.model_calls, u64::from(base.model_calls), 0, 10_000)?)
+            .unwrap_or(10_000),
+        model_tokens: ranged(&k("model_tokens"), raw.model_tokens, base.model_tokens, 0, 100_000_000)?,
     })
 }
 
@@ -180,12 +183,16 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
                 return Err(ConfigError::invalid(key("settings"), format!("setting names are 1-256 characters, got {k:?}")));
             }
         }
+        if let Some(id) = &p.model_id {
+            delegate_model::validate_model_id(id).map_err(|e| ConfigError::invalid(key("model_id"), e.message))?;
+        }
         plugins.push(PluginSettings {
             name: p.name.clone(),
             component,
             default: p.default,
             limits: limits(&format!("plugin[{i}].limits."), &p.limits, &defaults)?,
             settings: p.settings.clone(),
+            model_id: p.model_id.clone(),
         });
     }
     match plugins.iter().filter(|p| p.default).count() {
@@ -194,7 +201,43 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         1 => {}
         _ => return Err(ConfigError::invalid("plugin", "only one plugin may have default = true")),
     }
-    Ok(Config { server, engine, plugins })
+    let model = match raw.model {
+        Some(m) => Some(m.validate().map_err(|e| ConfigError::invalid(format!("model.{}", e.key), e.message))?),
+        None => None,
+    };
+    let auth = raw
+        .auth
+        .ok_or_else(|| {
+            ConfigError::invalid("auth", "an [auth] section is required: delegate never serves unverified callers")
+        })?
+        .validate()
+        .map_err(|e| ConfigError::invalid(format!("auth.{}", e.key), e.message))?;
+    let mut ca_files = Vec::with_capacity(raw.outbound.ca_files.len());
+    for (i, f) in raw.outbound.ca_files.iter().enumerate() {
+        let path = base.join(f);
+        if !path.is_file() {
+            return Err(ConfigError::invalid(format!("outbound.ca_files[{i}]"), format!("no such file: {}", path.display())));
+        }
+        ca_files.push(path);
+    }
+    let outbound = delegate_outbound::OutboundConfig {
+        extra_ca_pem_files: ca_files,
+        connect_timeout: Duration::from_millis(ranged(
+            "outbound.connect_timeout_ms",
+            raw.outbound.connect_timeout_ms,
+            5_000,
+            1,
+            120_000,
+        )?),
+        request_timeout: Duration::from_millis(ranged(
+            "outbound.request_timeout_ms",
+            raw.outbound.request_timeout_ms,
+            30_000,
+            1,
+            600_000,
+        )?),
+    };
+    Ok(Config { server, engine, plugins, model, auth, outbound })
 }
 
 #[cfg(test)]
@@ -208,14 +251,15 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        Config::from_toml(text, base()).unwrap_err().to_string()
+        Config::from_toml(&format!("{text}\n{AUTH}"), base()).unwrap_err().to_string()
     }
 
+    const AUTH: &str = "[auth]\ndiscovery_url = \"https://login.example.com/t/v2.0/.well-known/openid-configuration\"\nallowed_audiences = [\"api\"]\nallowed_clients = [\"app\"]\n";
     const PLUGIN: &str = "[[plugin]]\nname = \"echo\"\ncomponent = \"Cargo.toml\"\n";
 
     #[test]
     fn minimal_config_gets_safe_defaults() {
-        let c = Config::from_toml(PLUGIN, base()).unwrap();
+        let c = Config::from_toml(&format!("{PLUGIN}{AUTH}"), base()).unwrap();
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.server.max_concurrency, 32);
         assert!(c.plugins[0].default);
@@ -231,7 +275,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_their_key() {
-        let e = Config::from_toml(&format!("[limits]\ncpu_ms = 0\n{PLUGIN}"), base()).unwrap_err();
+        let e = Config::from_toml(&format!("[limits]\ncpu_ms = 0\n{PLUGIN}{AUTH}"), base()).unwrap_err();
         assert_eq!(e.key(), Some("limits.cpu_ms"));
         let e = err(&format!("{PLUGIN}[plugin.limits]\nmemory_mib = 100000\n"));
         assert_eq!(e, "plugin[0].limits.memory_mib: must be between 1 and 4096, got 100000");
@@ -252,9 +296,31 @@ mod tests {
 
     #[test]
     fn plugin_limits_inherit_file_defaults() {
-        let c = Config::from_toml(&format!("[limits]\ncpu_ms = 700\nlog_kib = 8\n{PLUGIN}[plugin.limits]\nlog_kib = 16\n"), base()).unwrap();
+        let c = Config::from_toml(
+            &format!("[limits]\ncpu_ms = 700\nlog_kib = 8\n{AUTH}{PLUGIN}[plugin.limits]\nlog_kib = 16\n"),
+            base(),
+        )
+        .unwrap();
         assert_eq!(c.plugins[0].limits.cpu.as_millis(), 700);
         assert_eq!(c.plugins[0].limits.log_bytes, 16 << 10);
+    }
+
+    #[test]
+    fn auth_is_required_and_validated() {
+        let e = Config::from_toml(PLUGIN, base()).unwrap_err();
+        assert_eq!(e.key(), Some("auth"));
+        let e = Config::from_toml(
+            &format!("{PLUGIN}[auth]\ndiscovery_url = \"http://x/.well-known/openid-configuration\"\nallowed_audiences = [\"a\"]\nallowed_clients = [\"b\"]\n"),
+            base(),
+        )
+        .unwrap_err();
+        assert!(e.key().unwrap().starts_with("auth."), "{e}");
+    }
+
+    #[test]
+    fn model_section_is_validated_with_its_key() {
+        let e = err(&format!("{PLUGIN}[model]\nregion = \"us-east-1\"\nmodel_idd = \"x\"\n"));
+        assert!(e.contains("unknown field `model_idd`"), "{e}");
     }
 
     #[test]

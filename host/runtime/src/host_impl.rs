@@ -3,7 +3,7 @@
 use crate::bindings::{caller, model, output, types};
 use crate::limits::{CallerGone, OutputLimitExceeded};
 use crate::state::StoreState;
-use crate::InvocationEvent;
+use crate::{InvocationEvent, model_map};
 
 impl types::Host for StoreState {}
 
@@ -32,15 +32,71 @@ impl output::Host for StoreState {
 }
 
 impl model::Host for StoreState {
-    async fn converse(&mut self, _req: model::Request) -> wasmtime::Result<Result<model::Response, model::Error>> {
-        Ok(Err(unavailable()))
+    async fn converse(&mut self, req: model::Request) -> wasmtime::Result<Result<model::Response, model::Error>> {
+        let Some(access) = self.model.clone() else { return Ok(Err(unavailable())) };
+        let req = model_map::request(req);
+        let result = delegate_model::call_model(
+            access.provider.as_ref(),
+            &access.model_id,
+            &req,
+            &access.request_limits,
+            &self.budget,
+            None,
+        )
+        .await;
+        Ok(result.map(model_map::response).map_err(model_map::error))
     }
 
     async fn converse_stream(
         &mut self,
-        _req: model::Request,
+        req: model::Request,
     ) -> wasmtime::Result<Result<model::Response, model::Error>> {
-        Ok(Err(unavailable()))
+        let Some(access) = self.model.clone() else { return Ok(Err(unavailable())) };
+        let req = model_map::request(req);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
+        let budget = &self.budget;
+        let call = async move {
+            let r = delegate_model::call_model(
+                access.provider.as_ref(),
+                &access.model_id,
+                &req,
+                &access.request_limits,
+                budget,
+                Some(&tx),
+            )
+            .await;
+            drop(tx);
+            r
+        };
+        // Deltas go straight to the caller's stream, counted against the output limit, while
+        // the provider assembles the whole message for the plugin.
+        let events = self.events.clone();
+        let limit = self.output_limit;
+        let mut used = self.output_used;
+        let forward = async {
+            let mut failure: Option<wasmtime::Error> = None;
+            while let Some(text) = rx.recv().await {
+                if failure.is_some() {
+                    continue; // drain, so the provider never blocks on a full channel
+                }
+                let len = text.len() as u64;
+                if used + len > limit {
+                    failure = Some(wasmtime::Error::new(OutputLimitExceeded(limit)));
+                    continue;
+                }
+                used += len;
+                if events.send(InvocationEvent::Text(text)).await.is_err() {
+                    failure = Some(wasmtime::Error::new(CallerGone));
+                }
+            }
+            failure
+        };
+        let (result, failure) = tokio::join!(call, forward);
+        self.output_used = used;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(result.map(model_map::response).map_err(model_map::error))
     }
 }
 

@@ -14,6 +14,7 @@ mod bindings;
 mod host_impl;
 mod http_hooks;
 mod limits;
+mod model_map;
 mod state;
 mod stdio;
 
@@ -25,6 +26,7 @@ use state::StoreState;
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -60,6 +62,24 @@ impl RuntimeOptions {
             max_table_elements: plugins.iter().map(|p| p.limits.table_elements).max().unwrap_or(20_000),
             guest_debug: false,
         }
+    }
+}
+
+/// How a plugin reaches the model: the provider, the model id the operator chose for it and
+/// the request limits checked before every call. The budget comes from the plugin's limits.
+#[derive(Clone)]
+pub struct ModelAccess {
+    /// The provider (Bedrock in production, the devstack endpoint in tests).
+    pub provider: Arc<dyn delegate_model::ModelProvider>,
+    /// Model id (foundation model, inference profile or ARN).
+    pub model_id: String,
+    /// Sizes and counts checked before any provider call.
+    pub request_limits: delegate_model::RequestLimits,
+}
+
+impl std::fmt::Debug for ModelAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelAccess").field("model_id", &self.model_id).finish_non_exhaustive()
     }
 }
 
@@ -148,12 +168,16 @@ impl Runtime {
     }
 
     /// Compiles and type-checks a plugin's component from its configured file.
-    pub fn load_plugin(&self, settings: &PluginSettings) -> Result<Plugin, PluginLoadError> {
+    pub fn load_plugin(
+        &self,
+        settings: &PluginSettings,
+        model: Option<ModelAccess>,
+    ) -> Result<Plugin, PluginLoadError> {
         let bytes = std::fs::read(&settings.component).map_err(|e| PluginLoadError::Read {
             path: settings.component.display().to_string(),
             message: e.to_string(),
         })?;
-        self.load_plugin_bytes(&settings.name, &bytes, settings.limits, &settings.settings)
+        self.load_plugin_bytes(&settings.name, &bytes, settings.limits, &settings.settings, model)
     }
 
     /// Compiles and type-checks a plugin from component bytes.
@@ -163,6 +187,7 @@ impl Runtime {
         bytes: &[u8],
         limits: Limits,
         settings: &BTreeMap<String, String>,
+        model: Option<ModelAccess>,
     ) -> Result<Plugin, PluginLoadError> {
         let (_component, pre) = self.compile(bytes)?;
         let digest = digest(bytes);
@@ -175,6 +200,8 @@ impl Runtime {
                 limits,
                 settings: Arc::new(settings.iter().collect()),
                 engine: self.engine.clone(),
+                model,
+                instances: AtomicU64::new(0),
             }),
         })
     }
@@ -218,6 +245,9 @@ struct PluginInner {
     limits: Limits,
     settings: Arc<WasiConfigVariables>,
     engine: Engine,
+    model: Option<ModelAccess>,
+    /// Instances created so far (tests assert that rejected requests create none).
+    instances: AtomicU64,
 }
 
 /// A loaded plugin: compiled, type-checked against the world, ready to instantiate.
@@ -357,6 +387,11 @@ impl Plugin {
         &self.inner.limits
     }
 
+    /// How many instances of this plugin have been created (one per invocation).
+    pub fn instances_created(&self) -> u64 {
+        self.inner.instances.load(Ordering::Relaxed)
+    }
+
     /// Creates a fresh store and instance exactly as an invocation does, then drops them
     /// without calling the plugin: the per-invocation setup cost, for benchmarks.
     pub async fn instantiate_only(&self, caller: &VerifiedCaller) -> Result<(), InvocationError> {
@@ -445,6 +480,8 @@ fn new_state(
         output_used: 0,
         output_limit: inner.limits.output_bytes,
         logs,
+        model: inner.model.clone(),
+        budget: delegate_model::ModelBudget::new(inner.limits.model_calls, inner.limits.model_tokens),
     }
 }
 
@@ -466,6 +503,7 @@ async fn run(
         Ok(())
     });
     let called = async {
+        inner.instances.fetch_add(1, Ordering::Relaxed);
         let agent: Agent = inner.pre.instantiate_async(&mut store).await?;
         agent.call_invoke(&mut store, &payload).await
     }

@@ -26,6 +26,8 @@ pub(crate) struct StoreState {
     pub output_used: u64,
     pub output_limit: u64,
     pub logs: (LogPipe, LogPipe),
+    pub model: Option<crate::ModelAccess>,
+    pub budget: delegate_model::ModelBudget,
 }
 
 impl WasiView for StoreState {

@@ -11,17 +11,14 @@ use delegate_runtime::InvocationError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     /// No or unusable bearer token (RFC 6750 `invalid_token`).
-    Unauthenticated {
-        /// Stable code.
-        code: &'static str,
-    },
-    /// Valid token, but the client or its scopes are not allowed.
+    Unauthenticated,
+    /// Valid token, but the client, its scopes or claims are not allowed.
     Forbidden {
-        /// Stable code.
-        code: &'static str,
         /// Whether RFC 6750's `insufficient_scope` applies.
         insufficient_scope: bool,
     },
+    /// Tokens cannot be verified right now (no signing keys loaded yet).
+    AuthUnavailable,
     /// The session id header is malformed.
     InvalidSessionId,
     /// The body is larger than `server.max_body_kib`.
@@ -54,8 +51,20 @@ impl ApiError {
     /// HTTP status, stable code and safe message.
     pub fn parts(&self) -> (StatusCode, &str, String) {
         match self {
-            Self::Unauthenticated { code } => (StatusCode::UNAUTHORIZED, code, "a valid bearer token is required".into()),
-            Self::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, "the token does not allow this request".into()),
+            Self::Unauthenticated => {
+                (StatusCode::UNAUTHORIZED, "invalid_token", "missing or invalid bearer token".into())
+            }
+            Self::Forbidden { insufficient_scope: true } => {
+                (StatusCode::FORBIDDEN, "insufficient_scope", "the token does not grant access to this resource".into())
+            }
+            Self::Forbidden { insufficient_scope: false } => {
+                (StatusCode::FORBIDDEN, "forbidden", "the token does not grant access to this resource".into())
+            }
+            Self::AuthUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                "authorization is temporarily unavailable".into(),
+            ),
             Self::InvalidSessionId => (
                 StatusCode::BAD_REQUEST,
                 "invalid_session_id",
@@ -118,7 +127,7 @@ impl IntoResponse for ErrorResponse {
         let mut resp = (status, axum::Json(body)).into_response();
         let headers = resp.headers_mut();
         match &self.error {
-            ApiError::Unauthenticated { .. } => {
+            ApiError::Unauthenticated => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
             ApiError::Forbidden { insufficient_scope: true, .. } => {
@@ -127,7 +136,7 @@ impl IntoResponse for ErrorResponse {
             ApiError::Busy { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            ApiError::ShuttingDown => {
+            ApiError::ShuttingDown | ApiError::AuthUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

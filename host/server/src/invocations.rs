@@ -71,9 +71,13 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
     let session = session_id(&parts.headers)?;
 
     // Authorization comes before reading the body and long before any plugin code.
-    let caller = state.authorizer.authorize(&parts.headers).await.map_err(|r| match r {
-        AuthRejection::Unauthenticated { code } => ApiError::Unauthenticated { code },
-        AuthRejection::Forbidden { code, insufficient_scope } => ApiError::Forbidden { code, insufficient_scope },
+    let caller = state.authorizer.authorize(&parts.headers).await.map_err(|r| {
+        tracing::info!(request_id = rid, rejection = ?r, "request not authorized");
+        match r {
+            AuthRejection::Unauthenticated { .. } => ApiError::Unauthenticated,
+            AuthRejection::Forbidden { insufficient_scope, .. } => ApiError::Forbidden { insufficient_scope },
+            AuthRejection::Unavailable { .. } => ApiError::AuthUnavailable,
+        }
     })?;
 
     let limit = state.options.max_body_bytes;

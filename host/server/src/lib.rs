@@ -31,21 +31,46 @@ pub const INVOCATION_ID_HEADER: &str = "x-delegate-invocation-id";
 /// Response header: `name@sha256:…` of the plugin that served the invocation.
 pub const PLUGIN_HEADER: &str = "x-delegate-plugin";
 
-/// A rejected bearer token, as the authorizer classifies it.
+/// A rejected bearer token, as the authorizer classifies it. `reason` names the failed check
+/// for the log only; callers see one generic code per class, so a response never tells an
+/// attacker which check failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthRejection {
-    /// Missing, malformed, expired or otherwise invalid token → 401.
+    /// Missing, malformed, expired or otherwise invalid token → 401 `invalid_token`.
     Unauthenticated {
-        /// Stable code.
-        code: &'static str,
+        /// The failed check (logged, not returned).
+        reason: &'static str,
     },
-    /// Valid token whose client or scopes are not allowed → 403.
+    /// Valid token whose client, scopes or claims are not allowed → 403.
     Forbidden {
-        /// Stable code.
-        code: &'static str,
-        /// Whether it is a missing scope.
+        /// The failed check (logged, not returned).
+        reason: &'static str,
+        /// Whether it is a missing scope (`insufficient_scope`).
         insufficient_scope: bool,
     },
+    /// No signing keys could be loaded yet (IdP unreachable since start) → 503.
+    Unavailable {
+        /// The failed check (logged, not returned).
+        reason: &'static str,
+    },
+}
+
+impl Authorize for delegate_auth::Authorizer {
+    fn authorize<'a>(&'a self, headers: &'a HeaderMap) -> AuthFuture<'a> {
+        Box::pin(async move {
+            delegate_auth::Authorizer::authorize(self, headers).await.map_err(|e| {
+                let reason = e.code();
+                match e.status_class() {
+                    delegate_auth::AuthFailure::Unauthenticated => AuthRejection::Unauthenticated { reason },
+                    delegate_auth::AuthFailure::Forbidden => AuthRejection::Forbidden {
+                        reason,
+                        insufficient_scope: matches!(e, delegate_auth::AuthError::Scope),
+                    },
+                    delegate_auth::AuthFailure::Unavailable => AuthRejection::Unavailable { reason },
+                }
+            })
+        })
+    }
 }
 
 /// Future returned by [`Authorize::authorize`].

@@ -4,6 +4,7 @@
 use delegate_auth::{VerifiedCaller, VerifiedCallerBuilder};
 use delegate_config::Limits;
 use delegate_runtime::{Runtime, RuntimeOptions};
+pub use delegate_runtime::ModelAccess;
 use delegate_server::{AppState, AuthFuture, AuthRejection, Authorize, ServerOptions};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -21,13 +22,13 @@ impl Authorize for TestAuthorizer {
             let value = headers
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .ok_or(AuthRejection::Unauthenticated { code: "missing_token" })?;
+                .ok_or(AuthRejection::Unauthenticated { reason: "missing_token" })?;
             let subject = value
                 .strip_prefix("Bearer test:")
                 .filter(|s| !s.is_empty())
-                .ok_or(AuthRejection::Unauthenticated { code: "invalid_token" })?;
+                .ok_or(AuthRejection::Unauthenticated { reason: "malformed" })?;
             if subject == "forbidden" {
-                return Err(AuthRejection::Forbidden { code: "insufficient_scope", insufficient_scope: true });
+                return Err(AuthRejection::Forbidden { reason: "scope", insufficient_scope: true });
             }
             Ok::<VerifiedCaller, _>(VerifiedCallerBuilder::new(subject).username(&format!("{subject}@test")).build())
         })
@@ -42,6 +43,7 @@ pub struct ServerSpec {
     pub max_concurrency: usize,
     pub max_body_bytes: usize,
     pub settings: BTreeMap<String, String>,
+    pub model: Option<delegate_runtime::ModelAccess>,
 }
 
 impl ServerSpec {
@@ -52,6 +54,7 @@ impl ServerSpec {
             max_concurrency: 8,
             max_body_bytes: 64 * 1024,
             settings: BTreeMap::new(),
+            model: None,
         }
     }
 }
@@ -75,7 +78,7 @@ impl TestServer {
         })
         .unwrap();
         let bytes = std::fs::read(spec.component).unwrap();
-        let plugin = runtime.load_plugin_bytes("test-plugin", &bytes, spec.limits, &spec.settings).unwrap();
+        let plugin = runtime.load_plugin_bytes("test-plugin", &bytes, spec.limits, &spec.settings, spec.model.clone()).unwrap();
         let state = AppState::new(
             plugin,
             Arc::new(TestAuthorizer),

@@ -27,7 +27,7 @@ async fn missing_or_bad_token_is_401_and_forbidden_is_403() {
     let server = TestServer::start(ServerSpec::new(delegate_artifacts::ECHO)).await;
     let body = br#"{"prompt":"x"}"#.to_vec();
     let (s, code, h) = error_type(post(&server.url, None, body.clone(), &[]).await).await;
-    assert_eq!((s, code.as_str()), (401, "missing_token"));
+    assert_eq!((s, code.as_str()), (401, "invalid_token"));
     assert_eq!(h["www-authenticate"], "Bearer error=\"invalid_token\"");
     let (s, code, _) = error_type(post(&server.url, Some("Basic abc"), body.clone(), &[]).await).await;
     assert_eq!((s, code.as_str()), (401, "invalid_token"));
@@ -64,7 +64,7 @@ async fn oversized_non_json_and_non_utf8_bodies() {
     assert_eq!((s, code.as_str()), (400, "invalid_encoding"));
     // Authorization is checked before the body is even read.
     let (s, code, _) = error_type(post(&server.url, None, b"not json".to_vec(), &[]).await).await;
-    assert_eq!((s, code.as_str()), (401, "missing_token"));
+    assert_eq!((s, code.as_str()), (401, "invalid_token"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ fn hostile_limits() -> Limits {
         wall_clock: Duration::from_secs(3),
         output_bytes: 256 << 10,
         log_bytes: 16 << 10,
+        ..Limits::default()
     }
 }
 

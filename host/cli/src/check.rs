@@ -1,0 +1,41 @@
+//! `delegate plugin check` and `delegate config check`.
+
+use crate::Failure;
+use delegate_config::Config;
+use delegate_runtime::{Runtime, RuntimeOptions};
+use std::path::Path;
+use std::time::Duration;
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn plugin(file: &Path) -> Result<(), Failure> {
+    let bytes = std::fs::read(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
+    let runtime = Runtime::new(&RuntimeOptions {
+        epoch_tick: Duration::from_millis(10),
+        pool_instances: 1,
+        max_memory_bytes: 64 << 20,
+        max_table_elements: 20_000,
+        guest_debug: false,
+    })
+    .map_err(Failure::failed)?;
+    let report = runtime.inspect(&bytes).map_err(|e| Failure::failed(format!("{}: {e}", file.display())))?;
+    println!("{}: ok, fits delegate:agent@0.1.0", file.display());
+    println!("digest:  {}", report.digest);
+    println!("size:    {} bytes", report.size);
+    println!("imports:");
+    for i in &report.imports {
+        println!("  {i}");
+    }
+    println!("exports:");
+    for e in &report.exports {
+        println!("  {e}");
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn config(file: &Path) -> Result<(), Failure> {
+    let config = Config::load(file).map_err(|e| Failure::usage(format!("config error: {e}")))?;
+    println!("{}: ok", file.display());
+    println!("{config:#?}");
+    Ok(())
+}
