@@ -170,7 +170,7 @@ impl Caller {
     }
 
     fn me(&self) -> Me<'_> {
-        Me { sys_id: &self.sys_id, user_name: &self.user_name }
+        Me { sys_id: &self.sys_id, user_name: &self.user_name, groups: &self.groups }
     }
 }
 

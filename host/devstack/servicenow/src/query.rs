@@ -14,7 +14,9 @@
 //! - Comparisons of text are case-insensitive (ServiceNow's database collation is), so
 //!   `category=HR` matches `hr`.
 //! - `javascript:gs.getUserID()` (also `gs.getUser().getID()`) is the authenticated user's
-//!   sys_id and `javascript:gs.getUserName()` their user_name; any other `javascript:` value
+//!   sys_id, `javascript:gs.getUserName()` their user_name and
+//!   `javascript:gs.getUser().getMyGroups()` (also `getMyGroups()`) the set of their groups'
+//!   sys_ids (`=`/`IN` match any of them, `!=`/`NOT IN` none); any other `javascript:` value
 //!   matches nothing (fail closed: the sandbox runs no script).
 //! - Reference fields compare on the referenced sys_id; dot-walking (`assigned_to.email`)
 //!   compares the referenced record's field.
@@ -63,6 +65,8 @@ const OPERATORS: &[(&str, Op)] = &[
 pub(crate) enum Value {
     /// A literal (or a resolved `javascript:` value).
     Literal(String),
+    /// A resolved set (`getMyGroups()`).
+    Set(Vec<String>),
     /// A script the sandbox does not run: the condition matches no row.
     Unsupported,
 }
@@ -88,6 +92,7 @@ pub(crate) struct EncodedQuery {
 pub(crate) struct Me<'a> {
     pub(crate) sys_id: &'a str,
     pub(crate) user_name: &'a str,
+    pub(crate) groups: &'a [String],
 }
 
 fn resolve_value(raw: &str, me: &Me<'_>) -> Value {
@@ -98,6 +103,7 @@ fn resolve_value(raw: &str, me: &Me<'_>) -> Value {
     match script.as_str() {
         "gs.getUserID()" | "gs.getUser().getID()" => Value::Literal(me.sys_id.to_owned()),
         "gs.getUserName()" | "gs.getUser().getName()" => Value::Literal(me.user_name.to_owned()),
+        "gs.getUser().getMyGroups()" | "getMyGroups()" => Value::Set(me.groups.to_vec()),
         _ => Value::Unsupported,
     }
 }
@@ -173,8 +179,17 @@ fn compare(a: &str, b: &str) -> Ordering {
 
 impl Condition {
     fn matches(&self, actual: &str) -> bool {
-        let Value::Literal(expected) = &self.value else {
-            return false;
+        let expected = match &self.value {
+            Value::Literal(expected) => expected,
+            Value::Set(items) => {
+                let any = items.iter().any(|v| eq_ci(actual, v));
+                return match self.op {
+                    Op::Eq | Op::In => any,
+                    Op::Ne | Op::NotIn => !any,
+                    _ => false,
+                };
+            }
+            Value::Unsupported => return false,
         };
         let actual_lc = actual.to_lowercase();
         let expected_lc = expected.to_lowercase();
@@ -229,7 +244,7 @@ mod tests {
     }
 
     fn me() -> Me<'static> {
-        Me { sys_id: "me-id", user_name: "me@x" }
+        Me { sys_id: "me-id", user_name: "me@x", groups: &[] }
     }
 
     #[test]

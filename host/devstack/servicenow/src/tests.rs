@@ -380,6 +380,30 @@ async fn short_pages_and_links_page_through_every_visible_row() {
     assert!(last.contains(&format!("sysparm_offset={expected_last}")), "{last}");
 }
 
+/// The article's question with a page of 5, as the plugin asks it: the HR bait assigned to
+/// Jane sorts into the first page and is removed from it, so the page holds 4 rows and a
+/// `next` link leads to the fifth. A client must follow `next`, not stop at a short page.
+#[tokio::test]
+async fn five_of_mine_in_pages_of_five_needs_the_next_link() {
+    let sb = start().await;
+    let q = format!("{ME}^active=true^ORDERBYnumber");
+    let first =
+        sb.get(&seed::JANE, "incident", &[("sysparm_query", q.as_str()), ("sysparm_limit", "5")]).await;
+    assert_eq!(first.numbers(), ["INC0012345", "INC0012389", "INC0012401", "INC0012455"]);
+    assert_eq!(first.header("x-total-count"), Some("6"));
+    let next = links(&first).into_iter().find(|(r, _)| r == "next").expect("a next link").1;
+    let path_and_query = next.split_once("/api/now/table/").unwrap().1;
+    let second = sb
+        .send(
+            sb.http
+                .get(format!("{}/api/now/table/{path_and_query}", sb.base))
+                .bearer_auth(token_b(&seed::JANE)),
+        )
+        .await;
+    assert_eq!(second.numbers(), ["INC0012478"]);
+    assert!(links(&second).iter().all(|(r, _)| r != "next"));
+}
+
 #[tokio::test]
 async fn query_time_acl_filtering_gives_full_pages_and_a_visible_count() {
     let mut cfg = config();
@@ -484,6 +508,19 @@ async fn every_encoded_query_operator() {
         sb.query(jane, &format!("{ME}^ORDERBYpriority^ORDERBYDESCnumber")).await,
         ["INC0012401", "INC0012345", "INC0012455", "INC0012389", "INC0012478"]
     );
+
+    // My groups: Jane's group holds her five, the unassigned Service Desk incidents and the
+    // two bait incidents, which the ACL still removes.
+    let mine = sb.query(jane, "assignment_groupINjavascript:gs.getUser().getMyGroups()").await;
+    let desk = sb.query(&seed::ADMIN, &format!("assignment_group={}", seed::SERVICE_DESK.sys_id)).await;
+    let desk_visible: Vec<String> =
+        desk.into_iter().filter(|n| n != "INC0012350" && n != "INC0012399").collect();
+    assert_eq!(mine, desk_visible);
+    assert!(janes_five().iter().all(|n| mine.contains(n)));
+    let eq = sb.query(jane, "assignment_group=javascript:getMyGroups()").await;
+    assert_eq!(eq, mine);
+    let not_mine = sb.query(jane, "assignment_group!=javascript:gs.getUser().getMyGroups()").await;
+    assert!(not_mine.iter().all(|n| !mine.contains(n)) && !not_mine.is_empty());
 
     // A script the sandbox does not run matches nothing.
     assert!(sb.query(jane, "assigned_to=javascript:gs.getUser().getManagerID()").await.is_empty());
