@@ -135,7 +135,7 @@ pub(crate) fn update_incident_schema() -> Value {
                 "properties": props,
                 "additionalProperties": false,
                 "description": "Fields to change and their new values. Choice fields take their \
-                    values, not labels: state 1 New, 2 In Progress, 3 On Hold, 6 Resolved, 7 Closed, \
+                    values (standard labels are translated): state 1 New, 2 In Progress, 3 On Hold, 6 Resolved, 7 Closed, \
                     8 Canceled; impact and urgency 1 High, 2 Medium, 3 Low (priority is usually computed \
                     from them). work_notes and comments add a journal entry. Reference fields \
                     (assigned_to, assignment_group, caller_id) take a sys_id. Resolving usually needs \
@@ -222,7 +222,7 @@ pub(crate) fn update_incident(base: &str, input: &Value) -> Result<Planned, Tool
                 "the value of `{field}` is longer than {MAX_VALUE_CHARS} characters"
             )));
         }
-        body.insert(field.clone(), Value::String(text));
+        body.insert(field.clone(), Value::String(choice_value(field, &text)));
     }
     let path = format!("{INCIDENT_PATH}/{sys_id}");
     Ok(Planned {
@@ -230,6 +230,58 @@ pub(crate) fn update_incident(base: &str, input: &Value) -> Result<Planned, Tool
         url: table_url(base, &path, &[]),
         body: Some(Value::Object(body).to_string()),
     })
+}
+
+/// One choice: its value and the lower-case labels it is known by.
+type Choice = (&'static str, &'static [&'static str]);
+
+/// Standard labels of the incident choice fields, by field.
+const CHOICE_LABELS: &[(&str, &[Choice])] = &[
+    (
+        "state",
+        &[
+            ("1", &["new"]),
+            ("2", &["in progress"]),
+            ("3", &["on hold"]),
+            ("6", &["resolved"]),
+            ("7", &["closed"]),
+            ("8", &["canceled", "cancelled"]),
+        ],
+    ),
+    ("impact", &[("1", &["high"]), ("2", &["medium"]), ("3", &["low"])]),
+    ("urgency", &[("1", &["high"]), ("2", &["medium"]), ("3", &["low"])]),
+    (
+        "priority",
+        &[
+            ("1", &["critical", "p1"]),
+            ("2", &["high", "p2"]),
+            ("3", &["moderate", "p3"]),
+            ("4", &["low", "p4"]),
+            ("5", &["planning", "p5"]),
+        ],
+    ),
+];
+
+/// The value of a choice field given either its value or a standard label.
+///
+/// The tools read with display values, so a model naturally writes back what it saw
+/// (`"In Progress"`, `"1 - High"`); ServiceNow's Table API expects the value (`"2"`, `"1"`) and
+/// would store a label verbatim as an invalid choice. Unknown text (an instance-specific
+/// choice, or already a value) is passed on unchanged.
+pub(crate) fn choice_value(field: &str, text: &str) -> String {
+    let Some((_, choices)) = CHOICE_LABELS.iter().find(|(f, _)| *f == field) else {
+        return text.to_owned();
+    };
+    let lower = text.trim().to_ascii_lowercase();
+    // "1 - High" is ServiceNow's own label format for impact, urgency and priority.
+    let label = match lower.split_once(" - ") {
+        Some((v, rest)) if choices.iter().any(|(value, _)| *value == v.trim()) => rest.trim().to_owned(),
+        _ => lower,
+    };
+    choices
+        .iter()
+        .find(|(_, labels)| labels.contains(&label.as_str()))
+        .map_or_else(|| text.to_owned(), |(value, _)| (*value).to_owned())
 }
 
 /// The full URL for `path` with `params` plus the display options every call uses:
@@ -518,6 +570,25 @@ mod tests {
             update_incident(BASE, &json!({"sys_id": id, "updates": {"comments": "x".repeat(4001)}})).is_err()
         );
         assert!(update_incident(BASE, &json!({"sys_id": id})).is_err());
+    }
+
+    #[test]
+    fn choice_labels_become_values() {
+        assert_eq!(choice_value("state", "In Progress"), "2");
+        assert_eq!(choice_value("state", " resolved "), "6");
+        assert_eq!(choice_value("state", "Cancelled"), "8");
+        assert_eq!(choice_value("state", "2"), "2");
+        assert_eq!(choice_value("state", "10"), "10", "instance-specific values pass");
+        assert_eq!(choice_value("state", "Awaiting Vendor"), "Awaiting Vendor");
+        assert_eq!(choice_value("urgency", "1 - High"), "1");
+        assert_eq!(choice_value("impact", "low"), "3");
+        assert_eq!(choice_value("priority", "P2"), "2");
+        assert_eq!(choice_value("priority", "4 - Low"), "4");
+        assert_eq!(choice_value("urgency", "9 - High"), "9 - High", "mismatched value and label pass");
+        assert_eq!(choice_value("short_description", "High"), "High");
+        let id = "46d44a5dc0a8010e0100c8f1a9d6a3c0";
+        let p = update_incident(BASE, &json!({"sys_id": id, "updates": {"state": "On Hold"}})).unwrap();
+        assert_eq!(p.body.as_deref(), Some(r#"{"state":"3"}"#));
     }
 
     #[test]
