@@ -35,7 +35,9 @@ fn main() {
         let faults = stub.faults();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(axum::serve(listener, stub.router()).into_future());
+        // The devstack's own server (TCP_NODELAY on, as in `delegate demo`).
+        tokio::spawn(delegate_devstack_tls::serve_http(listener, stub.router(), std::future::pending()));
+        let raw_url = format!("{url}/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse");
         let settings = ModelConfig {
             region: Some("us-east-1".into()),
             endpoint_url: Some(url),
@@ -95,5 +97,52 @@ fn main() {
             stream.push(t.elapsed());
         }
         report("converse_stream: client round trip", stream);
+
+        // Baseline: the same request over a bare hyper client (no SDK, no signing), so the
+        // difference is what the SDK + conversions cost on top of loopback HTTP.
+        use http_body_util::{BodyExt, Full};
+        let raw: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let body = bytes::Bytes::from(
+            serde_json::json!({
+                "messages":[{"role":"user","content":[{"text":"Show me 5 incidents assigned to me"}]}],
+                "system":[{"text":"You are a ServiceNow assistant. Be concise."}],
+                "toolConfig":{"tools":[{"toolSpec":{"name":"query_incidents","description":"Search for incidents in ServiceNow.",
+                    "inputSchema":{"json":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"},"fields":{"type":"string"}}}}}}]}
+            })
+            .to_string(),
+        );
+        let sig = "0".repeat(64);
+        let raw_once = || {
+            let req = http::Request::post(&raw_url)
+                .header("content-type", "application/json")
+                .header("x-amz-date", "20261204T000000Z")
+                .header(
+                    "authorization",
+                    format!("AWS4-HMAC-SHA256 Credential=AKIDBENCH/20261204/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}"),
+                )
+                .body(Full::new(body.clone()))
+                .unwrap();
+            let fut = raw.request(req);
+            async move {
+                let resp = fut.await.unwrap();
+                assert!(resp.status().is_success());
+                resp.into_body().collect().await.unwrap();
+            }
+        };
+        for _ in 0..200 {
+            raw_once().await;
+        }
+        faults.reset();
+        let mut bare = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            raw_once().await;
+            bare.push(t.elapsed());
+        }
+        let handler = faults.handler_times();
+        let bare_overhead: Vec<Duration> = bare.iter().zip(&handler).map(|(c, h)| c.saturating_sub(*h)).collect();
+        report("baseline bare hyper: client round trip", bare);
+        report("baseline bare hyper: client - handler", bare_overhead);
     });
 }

@@ -22,6 +22,6 @@ pub use bedrock::{AwsCredentials, BedrockProvider, ProviderSetupError};
 pub use budget::{BudgetUsage, ModelBudget};
 pub use config::{InvalidSetting, ModelConfig, ModelSettings, validate_model_id};
 pub use error::{ModelError, ModelErrorKind};
-pub use provider::{ModelFuture, ModelProvider, call_model};
+pub use provider::{ModelFuture, ModelProvider, NoModelProvider, call_model};
 pub use types::*;
 pub use validate::{RequestLimits, is_valid_tool_name, validate_request};

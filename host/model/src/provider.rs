@@ -60,3 +60,50 @@ pub async fn call_model(
     }
     result
 }
+
+/// The provider for plugins the operator gave no model: every call fails with `unavailable`
+/// (so a plugin that does not need a model still loads, and one that does learns why).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoModelProvider;
+
+impl NoModelProvider {
+    fn refuse<'a>() -> ModelFuture<'a> {
+        Box::pin(std::future::ready(Err(ModelError::new(
+            crate::error::ModelErrorKind::Unavailable,
+            "no model is configured for this plugin",
+        ))))
+    }
+}
+
+impl ModelProvider for NoModelProvider {
+    fn converse<'a>(&'a self, _model_id: &'a str, _req: &'a ConverseRequest) -> ModelFuture<'a> {
+        Self::refuse()
+    }
+
+    fn converse_stream<'a>(
+        &'a self,
+        _model_id: &'a str,
+        _req: &'a ConverseRequest,
+        _text: &'a Sender<String>,
+    ) -> ModelFuture<'a> {
+        Self::refuse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::error::ModelErrorKind;
+    use crate::types::Message;
+
+    #[tokio::test]
+    async fn no_provider_is_unavailable_and_not_retryable() {
+        let req = ConverseRequest { messages: vec![Message::user_text("hi")], ..Default::default() };
+        let budget = ModelBudget::new(1, 100);
+        let e = call_model(&NoModelProvider, "m", &req, &RequestLimits::default(), &budget, None)
+            .await
+            .unwrap_err();
+        assert_eq!((e.kind, e.retryable), (ModelErrorKind::Unavailable, false));
+    }
+}

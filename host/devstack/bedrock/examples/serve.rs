@@ -52,5 +52,7 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     println!("listening http://{}", listener.local_addr().unwrap());
     std::io::stdout().flush().unwrap();
-    axum::serve(listener, stub.router().merge(admin)).await.unwrap();
+    delegate_devstack_tls::serve_http(listener, stub.router().merge(admin), std::future::pending())
+        .await
+        .unwrap();
 }

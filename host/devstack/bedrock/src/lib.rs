@@ -9,6 +9,11 @@
 //! Bedrock's `ValidationException`. The [`planner`] decides what the "model" says.
 //!
 //! [`Faults`] (from [`BedrockStub::faults`]) switches failures on for tests.
+//!
+//! Serve the router with `delegate_devstack_tls::serve_https` / `serve_http` (or any server
+//! that sets `TCP_NODELAY`): stream frames are small writes, and with Nagle's algorithm on,
+//! each one after the first waits for the client's delayed ACK (measured: ConverseStream p50
+//! 44 ms instead of about 1 ms with plain `axum::serve`).
 
 pub mod planner;
 pub mod wire;

@@ -31,7 +31,7 @@ async fn start(config: BedrockStubConfig) -> Env {
     let faults = stub.faults();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, stub.router()).into_future());
+    tokio::spawn(delegate_devstack_tls::serve_http(listener, stub.router(), std::future::pending()));
     Env { faults, url }
 }
 
@@ -563,3 +563,38 @@ fn credentials_never_show_in_debug_output() {
 }
 
 use proptest::strategy::Strategy;
+
+#[tokio::test]
+async fn a_stalled_stream_ends_with_a_typed_error_not_a_hang() {
+    let env = start(BedrockStubConfig::default()).await;
+    let p = provider_with(ModelConfig { stream_idle_timeout_ms: Some(300), ..test_config(&env.url) }).await;
+    let req = answered_conversation(&p).await;
+    // Stalls after one delta: text reached the caller, so a stream-error, no restart.
+    env.faults.reset();
+    env.faults.pause_after_deltas(1);
+    let (tx, _rx) = mpsc::channel(256);
+    let e = tokio::time::timeout(HANG_GUARD, p.converse_stream(MODEL, &req, &tx)).await.unwrap().unwrap_err();
+    assert_eq!(e.kind, ModelErrorKind::StreamError, "{e:?}");
+    assert!(e.message.contains("stalled"), "{e:?}");
+    assert_eq!(env.faults.calls(), 1);
+    // Stalls before any delta: restarted once, then the timeout itself is reported.
+    env.faults.reset();
+    env.faults.pause_after_deltas(0);
+    let e = tokio::time::timeout(HANG_GUARD, p.converse_stream(MODEL, &req, &tx)).await.unwrap().unwrap_err();
+    env.faults.resume();
+    assert_eq!(e.kind, ModelErrorKind::ModelTimeout, "{e:?}");
+    assert_eq!(env.faults.calls(), 2);
+}
+
+#[tokio::test]
+async fn the_attempt_timeout_does_not_cut_a_long_stream() {
+    // 100 ms per delta, 8+ deltas: the stream lasts far longer than the 250 ms attempt timeout,
+    // which must only bound the wait for the response to start.
+    let env =
+        start(BedrockStubConfig { delta_delay: Duration::from_millis(100), ..Default::default() }).await;
+    let p = provider_with(ModelConfig { attempt_timeout_ms: Some(250), ..test_config(&env.url) }).await;
+    let req = answered_conversation(&p).await;
+    let (tx, _rx) = mpsc::channel(256);
+    let r = p.converse_stream(MODEL, &req, &tx).await.unwrap();
+    assert!(r.message.text().contains("INC0012345"));
+}
