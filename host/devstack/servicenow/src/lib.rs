@@ -25,8 +25,8 @@
 //!   pages can be short or empty while later pages still hold rows. `X-Total-Count` and the
 //!   `Link` header count the rows the *query* matched, before ACLs, as ServiceNow does: paging
 //!   by `sysparm_offset += sysparm_limit` until there is no `next` link (or the offset passes
-//!   `X-Total-Count`) sees every visible row. The count can reveal that hidden rows exist,
-//!   never their content.
+//!   `X-Total-Count`) sees every visible row. The count can reveal that hidden rows exist
+//!   (a query on a hidden row's fields is a yes/no oracle), never their content.
 //!   [`AclFiltering::BeforePaging`] switches to query-time filtering (full pages, visible
 //!   count) for clients that page by rows received.
 //! - Restricted categories (`hr`, `security`) are readable only by members of HR / Security

@@ -404,6 +404,25 @@ async fn five_of_mine_in_pages_of_five_needs_the_next_link() {
     assert!(links(&second).iter().all(|(r, _)| r != "next"));
 }
 
+/// Faithful but worth knowing: under `AfterPaging` the pre-ACL `X-Total-Count` answers
+/// yes/no questions about rows Jane cannot read (never their content); `BeforePaging`
+/// closes that oracle.
+#[tokio::test]
+async fn the_total_count_is_an_existence_oracle_only_after_paging() {
+    let probe = [("sysparm_query", "category=security^descriptionLIKEjane.smith"), ("sysparm_limit", "1")];
+    let faithful = start().await;
+    let reply = faithful.get(&seed::JANE, "incident", &probe).await;
+    assert!(reply.numbers().is_empty());
+    assert_eq!(reply.header("x-total-count"), Some("1"));
+
+    let mut cfg = config();
+    cfg.acl_filtering = AclFiltering::BeforePaging;
+    let filtered = start_with(cfg).await;
+    let reply = filtered.get(&seed::JANE, "incident", &probe).await;
+    assert!(reply.numbers().is_empty());
+    assert_eq!(reply.header("x-total-count"), Some("0"));
+}
+
 #[tokio::test]
 async fn query_time_acl_filtering_gives_full_pages_and_a_visible_count() {
     let mut cfg = config();
