@@ -184,16 +184,31 @@ impl Authorizer {
         let claims = Claims(&token.claims);
         let iss = claims.string("iss")?.ok_or(AuthError::Issuer)?;
         let tid = claims.string("tid")?;
+        // Loaded issuers first, so that a provider whose IdP is down (and never answered)
+        // does not delay tokens of the others.
         let mut any_loaded = false;
         let mut chosen = None;
         for provider in &self.0.providers {
-            let Some(set) = self.ensure_loaded(provider).await else {
-                continue;
-            };
-            any_loaded = true;
-            if set.matches_issuer(iss, tid) {
-                chosen = Some(provider);
-                break;
+            if let Some(set) = provider.current() {
+                any_loaded = true;
+                if set.matches_issuer(iss, tid) {
+                    chosen = Some(provider);
+                    break;
+                }
+            }
+        }
+        if chosen.is_none() {
+            // Load the never-loaded ones concurrently: one IdP that hangs must not use up the
+            // time budget of the others.
+            let unloaded: Vec<&Provider> =
+                self.0.providers.iter().filter(|p| p.current().is_none()).collect();
+            let loaded = futures::future::join_all(unloaded.iter().map(|p| self.ensure_loaded(p))).await;
+            for (provider, set) in unloaded.into_iter().zip(loaded) {
+                let Some(set) = set else { continue };
+                any_loaded = true;
+                if chosen.is_none() && set.matches_issuer(iss, tid) {
+                    chosen = Some(provider);
+                }
             }
         }
         let Some(provider) = chosen else {

@@ -583,3 +583,32 @@ async fn ps256_is_accepted_only_when_opted_in() {
     config.algorithms = vec!["RS256".into(), "PS256".into()];
     f.authorizer(config).authorize(&bearer(&token)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_hanging_issuer_does_not_block_the_others() {
+    let f = Fixture::start().await;
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            held.push(listener.accept().await.unwrap());
+        }
+    });
+    let mut config = f.config();
+    config.fetch_timeout_ms = 1000;
+    let real = std::mem::replace(
+        &mut config.discovery_url,
+        format!("https://127.0.0.1:{port}/t/v2.0/.well-known/openid-configuration"),
+    );
+    config.additional_discovery_urls = vec![real];
+    let authorizer = f.authorizer(config);
+    let token = f.jane_token();
+    authorizer.authorize(&bearer(&token)).await.unwrap();
+    // Now the real issuer is loaded: no waiting on the hanging one at all.
+    let started = Instant::now();
+    authorizer.authorize(&bearer(&token)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    hold.abort();
+}
