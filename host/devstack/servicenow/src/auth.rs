@@ -48,10 +48,30 @@ pub(crate) enum AuthError {
     UnknownKey,
     #[error("could not fetch the JWKS: {0}")]
     Jwks(String),
-    #[error("token rejected: {0:?}")]
-    Invalid(jsonwebtoken::errors::ErrorKind),
+    #[error("token rejected: {0}")]
+    Invalid(&'static str),
     #[error("token lacks the string claim {0}")]
     MissingUserClaim(String),
+}
+
+/// A fixed name for a `jsonwebtoken` failure: its JSON/base64 errors can quote parts of the
+/// token, and nothing from the token goes into a log.
+fn reason(e: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidToken => "malformed token",
+        K::InvalidSignature => "bad signature",
+        K::ExpiredSignature => "expired",
+        K::ImmatureSignature => "not yet valid (nbf)",
+        K::InvalidIssuer => "wrong issuer",
+        K::InvalidAudience => "wrong audience",
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::MissingAlgorithm => "algorithm not allowed",
+        K::MissingRequiredClaim(_) => "missing required claim",
+        K::InvalidClaimFormat(_) => "malformed claim",
+        K::InvalidRsaKey(_) | K::InvalidKeyFormat => "unusable key",
+        K::Base64(_) | K::Json(_) | K::Utf8(_) => "undecodable token",
+        _ => "invalid token",
+    }
 }
 
 /// Largest accepted Authorization header (Entra tokens with many groups grow large).
@@ -164,13 +184,13 @@ impl Verifier {
         if jwk.common.public_key_use.as_ref().is_some_and(|u| *u != PublicKeyUse::Signature) {
             return Err(AuthError::Header("key is not a signing key"));
         }
-        DecodingKey::from_jwk(&jwk).map_err(|e| AuthError::Invalid(e.into_kind()))
+        DecodingKey::from_jwk(&jwk).map_err(|e| AuthError::Invalid(reason(&e)))
     }
 
     /// Verifies `token` and returns the user claim's value (e.g. `preferred_username`).
     pub(crate) async fn verify(&self, token: &Secret) -> Result<String, AuthError> {
         let header =
-            jsonwebtoken::decode_header(token.expose()).map_err(|e| AuthError::Invalid(e.into_kind()))?;
+            jsonwebtoken::decode_header(token.expose()).map_err(|e| AuthError::Invalid(reason(&e)))?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::Header("alg is not RS256"));
         }
@@ -195,7 +215,7 @@ impl Verifier {
         validation.validate_nbf = true;
         validation.leeway = self.leeway;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token.expose(), &key, &validation)
-            .map_err(|e| AuthError::Invalid(e.into_kind()))?;
+            .map_err(|e| AuthError::Invalid(reason(&e)))?;
         match data.claims.get(&self.user_claim) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
             _ => Err(AuthError::MissingUserClaim(self.user_claim.clone())),
