@@ -24,6 +24,16 @@ pub enum JwksSource {
         /// The HTTP client used to fetch it.
         client: reqwest::Client,
     },
+    /// The IdP's OIDC discovery document, as ServiceNow's OIDC provider configuration takes
+    /// it ("OIDC Metadata URL", e.g. `.../{tid}/v2.0/.well-known/openid-configuration`): its
+    /// `issuer` must equal [`ServiceNowConfig::issuer`](crate::ServiceNowConfig) and its
+    /// `jwks_uri` is then fetched and refetched like [`JwksSource::Remote`].
+    Discovery {
+        /// The discovery document URL (http or https).
+        url: String,
+        /// The HTTP client used to fetch it and the JWKS.
+        client: reqwest::Client,
+    },
 }
 
 impl std::fmt::Debug for JwksSource {
@@ -31,6 +41,7 @@ impl std::fmt::Debug for JwksSource {
         match self {
             Self::Static(set) => f.debug_tuple("Static").field(&set.keys.len()).finish(),
             Self::Remote { url, .. } => f.debug_struct("Remote").field("url", url).finish(),
+            Self::Discovery { url, .. } => f.debug_struct("Discovery").field("url", url).finish(),
         }
     }
 }
@@ -79,6 +90,13 @@ const MAX_AUTHORIZATION_LEN: usize = 16 * 1024;
 /// Largest accepted JWKS document.
 const MAX_JWKS_LEN: usize = 1024 * 1024;
 
+/// The two fields of an OIDC discovery document the sandbox needs.
+#[derive(serde::Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
 struct Cache {
     keys: Option<JwkSet>,
     fetched_at: Option<Instant>,
@@ -107,7 +125,7 @@ impl Verifier {
     ) -> Self {
         let keys = match &source {
             JwksSource::Static(set) => Some(set.clone()),
-            JwksSource::Remote { .. } => None,
+            JwksSource::Remote { .. } | JwksSource::Discovery { .. } => None,
         };
         Self {
             issuer,
@@ -138,7 +156,11 @@ impl Verifier {
         Ok(Secret::new(token))
     }
 
-    async fn fetch(&self, url: &str, client: &reqwest::Client) -> Result<JwkSet, AuthError> {
+    async fn fetch<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        client: &reqwest::Client,
+    ) -> Result<T, AuthError> {
         let response = client
             .get(url)
             .header(http::header::ACCEPT, "application/json")
@@ -155,7 +177,7 @@ impl Verifier {
         if body.len() > MAX_JWKS_LEN {
             return Err(AuthError::Jwks("document too large".into()));
         }
-        serde_json::from_slice(&body).map_err(|e| AuthError::Jwks(format!("not a JWKS: {e}")))
+        serde_json::from_slice(&body).map_err(|e| AuthError::Jwks(format!("unexpected document: {e}")))
     }
 
     /// The RSA signing key with `kid`, refetching a remote JWKS once when it is unknown.
@@ -165,13 +187,23 @@ impl Verifier {
         let jwk = match (known, &self.source) {
             (Some(jwk), _) => jwk,
             (None, JwksSource::Static(_)) => return Err(AuthError::UnknownKey),
-            (None, JwksSource::Remote { url, client }) => {
+            (None, JwksSource::Remote { url, client } | JwksSource::Discovery { url, client }) => {
                 let may_fetch = cache.fetched_at.is_none_or(|at| at.elapsed() >= self.refetch_interval);
                 if !may_fetch {
                     return Err(AuthError::UnknownKey);
                 }
                 cache.fetched_at = Some(Instant::now());
-                let set = self.fetch(url, client).await?;
+                let jwks_url = match &self.source {
+                    JwksSource::Discovery { .. } => {
+                        let doc: Discovery = self.fetch(url, client).await?;
+                        if doc.issuer != self.issuer {
+                            return Err(AuthError::Jwks("discovery document names another issuer".into()));
+                        }
+                        doc.jwks_uri
+                    }
+                    _ => url.clone(),
+                };
+                let set: JwkSet = self.fetch(&jwks_url, client).await?;
                 let jwk = set.find(kid).cloned();
                 cache.keys = Some(set);
                 jwk.ok_or(AuthError::UnknownKey)?

@@ -217,7 +217,7 @@ impl ServiceNow {
             JwksSource::Static(set) if set.keys.is_empty() => {
                 return Err(ServiceNowError::Config("static JWKS has no keys".into()));
             }
-            JwksSource::Remote { url, .. } => {
+            JwksSource::Remote { url, .. } | JwksSource::Discovery { url, .. } => {
                 let parsed = url::Url::parse(url)
                     .map_err(|e| ServiceNowError::Config(format!("jwks url {url:?}: {e}")))?;
                 if !matches!(parsed.scheme(), "http" | "https") {

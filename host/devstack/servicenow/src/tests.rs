@@ -984,6 +984,42 @@ async fn remote_jwks_is_fetched_and_refetched_for_an_unknown_kid() {
     assert_eq!(sb.get(&seed::JANE, "incident", &[]).await.status, StatusCode::UNAUTHORIZED);
 }
 
+#[tokio::test]
+async fn discovery_document_gives_the_jwks_and_must_name_the_issuer() {
+    let idp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let idp = idp_listener.local_addr().unwrap();
+    let jwks_uri = format!("http://{idp}/tenant/discovery/v2.0/keys");
+    let discovery = |issuer: &str| json!({"issuer": issuer, "jwks_uri": jwks_uri.clone()});
+    let good = discovery(ISSUER);
+    let bad = discovery("https://login.microsoftonline.com/someone-else/v2.0");
+    let router = axum::Router::new()
+        .route(
+            "/tenant/v2.0/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(good) }),
+        )
+        .route(
+            "/evil/v2.0/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(bad) }),
+        )
+        .route(
+            "/tenant/discovery/v2.0/keys",
+            axum::routing::get(|| async { axum::Json(json!({"keys": [key1().jwk()]})) }),
+        );
+    tokio::spawn(async move { axum::serve(idp_listener, router).await });
+
+    let source = |path: &str| JwksSource::Discovery {
+        url: format!("http://{idp}/{path}/v2.0/.well-known/openid-configuration"),
+        client: reqwest::Client::new(),
+    };
+    let sb = start_with(ServiceNowConfig::new(ISSUER, API_CONNECTOR, source("tenant"))).await;
+    let reply = sb.get(&seed::JANE, "incident", &[("sysparm_query", ME)]).await;
+    assert_eq!(reply.number_set(), janes_five());
+
+    let sb = start_with(ServiceNowConfig::new(ISSUER, API_CONNECTOR, source("evil"))).await;
+    let reply = sb.get(&seed::JANE, "incident", &[]).await;
+    assert_envelope(&reply, StatusCode::UNAUTHORIZED, "User Not Authenticated");
+}
+
 // ---------------------------------------------------------------------------------------
 // Protocol errors and faults
 
