@@ -1,1 +1,31 @@
-//! Token vault (work in progress).
+//! Token vault: downstream tokens for verified callers, without a credential reaching a plugin.
+//!
+//! [`TokenVault::token_for`] turns a [`delegate_auth::VerifiedCaller`] (Token A) into Token B for
+//! a named provider and scopes:
+//! - `entra_obo`: Microsoft Entra On-Behalf-Of (`jwt-bearer` grant, `assertion` = Token A,
+//!   `requested_token_use=on_behalf_of`);
+//! - `token_exchange`: RFC 8693 (`subject_token` = Token A);
+//! - `client_credentials`: a machine token, for rules that name such a provider explicitly.
+//!
+//! Tokens are cached per (issuer, tenant, subject, provider, sorted scopes) until `expires_in`
+//! minus a skew, never past Token A's own expiry; the cache is bounded; concurrent misses for
+//! one key make a single IdP call. [`VaultCache`] admits a shared store for several replicas.
+//! IdP errors keep their OAuth/AADSTS codes and map to caller-facing statuses in
+//! [`VaultError::status`], [`VaultError::code`] and [`VaultError::www_authenticate`].
+
+mod cache;
+mod config;
+mod error;
+mod idp;
+mod vault;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::{CacheKey, CachedToken, MemoryCache, VaultCache};
+pub use config::{
+    CacheConfig, ClientConfig, InvalidSetting, ProviderConfig, SecretRef, TokenExchangeConfig, VaultConfig,
+    VaultSettings,
+};
+pub use error::{IdpError, VaultError};
+pub use vault::{CacheStatus, IssuedToken, TokenVault};

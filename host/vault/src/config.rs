@@ -1,0 +1,279 @@
+//! Vault configuration: credential providers by name, client secrets by reference only.
+//!
+//! The raw structs mirror the operator's TOML and reject unknown keys; [`VaultConfig::validate`]
+//! resolves secret references (environment variable or file) into [`Secret`]s and checks the
+//! token endpoints, so a running vault never holds an invalid provider.
+
+use delegate_secret::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The `[vault]` section.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct VaultConfig {
+    /// Providers by name; egress rules refer to these names.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Cache and retry tuning; every field has a default.
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// Cache and IdP-call tuning.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct CacheConfig {
+    /// Maximum cached tokens (default 10 000).
+    #[serde(default)]
+    pub capacity: Option<usize>,
+    /// Seconds subtracted from `expires_in`, so a token is never used right at its expiry
+    /// (default 60).
+    #[serde(default)]
+    pub expiry_skew_seconds: Option<u64>,
+    /// Attempts per token request when the IdP times out or answers 5xx/429 (default 3).
+    #[serde(default)]
+    pub idp_attempts: Option<u32>,
+    /// Time limit per attempt, in milliseconds (default 10 000).
+    #[serde(default)]
+    pub idp_timeout_ms: Option<u64>,
+    /// Backoff before the first retry, doubled for each further one, in milliseconds
+    /// (default 200).
+    #[serde(default)]
+    pub retry_backoff_ms: Option<u64>,
+}
+
+/// One credential provider.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProviderConfig {
+    /// Microsoft Entra On-Behalf-Of (`jwt-bearer` grant with `requested_token_use=on_behalf_of`).
+    EntraObo(ClientConfig),
+    /// RFC 8693 token exchange.
+    TokenExchange(TokenExchangeConfig),
+    /// OAuth client credentials: a machine token, not the user's; only for rules that name
+    /// this provider explicitly.
+    ClientCredentials(ClientConfig),
+}
+
+/// Token endpoint and client authentication.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ClientConfig {
+    /// The token endpoint, e.g. `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`.
+    pub token_endpoint: String,
+    /// delegate's client (application) id at the IdP.
+    pub client_id: String,
+    /// The client secret, by reference.
+    pub client_secret: SecretRef,
+}
+
+/// RFC 8693 provider settings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct TokenExchangeConfig {
+    /// The token endpoint.
+    pub token_endpoint: String,
+    /// delegate's client id.
+    pub client_id: String,
+    /// The client secret, by reference.
+    pub client_secret: SecretRef,
+    /// `subject_token_type` (default `urn:ietf:params:oauth:token-type:access_token`).
+    #[serde(default)]
+    pub subject_token_type: Option<String>,
+    /// `requested_token_type`, if the IdP needs one.
+    #[serde(default)]
+    pub requested_token_type: Option<String>,
+    /// `audience`: logical name of the target service.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// `resource`: absolute URI of the target service.
+    #[serde(default)]
+    pub resource: Option<String>,
+}
+
+/// Where a secret comes from: exactly one of `env` or `file`. Never the value itself, so a
+/// config file can be shared and logged.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct SecretRef {
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Path of a file holding the secret (trailing newline ignored).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// A configuration value that failed validation: which key, and why (never a secret value).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid vault setting `{key}`: {message}")]
+pub struct InvalidSetting {
+    /// Dotted path of the offending key, e.g. `providers.servicenow.client_secret`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn invalid(key: String, message: impl Into<String>) -> InvalidSetting {
+    InvalidSetting { key, message: message.into() }
+}
+
+/// The RFC 8693 access-token type URI.
+pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// How a provider obtains a token.
+#[derive(Clone, Debug)]
+pub(crate) enum Grant {
+    EntraObo,
+    TokenExchange {
+        subject_token_type: String,
+        requested_token_type: Option<String>,
+        audience: Option<String>,
+        resource: Option<String>,
+    },
+    ClientCredentials,
+}
+
+/// A validated provider.
+#[derive(Clone, Debug)]
+pub(crate) struct Provider {
+    pub(crate) grant: Grant,
+    pub(crate) token_endpoint: url::Url,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
+}
+
+/// Validated vault settings, ready for [`crate::TokenVault::new`].
+#[derive(Clone, Debug)]
+pub struct VaultSettings {
+    pub(crate) providers: BTreeMap<String, Provider>,
+    pub(crate) capacity: usize,
+    pub(crate) skew_seconds: u64,
+    pub(crate) attempts: u32,
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) retry_backoff: Duration,
+}
+
+impl VaultSettings {
+    /// Names of the configured providers.
+    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
+        self.providers.keys().map(String::as_str)
+    }
+}
+
+impl VaultConfig {
+    /// Resolves secret references and checks every provider.
+    pub fn validate(self) -> Result<VaultSettings, InvalidSetting> {
+        let mut providers = BTreeMap::new();
+        for (name, config) in self.providers {
+            let at = format!("providers.{name}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(at, "provider names use letters, digits, `-` and `_` only"));
+            }
+            let provider = match config {
+                ProviderConfig::EntraObo(c) => client(&at, c, Grant::EntraObo)?,
+                ProviderConfig::ClientCredentials(c) => client(&at, c, Grant::ClientCredentials)?,
+                ProviderConfig::TokenExchange(t) => {
+                    let grant = Grant::TokenExchange {
+                        subject_token_type: t.subject_token_type.unwrap_or_else(|| ACCESS_TOKEN_TYPE.into()),
+                        requested_token_type: t.requested_token_type,
+                        audience: t.audience,
+                        resource: t.resource,
+                    };
+                    let c = ClientConfig {
+                        token_endpoint: t.token_endpoint,
+                        client_id: t.client_id,
+                        client_secret: t.client_secret,
+                    };
+                    client(&at, c, grant)?
+                }
+            };
+            providers.insert(name, provider);
+        }
+        let c = self.cache;
+        let capacity = c.capacity.unwrap_or(10_000);
+        if capacity == 0 {
+            return Err(invalid("cache.capacity".into(), "must be at least 1"));
+        }
+        let attempts = c.idp_attempts.unwrap_or(3);
+        if !(1..=10).contains(&attempts) {
+            return Err(invalid("cache.idp_attempts".into(), "must be between 1 and 10"));
+        }
+        let timeout_ms = c.idp_timeout_ms.unwrap_or(10_000);
+        if timeout_ms == 0 {
+            return Err(invalid("cache.idp_timeout_ms".into(), "must be greater than zero"));
+        }
+        Ok(VaultSettings {
+            providers,
+            capacity,
+            skew_seconds: c.expiry_skew_seconds.unwrap_or(60),
+            attempts,
+            attempt_timeout: Duration::from_millis(timeout_ms),
+            retry_backoff: Duration::from_millis(c.retry_backoff_ms.unwrap_or(200)),
+        })
+    }
+}
+
+fn client(at: &str, c: ClientConfig, grant: Grant) -> Result<Provider, InvalidSetting> {
+    let token_endpoint = endpoint(&format!("{at}.token_endpoint"), &c.token_endpoint)?;
+    if c.client_id.trim().is_empty() {
+        return Err(invalid(format!("{at}.client_id"), "must not be empty"));
+    }
+    let client_secret = c.client_secret.resolve(&format!("{at}.client_secret"))?;
+    Ok(Provider { grant, token_endpoint, client_id: c.client_id, client_secret })
+}
+
+/// Token endpoints must be https, except on loopback (the devstack, tests): a client secret
+/// and the user's token travel in the request body.
+fn endpoint(key: &str, raw: &str) -> Result<url::Url, InvalidSetting> {
+    let url = url::Url::parse(raw).map_err(|e| invalid(key.into(), format!("not a URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(key.into(), "must not contain credentials"));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid(key.into(), "must not have a fragment"));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(invalid(key.into(), "has no host")),
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(invalid(key.into(), "must be https (plain http only on loopback)")),
+    }
+}
+
+impl SecretRef {
+    /// Reads the referenced secret. Errors name the reference, never the value.
+    pub fn resolve(&self, key: &str) -> Result<Secret, InvalidSetting> {
+        let value = match (&self.env, &self.file) {
+            (Some(name), None) => std::env::var(name).map_err(|_| {
+                invalid(
+                    format!("{key}.env"),
+                    format!("environment variable `{name}` is not set or not UTF-8"),
+                )
+            })?,
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                invalid(format!("{key}.file"), format!("cannot read {}: {}", path.display(), e.kind()))
+            })?,
+            _ => return Err(invalid(key.into(), "give exactly one of `env` or `file`")),
+        };
+        let secret = Secret::new(value.trim_end_matches(['\r', '\n']));
+        drop(zeroize_string(value));
+        if secret.is_empty() {
+            return Err(invalid(key.into(), "the referenced secret is empty"));
+        }
+        Ok(secret)
+    }
+}
+
+/// Moves a `String` holding secret bytes into a `Secret` so it is wiped on drop.
+fn zeroize_string(s: String) -> Secret {
+    Secret::new(s)
+}

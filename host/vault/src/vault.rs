@@ -1,0 +1,209 @@
+//! [`TokenVault`]: cache lookup, single-flight, IdP call, expiry rules.
+
+use crate::cache::{CacheKey, CachedToken, MemoryCache, VaultCache};
+use crate::config::{Grant, VaultSettings};
+use crate::error::VaultError;
+use crate::idp;
+use delegate_auth::VerifiedCaller;
+use delegate_secret::Secret;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+/// Whether a token came from the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from the cache, no IdP call.
+    Hit,
+    /// Needed an IdP call (made by this request, or by a concurrent one it waited for).
+    Miss,
+}
+
+/// A token for one downstream call.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    /// The token, for the `Authorization: Bearer` header only.
+    pub token: Secret,
+    /// Hit or miss, for the audit record.
+    pub cache: CacheStatus,
+    /// When the token expires (Unix seconds).
+    pub expires_at: u64,
+}
+
+/// The result one IdP call shares with every request that waited for it.
+type Flight = Arc<OnceCell<Result<CachedToken, VaultError>>>;
+
+/// Source of "now" in Unix seconds; replaceable in tests to step over expiry.
+pub(crate) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Obtains downstream tokens for verified callers, from a cache or a credential provider.
+///
+/// Cheap to share (`Arc<TokenVault>`); all methods take `&self`.
+pub struct TokenVault {
+    settings: VaultSettings,
+    client: reqwest::Client,
+    cache: Arc<dyn VaultCache>,
+    inflight: Mutex<HashMap<CacheKey, Flight>>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for TokenVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVault")
+            .field("providers", &self.settings.providers.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVault {
+    /// A vault with the bounded in-memory cache. `client` should come from
+    /// `delegate_outbound::build_client` (operator CA bundle, timeouts, no redirects).
+    pub fn new(settings: VaultSettings, client: reqwest::Client) -> Self {
+        let cache = Arc::new(MemoryCache::new(settings.capacity));
+        Self::with_cache(settings, client, cache)
+    }
+
+    /// A vault over another [`VaultCache`] (e.g. a shared store).
+    pub fn with_cache(settings: VaultSettings, client: reqwest::Client, cache: Arc<dyn VaultCache>) -> Self {
+        Self { settings, client, cache, inflight: Mutex::new(HashMap::new()), clock: Arc::new(system_now) }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// Whether a provider of this name is configured (for cross-checking egress rules).
+    pub fn has_provider(&self, provider: &str) -> bool {
+        self.settings.providers.contains_key(provider)
+    }
+
+    /// Every client secret the vault holds, so the egress scrubber can redact them too.
+    pub fn client_secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.settings.providers.values().map(|p| &p.client_secret)
+    }
+
+    /// A token for `caller` at `provider` with `scopes`: from the cache when fresh, else from
+    /// the provider. Concurrent misses for one key make one IdP call and share its result.
+    pub async fn token_for(
+        &self,
+        caller: &VerifiedCaller,
+        provider: &str,
+        scopes: &[String],
+    ) -> Result<IssuedToken, VaultError> {
+        let (key, delegated) = self.key(caller, provider, scopes)?;
+        if delegated && caller.scopes().is_empty() {
+            // App-only tokens cannot be exchanged on behalf of a user; refuse before the IdP does.
+            return Err(VaultError::UserTokenRequired { provider: provider.to_owned() });
+        }
+        let now = (self.clock)();
+        if let Some(hit) = self.cache.get(&key, now).await {
+            return Ok(IssuedToken { token: hit.token, cache: CacheStatus::Hit, expires_at: hit.expires_at });
+        }
+        let flight = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            inflight.entry(key.clone()).or_default().clone()
+        };
+        // Whoever runs the initialiser (the first caller, or the next one if the first was
+        // cancelled) owns the flight and removes it when done.
+        let mut owner = false;
+        let result = flight
+            .get_or_init(|| {
+                owner = true;
+                self.fetch(caller, provider, &key, delegated)
+            })
+            .await
+            .clone();
+        if owner {
+            let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                inflight.remove(&key);
+            }
+        }
+        result.map(|t| IssuedToken { token: t.token, cache: CacheStatus::Miss, expires_at: t.expires_at })
+    }
+
+    /// Drops the cached token for this caller, provider and scopes, so the next
+    /// [`TokenVault::token_for`] asks the IdP: for a downstream 401 (revoked or rotated token),
+    /// after which the request is retried once.
+    pub async fn evict(&self, caller: &VerifiedCaller, provider: &str, scopes: &[String]) {
+        if let Ok((key, _)) = self.key(caller, provider, scopes) {
+            self.cache.evict(&key).await;
+        }
+    }
+
+    /// The cache key, and whether the token is the user's (delegated) or a machine token.
+    fn key(
+        &self,
+        caller: &VerifiedCaller,
+        provider: &str,
+        scopes: &[String],
+    ) -> Result<(CacheKey, bool), VaultError> {
+        let p = self
+            .settings
+            .providers
+            .get(provider)
+            .ok_or_else(|| VaultError::UnknownProvider { provider: provider.to_owned() })?;
+        Ok(match p.grant {
+            // A client-credentials token is the same for every user: one entry for all.
+            Grant::ClientCredentials => (CacheKey::new("", None, "", provider, scopes), false),
+            Grant::EntraObo | Grant::TokenExchange { .. } => {
+                (CacheKey::new(caller.issuer(), caller.tenant(), caller.subject(), provider, scopes), true)
+            }
+        })
+    }
+
+    async fn fetch(
+        &self,
+        caller: &VerifiedCaller,
+        name: &str,
+        key: &CacheKey,
+        delegated: bool,
+    ) -> Result<CachedToken, VaultError> {
+        let provider = self
+            .settings
+            .providers
+            .get(name)
+            .ok_or_else(|| VaultError::UnknownProvider { provider: name.to_owned() })?;
+        let issued =
+            idp::request_token(&self.client, &self.settings, name, provider, caller, key.scopes()).await?;
+        let now = (self.clock)();
+        let caller_exp = delegated.then(|| caller.expires_at());
+        let (expires_at, fresh_until) =
+            lifetime(now, issued.expires_in, self.settings.skew_seconds, caller_exp);
+        let token = CachedToken { token: issued.token, expires_at, fresh_until };
+        if fresh_until > now {
+            self.cache.put(key.clone(), token.clone(), now).await;
+        }
+        tracing::debug!(
+            target: "delegate::vault",
+            provider = name,
+            expires_at,
+            fresh_until,
+            "token obtained from the identity provider"
+        );
+        Ok(token)
+    }
+}
+
+/// `(expires_at, fresh_until)` for a token issued at `now`:
+/// - `expires_at` is the IdP's `expires_in` (without it: no caching, and the caller's expiry,
+///   or `now` for machine tokens, stands in);
+/// - `fresh_until` is `expires_in` minus the skew, and never past the caller's own token
+///   (`caller_exp`, for delegated tokens): a token obtained on behalf of a user must not be
+///   served after the proof of that user's authentication has expired.
+pub(crate) fn lifetime(now: u64, expires_in: Option<u64>, skew: u64, caller_exp: Option<u64>) -> (u64, u64) {
+    let Some(expires_in) = expires_in else {
+        return (caller_exp.unwrap_or(now), now);
+    };
+    let expires_at = now.saturating_add(expires_in);
+    let mut fresh_until = now.saturating_add(expires_in.saturating_sub(skew));
+    if let Some(exp) = caller_exp {
+        fresh_until = fresh_until.min(exp);
+    }
+    (expires_at, fresh_until)
+}
