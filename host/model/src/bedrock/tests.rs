@@ -598,3 +598,28 @@ async fn the_attempt_timeout_does_not_cut_a_long_stream() {
     let r = p.converse_stream(MODEL, &req, &tx).await.unwrap();
     assert!(r.message.text().contains("INC0012345"));
 }
+
+#[tokio::test]
+async fn slow_endpoints_hit_the_attempt_and_request_timeouts() {
+    let env = start(BedrockStubConfig::default()).await;
+    let req = ask("list my incidents");
+    env.faults.set_delay(Duration::from_secs(5));
+    // Attempt timeout: each attempt is cut, the SDK retries within max_attempts, then gives up.
+    let p = provider_with(ModelConfig {
+        attempt_timeout_ms: Some(100),
+        max_attempts: Some(2),
+        ..test_config(&env.url)
+    })
+    .await;
+    let e = tokio::time::timeout(HANG_GUARD, p.converse(MODEL, &req)).await.unwrap().unwrap_err();
+    assert_eq!((e.kind, e.retryable), (ModelErrorKind::ModelTimeout, true), "{e:?}");
+    assert_eq!(env.faults.calls(), 2);
+    // Whole-call deadline, streaming included.
+    env.faults.reset();
+    env.faults.set_delay(Duration::from_secs(5));
+    let p = provider_with(ModelConfig { request_timeout_ms: Some(200), ..test_config(&env.url) }).await;
+    let (tx, _rx) = mpsc::channel(8);
+    let e = tokio::time::timeout(HANG_GUARD, p.converse_stream(MODEL, &req, &tx)).await.unwrap().unwrap_err();
+    assert_eq!(e.kind, ModelErrorKind::ModelTimeout, "{e:?}");
+    assert_eq!(env.faults.calls(), 1);
+}
