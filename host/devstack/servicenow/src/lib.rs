@@ -41,6 +41,12 @@
 //!   same); the returned record shows what was written. PUT behaves like PATCH.
 //! - Every changed field writes one `sys_audit` row whose `user` is the acting user's
 //!   `user_name` (seeded users' user_name is their email).
+//! - All values are strings. Display values: incident `state` 1 New, 2 In Progress, 3 On
+//!   Hold, 6 Resolved, 7 Closed, 8 Canceled, plus 10 Assigned, an instance-specific choice so
+//!   the article's "Assigned" (INC0012478) is a real display value; `priority` "1 - Critical"
+//!   … "5 - Planning" as ServiceNow labels them (the article's "P2" is `P` + the value, a
+//!   rendering choice of the agent). Reference fields follow protocols.md §5.3 for
+//!   `sysparm_display_value` false/true/all × `sysparm_exclude_reference_link`.
 //! - Encoded queries: see the `query` module docs; unknown fields are dropped, which widens
 //!   the result (as in ServiceNow).
 //! - Links in reference fields and the `Link` header use [`ServiceNowConfig::base_url`] or,

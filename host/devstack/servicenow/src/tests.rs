@@ -899,6 +899,19 @@ async fn only_token_b_for_a_known_active_user_is_accepted() {
 }
 
 #[tokio::test]
+async fn an_entra_shaped_jwks_is_accepted() {
+    // Entra's members beyond n/e: x5t, x5c and a per-key issuer; no alg.
+    let mut jwk = key1().jwk();
+    jwk["x5t"] = json!("kid-1");
+    jwk["x5c"] = json!(["MIIDBTCCAe2gAwIBAgIQ"]);
+    jwk["issuer"] = json!("https://login.microsoftonline.com/{tenantid}/v2.0");
+    let set: JwkSet = serde_json::from_value(json!({"keys": [jwk]})).unwrap();
+    let sb = start_with(ServiceNowConfig::new(ISSUER, API_CONNECTOR, JwksSource::Static(set))).await;
+    let reply = sb.get(&seed::JANE, "incident", &[("sysparm_query", ME)]).await;
+    assert_eq!(reply.number_set(), janes_five());
+}
+
+#[tokio::test]
 async fn user_claim_and_field_are_configurable() {
     let mut cfg = config();
     cfg.user_claim = "oid".into();
