@@ -64,15 +64,16 @@ impl delegate_sdk::Guest for ServiceNowAgent {
 fn agent(base: &str) -> Agent {
     let bind = |plan: fn(&str, &Value) -> Result<snow::Planned, ToolError>| {
         let base = base.to_owned();
-        move |input: &Value| plan(&base, input).and_then(|planned| send(&planned))
+        move |input: &Value| plan(&base, input).and_then(|planned| fetch(&planned).map(|(v, _)| v))
     };
+    let query_base = base.to_owned();
     Agent::new(SYSTEM_PROMPT)
         .tool(Tool::new(
             "query_incidents",
             "Search for incidents in ServiceNow with an encoded query. Returns the Table API JSON \
              {\"result\":[...]} with display values; only incidents the user may see are returned.",
             snow::query_incidents_schema(),
-            bind(snow::query_incidents),
+            move |input: &Value| query(&query_base, input),
         ))
         .tool(Tool::new(
             "get_incident",
@@ -90,14 +91,32 @@ fn agent(base: &str) -> Agent {
         ))
 }
 
-/// Sends one planned request (no credentials: the host attaches them) and interprets the answer.
-fn send(planned: &snow::Planned) -> Result<Value, ToolError> {
+/// `query_incidents`: reads pages until `limit` visible rows are collected or ServiceNow has
+/// no next page (see [`snow::Query::absorb`]), and answers in the Table API's own shape.
+fn query(base: &str, input: &Value) -> Result<Value, ToolError> {
+    let q = snow::query_incidents(base, input)?;
+    let mut rows = Vec::new();
+    let mut offset = 0;
+    for _ in 0..snow::MAX_PAGES {
+        let (page, link) = fetch(&q.page(offset))?;
+        match q.absorb(&mut rows, page, offset, link.as_deref()) {
+            Some(next) => offset = next,
+            None => break,
+        }
+    }
+    Ok(serde_json::json!({ "result": rows }))
+}
+
+/// Sends one planned request (no credentials: the host attaches them) and interprets the
+/// answer; also returns the `Link` header, which carries ServiceNow's paging.
+fn fetch(planned: &snow::Planned) -> Result<(Value, Option<String>), ToolError> {
     let mut req = Request::new(planned.method, &planned.url).header("accept", "application/json");
     if let Some(body) = &planned.body {
         req = req.header("content-type", "application/json").body(body.as_bytes());
     }
     let resp = req.send().map_err(|e| snow::transport_error(&e, planned))?;
-    snow::interpret(resp.status, resp.header("retry-after"), &resp.body)
+    let value = snow::interpret(resp.status, resp.header("retry-after"), &resp.body)?;
+    Ok((value, resp.header("link").map(str::to_owned)))
 }
 
 delegate_sdk::export!(ServiceNowAgent);

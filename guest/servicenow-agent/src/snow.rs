@@ -163,12 +163,27 @@ pub(crate) fn normalize_base_url(raw: &str) -> Result<String, String> {
     Ok(url.to_owned())
 }
 
-/// `query_incidents`: GET the incident list with the model's encoded query.
+/// Pages `query_incidents` reads at most to collect `limit` rows. ServiceNow removes rows the
+/// user may not read *after* paging, so a page can be short (or empty) while later pages still
+/// hold rows; this bounds the walk when most matches are invisible.
+pub(crate) const MAX_PAGES: u32 = 10;
+
+/// A validated `query_incidents` call; [`Query::page`] gives the request for each page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Query {
+    base: String,
+    query: String,
+    /// Rows wanted, and the page size asked for.
+    pub(crate) limit: u64,
+    fields: String,
+}
+
+/// `query_incidents`: the incident list for the model's encoded query.
 ///
 /// The query is passed on as the model wrote it: which rows the user may see is ServiceNow's
 /// ACLs' decision (they filter every row), not the tool's. The tool only refuses server-side
 /// script other than the "current user" helpers, and fields that are not field names.
-pub(crate) fn query_incidents(base: &str, input: &Value) -> Result<Planned, ToolError> {
+pub(crate) fn query_incidents(base: &str, input: &Value) -> Result<Query, ToolError> {
     let query = input.get("query").and_then(Value::as_str).unwrap_or("").trim();
     check_scripts(query)?;
     let limit = input.get("limit").and_then(Value::as_u64).unwrap_or(10);
@@ -177,11 +192,50 @@ pub(crate) fn query_incidents(base: &str, input: &Value) -> Result<Planned, Tool
     }
     let fields = input.get("fields").and_then(Value::as_str).unwrap_or(DEFAULT_FIELDS);
     let fields = check_fields(fields)?;
-    let mut params = vec![("sysparm_query", query.to_owned()), ("sysparm_limit", limit.to_string())];
-    if !fields.is_empty() {
-        params.push(("sysparm_fields", fields));
+    Ok(Query { base: base.to_owned(), query: query.to_owned(), limit, fields })
+}
+
+impl Query {
+    /// The GET for the page starting at row `offset` (pages are `limit` rows long).
+    pub(crate) fn page(&self, offset: u64) -> Planned {
+        let mut params =
+            vec![("sysparm_query", self.query.clone()), ("sysparm_limit", self.limit.to_string())];
+        if offset > 0 {
+            params.push(("sysparm_offset", offset.to_string()));
+        }
+        if !self.fields.is_empty() {
+            params.push(("sysparm_fields", self.fields.clone()));
+        }
+        Planned { method: "GET", url: table_url(&self.base, INCIDENT_PATH, &params), body: None }
     }
-    Ok(Planned { method: "GET", url: table_url(base, INCIDENT_PATH, &params), body: None })
+
+    /// Adds the rows of the page read at `offset` to `rows` (never past `limit`) and says where
+    /// the next page starts, if one is needed: only while rows are missing and ServiceNow's
+    /// `Link` header has a `next` page. A short page alone proves nothing (ACLs remove rows
+    /// after paging), and a missing `next` link is the only reliable end.
+    pub(crate) fn absorb(
+        &self,
+        rows: &mut Vec<Value>,
+        page: Value,
+        offset: u64,
+        link: Option<&str>,
+    ) -> Option<u64> {
+        if let Value::Object(mut o) = page
+            && let Some(Value::Array(items)) = o.remove("result")
+        {
+            let room = usize::try_from(self.limit).unwrap_or(usize::MAX).saturating_sub(rows.len());
+            rows.extend(items.into_iter().take(room));
+        }
+        let full = rows.len() as u64 >= self.limit;
+        (!full && link.is_some_and(has_next_link)).then_some(offset + self.limit)
+    }
+}
+
+/// Whether a `Link` header announces a next page (`<...>;rel="next"`).
+fn has_next_link(link: &str) -> bool {
+    let compact: String =
+        link.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    compact.contains(";rel=\"next\"") || compact.contains(";rel=next")
 }
 
 /// `get_incident`: the incident with this number (all fields), as a one-element list.
@@ -464,7 +518,7 @@ mod tests {
             &json!({"query": "assigned_to=javascript:gs.getUserID()^ORDERBYnumber", "limit": 5,
                    "fields": DEFAULT_FIELDS}),
         );
-        let p = query_incidents(BASE, &input).unwrap();
+        let p = query_incidents(BASE, &input).unwrap().page(0);
         assert_eq!(p.method, "GET");
         assert_eq!(
             p.url,
@@ -474,10 +528,12 @@ mod tests {
         );
         assert!(p.body.is_none());
         // defaults from the schema: the article's fields, limit 10, no filter
-        let p = query_incidents(BASE, &checked(&query_incidents_schema(), &json!({}))).unwrap();
+        let p = query_incidents(BASE, &checked(&query_incidents_schema(), &json!({}))).unwrap().page(0);
         assert!(p.url.contains("sysparm_query=&sysparm_limit=10&sysparm_fields=number%2C"), "{}", p.url);
         // empty fields → all fields
-        let p = query_incidents(BASE, &checked(&query_incidents_schema(), &json!({"fields": " "}))).unwrap();
+        let p = query_incidents(BASE, &checked(&query_incidents_schema(), &json!({"fields": " "})))
+            .unwrap()
+            .page(0);
         assert!(!p.url.contains("sysparm_fields"));
     }
 
@@ -486,8 +542,9 @@ mod tests {
         assert_eq!(encode("a b+c&d=e^f%g"), "a%20b%2Bc%26d%3De%5Ef%25g");
         assert_eq!(encode("ünï"), "%C3%BCn%C3%AF");
         assert_eq!(encode("A-z_0.9~"), "A-z_0.9~");
-        let p =
-            query_incidents(BASE, &json!({"query": "short_descriptionLIKEVPN & Wi-Fi", "limit": 1})).unwrap();
+        let p = query_incidents(BASE, &json!({"query": "short_descriptionLIKEVPN & Wi-Fi", "limit": 1}))
+            .unwrap()
+            .page(0);
         assert!(p.url.contains("sysparm_query=short_descriptionLIKEVPN%20%26%20Wi-Fi&"), "{}", p.url);
     }
 
@@ -516,6 +573,30 @@ mod tests {
         assert!(query_incidents(BASE, &json!({"fields": "number, assigned_to.email"})).is_ok());
         // the model's own filters (even for restricted categories) are ServiceNow's ACLs' job
         assert!(query_incidents(BASE, &json!({"query": "category=HR^NQpriority=1"})).is_ok());
+    }
+
+    #[test]
+    fn paging_follows_next_links_until_limit_rows() {
+        let q = query_incidents(BASE, &json!({"query": "active=true", "limit": 5})).unwrap();
+        assert!(q.page(5).url.contains("&sysparm_limit=5&sysparm_offset=5&"), "{}", q.page(5).url);
+        let next = r#"<https://x/api/now/table/incident?sysparm_offset=0>;rel="first",<https://x/api/now/table/incident?sysparm_offset=5>;rel="next""#;
+        let last_only =
+            r#"<https://x/api/now/table/incident?sysparm_offset=0>;rel="first", <https://x/...>; rel="prev""#;
+        let page = |numbers: &[&str]| json!({"result": numbers.iter().map(|n| json!({"number": n})).collect::<Vec<_>>()});
+        let mut rows = Vec::new();
+        // the HR bait was removed from the first page: 4 rows, and a next page exists
+        assert_eq!(q.absorb(&mut rows, page(&["a", "b", "c", "d"]), 0, Some(next)), Some(5));
+        // the second page brings more than needed: only one row is kept, and the walk stops
+        assert_eq!(q.absorb(&mut rows, page(&["e", "f"]), 5, Some(next)), None);
+        let got: Vec<&str> = rows.iter().map(|r| r["number"].as_str().unwrap()).collect();
+        assert_eq!(got, ["a", "b", "c", "d", "e"]);
+        // a short page without a next link is the end; so is an empty page without one
+        let mut rows = Vec::new();
+        assert_eq!(q.absorb(&mut rows, page(&["a"]), 0, Some(last_only)), None);
+        assert_eq!(q.absorb(&mut rows, page(&[]), 0, None), None);
+        // an empty page *with* a next link is not the end (every row on it was invisible)
+        let mut rows = Vec::new();
+        assert_eq!(q.absorb(&mut rows, page(&[]), 10, Some("<u>; rel=next")), Some(15));
     }
 
     #[test]
