@@ -289,10 +289,11 @@ impl Agent {
                 ));
             }
             let results = answer_tool_uses(&self.tools, &uses, self.max_result_bytes);
-            outcome.tool_calls += u32::try_from(results.len()).unwrap_or(u32::MAX);
-            outcome.tool_errors +=
-                u32::try_from(results.iter().filter(|r| matches!(r.status, ToolResultStatus::Error)).count())
-                    .unwrap_or(u32::MAX);
+            let errors = results.iter().filter(|r| matches!(r.status, ToolResultStatus::Error)).count();
+            outcome.tool_calls =
+                outcome.tool_calls.saturating_add(u32::try_from(results.len()).unwrap_or(u32::MAX));
+            outcome.tool_errors =
+                outcome.tool_errors.saturating_add(u32::try_from(errors).unwrap_or(u32::MAX));
             messages.push(assistant);
             messages.push(Message {
                 role: Role::User,

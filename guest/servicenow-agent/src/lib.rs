@@ -120,3 +120,29 @@ fn fetch(planned: &snow::Planned) -> Result<(Value, Option<String>), ToolError> 
 }
 
 delegate_sdk::export!(ServiceNowAgent);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use delegate_sdk::agent::validate_input;
+
+    #[test]
+    fn the_agent_offers_the_articles_three_tools_with_valid_specs() {
+        let a = agent("https://x.service-now.com");
+        a.check().unwrap();
+        let names: Vec<&str> = a.tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["query_incidents", "get_incident", "update_incident"]);
+        assert!(a.system_prompt.starts_with("You are a ServiceNow assistant."));
+        // every schema accepts its own defaults (a default outside the schema's range would make
+        // the tool unusable without arguments)
+        let q = validate_input(&a.tools[0].input_schema, &serde_json::json!({})).unwrap();
+        assert_eq!(q["limit"], 10);
+        assert_eq!(q["fields"], snow::DEFAULT_FIELDS);
+        // input is validated before any request is made (no I/O happens natively)
+        let e = a.tools[1].call(&serde_json::json!({"number": "INC1^NQ"})).unwrap_err();
+        assert!(e.message.contains("must not contain `^`"), "{e}");
+        let e = a.tools[2].call(&serde_json::json!({"sys_id": "x", "updates": {}})).unwrap_err();
+        assert!(e.message.starts_with("invalid input"), "{e}");
+    }
+}
