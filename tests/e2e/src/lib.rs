@@ -44,6 +44,8 @@ pub struct ServerSpec {
     pub max_body_bytes: usize,
     pub settings: BTreeMap<String, String>,
     pub model: Option<delegate_runtime::ModelAccess>,
+    /// The authorizer; `None` uses [`TestAuthorizer`].
+    pub authorizer: Option<Arc<dyn Authorize>>,
 }
 
 impl ServerSpec {
@@ -55,6 +57,7 @@ impl ServerSpec {
             max_body_bytes: 64 * 1024,
             settings: BTreeMap::new(),
             model: None,
+            authorizer: None,
         }
     }
 }
@@ -63,6 +66,7 @@ impl ServerSpec {
 pub struct TestServer {
     pub url: String,
     pub state: Arc<AppState>,
+    pub plugin: delegate_runtime::Plugin,
     shutdown: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -80,8 +84,8 @@ impl TestServer {
         let bytes = std::fs::read(spec.component).unwrap();
         let plugin = runtime.load_plugin_bytes("test-plugin", &bytes, spec.limits, &spec.settings, spec.model.clone()).unwrap();
         let state = AppState::new(
-            plugin,
-            Arc::new(TestAuthorizer),
+            plugin.clone(),
+            spec.authorizer.clone().unwrap_or_else(|| Arc::new(TestAuthorizer)),
             ServerOptions { max_body_bytes: spec.max_body_bytes, max_concurrency: spec.max_concurrency, retry_after_seconds: 2 },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -93,7 +97,7 @@ impl TestServer {
         }));
         // The runtime must outlive the server; the plugin keeps the engine alive.
         drop(runtime);
-        Self { url, state, shutdown: Some(tx), task: Some(task) }
+        Self { url, state, plugin, shutdown: Some(tx), task: Some(task) }
     }
 
     /// Begins a graceful shutdown.
@@ -109,6 +113,32 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A real JWT authorizer for the devstack IdP's article setup (Token A for the agent app).
+pub fn devstack_authorizer(idp: &delegate_devstack_idp::IdpServer) -> Arc<dyn Authorize> {
+    use delegate_devstack_idp::defaults;
+    let settings = delegate_auth::AuthConfig {
+        required_scopes: vec![defaults::AGENT_SCOPE.into()],
+        fetch_timeout_ms: 2_000,
+        ..delegate_auth::AuthConfig::new(
+            &idp.idp().discovery_url(defaults::TENANT_ID),
+            &[defaults::AGENT_APP_ID],
+            &[defaults::AGENT_APP_ID],
+        )
+    }
+    .validate()
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("delegate-e2e-ca-{}-{}", std::process::id(), idp.url().len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join(format!("{}.pem", idp.url().rsplit(':').next().unwrap()));
+    std::fs::write(&ca, idp.ca_pem()).unwrap();
+    let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig {
+        extra_ca_pem_files: vec![ca],
+        ..Default::default()
+    })
+    .unwrap();
+    Arc::new(delegate_auth::Authorizer::new(settings, client))
 }
 
 pub fn client() -> reqwest::Client {

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real server on a loopback port, real plugins, real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod auth;
 mod contract;
 mod limits;
 mod sandbox;
