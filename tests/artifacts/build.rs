@@ -68,6 +68,17 @@ fn main() {
     }
     all.push_str("];\n");
     generated.push_str(&all);
+    // The bytes too, for binaries that embed a plugin (`delegate demo`); only statics that are
+    // referenced end up in a binary.
+    generated.push_str("/// The components' bytes, embedded at build time.\npub mod bytes {\n");
+    for (pkg, stem, konst) in GUESTS {
+        let wasm = artifact_dir.join(format!("{stem}.wasm"));
+        generated.push_str(&format!(
+            "    /// The `{pkg}` component.\n    pub static {konst}: &[u8] = include_bytes!({:?});\n",
+            wasm.display().to_string()
+        ));
+    }
+    generated.push_str("}\n");
     fs::write(out_dir.join("gen.rs"), generated).expect("write gen.rs");
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());

@@ -4,6 +4,7 @@
 //! usage or configuration.
 
 mod check;
+mod demo;
 mod serve;
 mod wiring;
 
@@ -24,6 +25,34 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the local demo: devstack identity provider + the host with a plugin, on loopback.
+    ///
+    /// Example: delegate demo   (then follow the printed curl line)
+    Demo {
+        /// Address of the agent host.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Address of the devstack identity provider (HTTPS).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        idp_listen: std::net::SocketAddr,
+    },
+    /// Print a Token A (access token for the agent) for a devstack demo user.
+    ///
+    /// Example: delegate token --user jane.smith@company.com
+    Token {
+        /// The user's sign-in name.
+        #[arg(long)]
+        user: String,
+        /// Base URL of the devstack identity provider.
+        #[arg(long, default_value = demo::DEFAULT_IDP)]
+        idp: String,
+        /// CA certificate to trust for the IdP (default: the one `delegate demo` wrote).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Tenant (id or domain).
+        #[arg(long, default_value = delegate_devstack_idp::defaults::TENANT_ID)]
+        tenant: String,
+    },
     /// Serve the AgentCore Runtime contract (POST /invocations, GET /ping) with a config file.
     ///
     /// Example: delegate serve --config delegate.toml
@@ -97,6 +126,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let result = match cli.command {
+        Command::Demo { listen, idp_listen } => demo::run(listen, idp_listen),
+        Command::Token { user, idp, ca, tenant } => demo::token(&user, &idp, ca.as_deref(), &tenant),
         Command::Serve { config } => serve::run(&config),
         Command::Plugin { command: PluginCommand::Check { file } } => check::plugin(&file),
         Command::Config { command: ConfigCommand::Check { file } } => check::config(&file),

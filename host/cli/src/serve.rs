@@ -54,7 +54,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
 }
 
 /// SIGTERM (container stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real server on a loopback port, real plugins, real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod agent;
 mod auth;
 mod contract;
 mod limits;
@@ -10,7 +11,7 @@ mod streaming;
 /// Every guest artifact is used by some test (wasmtime's "no orphan test program" rule).
 #[test]
 fn every_guest_artifact_has_tests() {
-    let covered = ["echo", "hostile", "probe-sandbox"];
+    let covered = ["echo", "hostile", "probe-sandbox", "servicenow-agent"];
     for (name, path) in delegate_artifacts::ALL {
         assert!(covered.contains(name), "guest {name} ({path}) has no e2e test");
         assert!(std::path::Path::new(path).exists(), "{path} missing");
