@@ -9,6 +9,8 @@
 //!   headers and bodies before the guest reads them.
 //! - [`AuditRecord`] / [`AuditSink`]: one JSON line per credential use and per denial.
 //! - [`EgressBudget`]: per-invocation request count, byte and timeout caps.
+//! - [`EgressGateway::send`] ties it together with the token vault and the pooled client:
+//!   decide, inject Token B, send, evict-and-retry once on 401, scrub, meter, audit.
 //!
 //! This crate knows nothing about wasm: it works on `http` types and `bytes`, so the runtime's
 //! one `WasiHttpHooks` implementation calls it and it is testable alone.
@@ -16,15 +18,19 @@
 mod audit;
 mod budget;
 mod config;
+mod gateway;
 mod policy;
 mod scrub;
 mod url;
 
+#[cfg(test)]
+mod gateway_tests;
 #[cfg(test)]
 mod tests;
 
 pub use audit::{AuditContext, AuditDecision, AuditError, AuditRecord, AuditSink, CacheOutcome};
 pub use budget::{BudgetExceeded, EgressBudget, EgressLimits};
 pub use config::{CredentialConfig, EgressConfig, InvalidSetting, ProviderCredentialConfig, RuleConfig};
+pub use gateway::{EgressBody, EgressBodyError, EgressError, EgressGateway, InvocationEgress, MeteredBody};
 pub use policy::{CredentialRef, Decision, DenyReason, EgressPolicy, Target, check_headers};
 pub use scrub::{REDACTED, ScrubbedBody, Scrubber};

@@ -229,7 +229,9 @@ impl EgressPolicy {
         }
         if method_mismatch {
             Err(DenyReason::MethodNotAllowed(method.clone()))
-        } else if matches!(host, HostName::Ip(_)) {
+        } else if matches!(host, HostName::Ip(_))
+            && !self.rules.iter().any(|r| r.allow_ip_literal && r.host == host)
+        {
             Err(DenyReason::IpLiteral)
         } else {
             Err(DenyReason::NoMatchingRule)

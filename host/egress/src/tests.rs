@@ -151,11 +151,13 @@ fn url_trickery_table() {
         // IP literals: refused unless a rule allows that address; every IPv4 spelling folds
         ("GET", "https://10.0.0.1/api/now/table/incident", Deny("ip_literal")),
         ("GET", "https://[::1]/", Deny("ip_literal")),
-        ("GET", "https://0x7f.0.0.1/", Deny("ip_literal")),
+        ("GET", "https://0x0a.0.0.1/", Deny("ip_literal")),
+        ("GET", "https://0x7f.0.0.1/", Deny("no_matching_rule")),
+        ("GET", "https://0x7f.1:9443/x", Allow(2, "https://127.0.0.1:9443/x")),
         ("GET", "https://127.0.0.1:9443/anything", Allow(2, "https://127.0.0.1:9443/anything")),
         ("GET", "https://2130706433:9443/anything", Allow(2, "https://127.0.0.1:9443/anything")),
         ("GET", "https://0177.0.0.1:9443/anything", Allow(2, "https://127.0.0.1:9443/anything")),
-        ("GET", "https://127.0.0.1:9444/anything", Deny("ip_literal")),
+        ("GET", "https://127.0.0.1:9444/anything", Deny("no_matching_rule")),
         // IDN: the rule is written in Unicode, requests arrive in punycode (any case)
         ("GET", "https://xn--bcher-kva.example/", Allow(3, "https://xn--bcher-kva.example/")),
         ("GET", "https://XN--BCHER-KVA.example/", Allow(3, "https://xn--bcher-kva.example/")),

@@ -1,0 +1,341 @@
+//! [`EgressGateway`]: the whole egress path for one plugin request, in one call.
+//!
+//! decide (policy + header rules) → budget → Token B from the vault → send the canonical URL
+//! with `Authorization: Bearer` through the shared pooled client → on 401 evict and retry once
+//! with a fresh token → scrub response headers and body → meter response bytes → one audit
+//! line (written when the response body ends or is dropped, so it carries bytes and duration).
+//!
+//! The runtime's `WasiHttpHooks::send_request` collects the guest's request body (bounded by
+//! the budget; a body is needed twice for the 401 retry anyway), calls
+//! [`EgressGateway::send`], and hands the returned body to the guest.
+
+use crate::audit::{AuditContext, AuditRecord, AuditSink, CacheOutcome};
+use crate::budget::{BudgetExceeded, EgressBudget};
+use crate::policy::{Decision, DenyReason, EgressPolicy, Target};
+use crate::scrub::{ScrubbedBody, Scrubber};
+use bytes::Bytes;
+use delegate_auth::VerifiedCaller;
+use delegate_secret::Secret;
+use delegate_vault::{CacheStatus, TokenVault, VaultError};
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Why a plugin request did not produce a response.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    /// The policy refused it (tell the guest `HTTP-request-denied`).
+    #[error("egress denied: {0}")]
+    Denied(DenyReason),
+    /// A per-invocation cap was reached.
+    #[error("egress budget exceeded: {0}")]
+    Budget(BudgetExceeded),
+    /// The vault could not provide the credential. The invocation should end with
+    /// [`VaultError::status`]/[`VaultError::code`] (e.g. 403 `consent_required`), so the caller
+    /// learns what to do; the guest only sees `HTTP-request-denied`.
+    #[error("credential unavailable: {0}")]
+    Credential(VaultError),
+    /// The downstream could not be reached or did not answer in time.
+    #[error("downstream request failed: {0}")]
+    Upstream(&'static str),
+}
+
+impl EgressError {
+    /// A stable code for audit records and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Denied(r) => r.code(),
+            Self::Budget(b) => b.code(),
+            Self::Credential(v) => v.code(),
+            Self::Upstream(cause) => cause,
+        }
+    }
+}
+
+/// Everything about one invocation the gateway needs; built once per invocation.
+#[derive(Clone, Debug)]
+pub struct InvocationEgress {
+    /// The plugin's validated rules.
+    pub policy: Arc<EgressPolicy>,
+    /// The verified caller (its token is the OBO assertion and is scrubbed from responses).
+    pub caller: Arc<VerifiedCaller>,
+    /// Audit identity fields.
+    pub audit: AuditContext,
+    /// This invocation's caps, shared by its concurrent requests.
+    pub budget: Arc<EgressBudget>,
+}
+
+/// The egress path shared by all invocations: vault, pooled client, audit sink.
+#[derive(Clone, Debug)]
+pub struct EgressGateway {
+    vault: Arc<TokenVault>,
+    client: reqwest::Client,
+    sink: Arc<AuditSink>,
+}
+
+/// Headers the host never forwards from a guest: hop-by-hop headers, and framing the client
+/// recomputes for the body it actually sends.
+fn is_dropped_request_header(name: &http::HeaderName) -> bool {
+    use http::header::*;
+    [HOST, CONNECTION, TRANSFER_ENCODING, UPGRADE, TE, CONTENT_LENGTH, PROXY_AUTHENTICATE].contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+impl EgressGateway {
+    /// `client` should be one `delegate_outbound::build_client` client (no redirects: a
+    /// redirect comes back to the guest, whose next request is checked again).
+    pub fn new(vault: Arc<TokenVault>, client: reqwest::Client, sink: Arc<AuditSink>) -> Self {
+        Self { vault, client, sink }
+    }
+
+    /// Sends one plugin request; see the module docs. Every outcome is audited.
+    pub async fn send(
+        &self,
+        inv: &InvocationEgress,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<EgressBody>, EgressError> {
+        let start = Instant::now();
+        let decision = inv.policy.decide_request(&request);
+        let mut record = AuditRecord::new(&inv.audit, request.method(), request.uri(), &decision);
+        let (credential, target) = match decision {
+            Decision::Deny { reason } => {
+                self.audit(&record);
+                return Err(EgressError::Denied(reason));
+            }
+            Decision::Allow { credential, target, .. } => (credential, target),
+        };
+        let fail = |record: &mut AuditRecord, err: EgressError| {
+            record.deny_with(err.code());
+            record.finish(None, 0, 0, start.elapsed());
+            self.audit(record);
+            Err(err)
+        };
+        if let Err(e) = inv.budget.begin_request() {
+            return fail(&mut record, EgressError::Budget(e));
+        }
+        let (parts, body) = request.into_parts();
+        let request_bytes = body.len() as u64;
+        if let Err(e) = inv.budget.add_request_bytes(request_bytes) {
+            return fail(&mut record, EgressError::Budget(e));
+        }
+
+        let mut token: Option<Secret> = None;
+        if let Some(c) = &credential {
+            match self.vault.token_for(&inv.caller, &c.provider, &c.scopes).await {
+                Ok(issued) => {
+                    record.cache = Some(cache_outcome(issued.cache));
+                    token = Some(issued.token);
+                }
+                Err(e) => return fail(&mut record, EgressError::Credential(e)),
+            }
+        }
+        let mut response = match self.send_once(&parts, &target, body.clone(), token.as_ref(), inv).await {
+            Ok(r) => r,
+            Err(e) => return fail(&mut record, e),
+        };
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let Some(c) = &credential
+        {
+            // The downstream rejected the token (revoked, rotated keys): evict and retry once
+            // with a fresh one. A second 401 goes to the guest as is.
+            self.vault.evict(&inv.caller, &c.provider, &c.scopes).await;
+            match self.vault.token_for(&inv.caller, &c.provider, &c.scopes).await {
+                Ok(issued) => {
+                    record.cache = Some(cache_outcome(issued.cache));
+                    token = Some(issued.token);
+                }
+                Err(e) => return fail(&mut record, EgressError::Credential(e)),
+            }
+            response = match self.send_once(&parts, &target, body, token.as_ref(), inv).await {
+                Ok(r) => r,
+                Err(e) => return fail(&mut record, e),
+            };
+        }
+
+        let mut secrets: Vec<&Secret> = vec![inv.caller.token()];
+        secrets.extend(token.as_ref());
+        secrets.extend(self.vault.client_secrets());
+        let scrubber = Scrubber::new(&secrets);
+        let response: http::Response<reqwest::Body> = response.into();
+        let (mut parts, body) = response.into_parts();
+        scrubber.scrub_headers(&mut parts.headers);
+        record.status = Some(parts.status.as_u16());
+        record.request_bytes = request_bytes;
+        let metered = MeteredBody {
+            inner: body,
+            budget: inv.budget.clone(),
+            pending: Some(PendingAudit { record, sink: self.sink.clone(), start }),
+            bytes: 0,
+        };
+        Ok(http::Response::from_parts(parts, ScrubbedBody::new(metered, scrubber)))
+    }
+
+    async fn send_once(
+        &self,
+        parts: &http::request::Parts,
+        target: &Target,
+        body: Bytes,
+        token: Option<&Secret>,
+        inv: &InvocationEgress,
+    ) -> Result<reqwest::Response, EgressError> {
+        let mut headers = http::HeaderMap::with_capacity(parts.headers.len() + 1);
+        for (name, value) in &parts.headers {
+            if !is_dropped_request_header(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(token) = token {
+            let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.expose()))
+                .map_err(|_| EgressError::Credential(invalid_token_value()))?;
+            // Keeps it out of HPACK tables and `Debug` output of the header map.
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        let url = reqwest::Url::parse(&target.uri.to_string())
+            .map_err(|_| EgressError::Denied(DenyReason::InvalidPath))?;
+        self.client
+            .request(parts.method.clone(), url)
+            .headers(headers)
+            .timeout(inv.budget.request_timeout())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| EgressError::Upstream(transport_cause(&e)))
+    }
+
+    fn audit(&self, record: &AuditRecord) {
+        write_audit(&self.sink, record);
+    }
+}
+
+fn invalid_token_value() -> VaultError {
+    VaultError::InvalidResponse {
+        provider: String::new(),
+        detail: "access_token is not a valid header value",
+    }
+}
+
+fn cache_outcome(c: CacheStatus) -> CacheOutcome {
+    match c {
+        CacheStatus::Hit => CacheOutcome::Hit,
+        CacheStatus::Miss => CacheOutcome::Miss,
+    }
+}
+
+fn transport_cause(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "upstream_timeout"
+    } else if e.is_connect() {
+        "upstream_unreachable"
+    } else {
+        "upstream_failed"
+    }
+}
+
+fn write_audit(sink: &AuditSink, record: &AuditRecord) {
+    if let Err(e) = sink.write(record) {
+        // The audit trail is a requirement, but failing the user's request because the disk
+        // is full would not make the request un-happen; shout instead.
+        tracing::error!(target: "delegate::audit", error = %e, "audit record could not be written");
+    }
+}
+
+/// The response body handed to the guest: scrubbed, metered against the budget, audited.
+pub type EgressBody = ScrubbedBody<MeteredBody>;
+
+/// Why the response body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressBodyError {
+    /// The response exceeded the invocation's response-byte cap.
+    #[error("egress budget exceeded: {0}")]
+    Budget(BudgetExceeded),
+    /// The downstream connection failed or timed out mid-body.
+    #[error("downstream response failed: {0}")]
+    Upstream(&'static str),
+}
+
+struct PendingAudit {
+    record: AuditRecord,
+    sink: Arc<AuditSink>,
+    start: Instant,
+}
+
+/// A downstream body that counts bytes against the budget and writes the audit record once,
+/// when it ends, fails or is dropped.
+pub struct MeteredBody {
+    inner: reqwest::Body,
+    budget: Arc<EgressBudget>,
+    pending: Option<PendingAudit>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for MeteredBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredBody").field("bytes", &self.bytes).finish_non_exhaustive()
+    }
+}
+
+impl MeteredBody {
+    fn complete(&mut self, failure: Option<&'static str>) {
+        if let Some(mut p) = self.pending.take() {
+            if let Some(code) = failure {
+                p.record.reason = Some(code.to_owned());
+            }
+            let (status, req) = (p.record.status, p.record.request_bytes);
+            p.record.finish(status, req, self.bytes, p.start.elapsed());
+            write_audit(&p.sink, &p.record);
+        }
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        self.complete(None);
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = EgressBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                this.complete(None);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let cause = transport_cause(&e);
+                this.complete(Some(cause));
+                Poll::Ready(Some(Err(EgressBodyError::Upstream(cause))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if let Err(e) = this.budget.add_response_bytes(n) {
+                        this.complete(Some(e.code()));
+                        return Poll::Ready(Some(Err(EgressBodyError::Budget(e))));
+                    }
+                    this.bytes += n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,250 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::*;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use delegate_auth::VerifiedCallerBuilder;
+use delegate_vault::{TokenVault, VaultConfig};
+use http_body_util::BodyExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+const TOKEN_A: &str = "eyJhbGciOiJSUzI1NiJ9.token-a-of-jane.sig";
+const CLIENT_SECRET: &str = "client-secret~value.123";
+
+struct Fake {
+    idp_calls: AtomicUsize,
+    idp_error: Mutex<Option<&'static str>>,
+    api_calls: AtomicUsize,
+    /// Answer 401 to this many API calls first.
+    api_unauthorized: AtomicUsize,
+    seen_authorization: Mutex<Vec<String>>,
+    seen_headers: Mutex<Vec<HeaderMap>>,
+}
+
+async fn token(axum::extract::State(f): axum::extract::State<Arc<Fake>>) -> Response {
+    let n = f.idp_calls.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Some(body) = *f.idp_error.lock().unwrap() {
+        return (StatusCode::BAD_REQUEST, [("content-type", "application/json")], body).into_response();
+    }
+    axum::Json(
+        serde_json::json!({"token_type":"Bearer","expires_in":3600,"access_token":format!("token-b-{n}")}),
+    )
+    .into_response()
+}
+
+/// An API that reflects every request header back, in its body and in response headers, as
+/// a hostile or careless downstream would.
+async fn echo(axum::extract::State(f): axum::extract::State<Arc<Fake>>, headers: HeaderMap) -> Response {
+    f.api_calls.fetch_add(1, Ordering::SeqCst);
+    let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    f.seen_authorization.lock().unwrap().push(auth.clone());
+    f.seen_headers.lock().unwrap().push(headers);
+    let unauthorized =
+        f.api_unauthorized.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let status = if unauthorized { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    let body = format!(
+        "{{\"result\":[],\"echo\":\"{auth}\",\"a\":\"{TOKEN_A}\",\"s\":\"{CLIENT_SECRET}\",\"pad\":\"{}\"}}",
+        "x".repeat(100)
+    );
+    (
+        status,
+        [("x-echo-authorization", auth.clone()), ("www-authenticate", format!("Bearer realm=\"{auth}\""))],
+        body,
+    )
+        .into_response()
+}
+
+struct Setup {
+    fake: Arc<Fake>,
+    gateway: EgressGateway,
+    port: u16,
+    audit_path: std::path::PathBuf,
+}
+
+async fn setup(tag: &str) -> Setup {
+    let fake = Arc::new(Fake {
+        idp_calls: AtomicUsize::new(0),
+        idp_error: Mutex::new(None),
+        api_calls: AtomicUsize::new(0),
+        api_unauthorized: AtomicUsize::new(0),
+        seen_authorization: Mutex::new(Vec::new()),
+        seen_headers: Mutex::new(Vec::new()),
+    });
+    let app = axum::Router::new()
+        .route("/token", axum::routing::post(token))
+        .route("/api/now/table/{table}", axum::routing::any(echo))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = std::env::temp_dir().join(format!("egress-gw-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let vault: VaultConfig = toml::from_str(&format!(
+        "[providers.sn]\nkind = \"entra_obo\"\ntoken_endpoint = \"http://127.0.0.1:{port}/token\"\nclient_id = \"c\"\nclient_secret = {{ file = \"{}\" }}\n[cache]\nretry_backoff_ms = 1",
+        secret.display()
+    ))
+    .unwrap();
+    let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig::default()).unwrap();
+    let vault = Arc::new(TokenVault::new(vault.validate().unwrap(), client.clone()));
+    let audit_path = dir.join("audit.jsonl");
+    let sink = Arc::new(AuditSink::file(&audit_path).unwrap());
+    Setup { fake, gateway: EgressGateway::new(vault, client, sink), port, audit_path }
+}
+
+fn invocation(port: u16, limits: EgressLimits) -> InvocationEgress {
+    let rules: EgressConfig = toml::from_str(&format!(
+        "[[rules]]\nmethods = [\"GET\", \"POST\"]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\nallow_ip_literal = true\npath_prefix = \"/api/now/table\"\ncredential = {{ provider = \"sn\", scopes = [\"api://sn/.default\"] }}"
+    ))
+    .unwrap();
+    InvocationEgress {
+        policy: Arc::new(rules.validate().unwrap()),
+        caller: Arc::new(
+            VerifiedCallerBuilder::new("oid-jane")
+                .username("jane@contoso.example")
+                .scopes(&["access_as_user"])
+                .token(TOKEN_A)
+                .build(),
+        ),
+        audit: AuditContext {
+            invocation_id: "inv-1".into(),
+            caller_subject: "oid-jane".into(),
+            caller_username: Some("jane@contoso.example".into()),
+            plugin: "servicenow-agent".into(),
+            plugin_digest: "sha256:00".into(),
+        },
+        budget: Arc::new(EgressBudget::new(limits)),
+    }
+}
+
+fn get(url: &str) -> http::Request<Bytes> {
+    http::Request::builder()
+        .method("GET")
+        .uri(url)
+        .header("accept", "application/json")
+        .body(Bytes::new())
+        .unwrap()
+}
+
+fn audit_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    for secret in [TOKEN_A, CLIENT_SECRET, "token-b-"] {
+        assert!(!text.contains(secret), "audit log contains {secret}: {text}");
+    }
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn injects_token_b_and_scrubs_every_echo() {
+    let s = setup("echo").await;
+    let inv = invocation(s.port, EgressLimits::default());
+    let url = format!("http://127.0.0.1:{}/api/now/table/incident?sysparm_query=caller%3D{TOKEN_A}", s.port);
+    let response = s.gateway.send(&inv, get(&url)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    let headers = format!("{:?}", parts.headers);
+    for secret in [TOKEN_A, CLIENT_SECRET, "token-b-1"] {
+        assert!(!body.contains(secret), "body leaks {secret}: {body}");
+        assert!(!headers.contains(secret), "headers leak {secret}: {headers}");
+    }
+    assert!(body.contains("\"echo\":\"Bearer [redacted]\""), "{body}");
+    assert_eq!(parts.headers["x-echo-authorization"], "Bearer [redacted]");
+    // The downstream got Token B, the guest's other headers, and no guest Host spelling.
+    assert_eq!(*s.fake.seen_authorization.lock().unwrap(), ["Bearer token-b-1"]);
+    assert_eq!(s.fake.seen_headers.lock().unwrap()[0]["accept"], "application/json");
+    assert_eq!(inv.budget.requests(), 1);
+    assert!(inv.budget.response_bytes() > 100);
+
+    let lines = audit_lines(&s.audit_path);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["decision"], "allowed");
+    assert_eq!(lines[0]["cache"], "miss");
+    assert_eq!(lines[0]["provider"], "sn");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["path"], "/api/now/table/incident");
+    assert_eq!(lines[0]["response_bytes"].as_u64().unwrap(), inv.budget.response_bytes());
+
+    // A second request is a cache hit.
+    let response = s.gateway.send(&inv, get(&url)).await.unwrap();
+    drop(response.into_body().collect().await.unwrap());
+    assert_eq!(audit_lines(&s.audit_path)[1]["cache"], "hit");
+    assert_eq!(s.fake.idp_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn downstream_401_evicts_and_retries_once() {
+    let s = setup("401").await;
+    let inv = invocation(s.port, EgressLimits::default());
+    let url = format!("http://127.0.0.1:{}/api/now/table/incident", s.port);
+    drop(s.gateway.send(&inv, get(&url)).await.unwrap());
+    s.fake.api_unauthorized.store(1, Ordering::SeqCst);
+    let response = s.gateway.send(&inv, get(&url)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    assert_eq!(
+        *s.fake.seen_authorization.lock().unwrap(),
+        ["Bearer token-b-1", "Bearer token-b-1", "Bearer token-b-2"]
+    );
+    assert_eq!(s.fake.idp_calls.load(Ordering::SeqCst), 2);
+    // Only once: a downstream that keeps saying 401 gets its 401 to the guest.
+    s.fake.api_unauthorized.store(5, Ordering::SeqCst);
+    let response = s.gateway.send(&inv, get(&url)).await.unwrap();
+    assert_eq!(response.status(), 401);
+    drop(response);
+    assert_eq!(s.fake.api_calls.load(Ordering::SeqCst), 5);
+    assert_eq!(s.fake.idp_calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn denials_budget_and_vault_errors_are_audited_and_nothing_is_sent() {
+    let s = setup("deny").await;
+    let limits = EgressLimits { max_requests: 2, max_response_bytes: 100, ..EgressLimits::default() };
+    let inv = invocation(s.port, limits);
+    let base = format!("http://127.0.0.1:{}", s.port);
+
+    // Policy denial: path outside the prefix; guest-set Authorization.
+    let err = s.gateway.send(&inv, get(&format!("{base}/api/now/table-x/incident"))).await.unwrap_err();
+    assert!(matches!(err, EgressError::Denied(DenyReason::NoMatchingRule)), "{err:?}");
+    let mut smuggle = get(&format!("{base}/api/now/table/incident"));
+    smuggle.headers_mut().insert("authorization", "Bearer mine".parse().unwrap());
+    let err = s.gateway.send(&inv, smuggle).await.unwrap_err();
+    assert_eq!(err.code(), "forbidden_header");
+    assert_eq!(s.fake.api_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(inv.budget.requests(), 0, "denied requests do not use the budget");
+
+    // Response larger than the byte cap: the body fails.
+    let response = s.gateway.send(&inv, get(&format!("{base}/api/now/table/incident"))).await.unwrap();
+    let err = response.into_body().collect().await.unwrap_err();
+    assert!(matches!(err, EgressBodyError::Budget(BudgetExceeded::ResponseBytes(100))), "{err:?}");
+
+    // The vault refuses (consent): the request is not sent, the error keeps its status.
+    *s.fake.idp_error.lock().unwrap() =
+        Some(r#"{"error":"invalid_grant","error_codes":[65001],"suberror":"consent_required"}"#);
+    let other = InvocationEgress {
+        caller: Arc::new(VerifiedCallerBuilder::new("oid-fred").scopes(&["x"]).token("token-a-fred").build()),
+        ..inv.clone()
+    };
+    let err = s.gateway.send(&other, get(&format!("{base}/api/now/table/incident"))).await.unwrap_err();
+    let EgressError::Credential(v) = &err else { panic!("{err:?}") };
+    assert_eq!((v.status(), v.code()), (403, "consent_required"));
+
+    // Request cap (2 used: the oversized response and the consent failure).
+    let err = s.gateway.send(&inv, get(&format!("{base}/api/now/table/incident"))).await.unwrap_err();
+    assert!(matches!(err, EgressError::Budget(BudgetExceeded::Requests(2))), "{err:?}");
+    assert_eq!(s.fake.api_calls.load(Ordering::SeqCst), 1);
+
+    let lines = audit_lines(&s.audit_path);
+    let reasons: Vec<&str> = lines.iter().map(|l| l["reason"].as_str().unwrap_or("")).collect();
+    assert_eq!(
+        reasons,
+        ["no_matching_rule", "forbidden_header", "response_bytes_limit", "consent_required", "request_limit"]
+    );
+    assert_eq!(lines[0]["decision"], "denied");
+    assert_eq!(lines[3]["decision"], "denied");
+}
