@@ -30,8 +30,7 @@ impl delegate_sdk::Guest for Echo {
             chunks += 1;
         }
         let caller = delegate_sdk::caller();
-        Ok(serde_json::json!({"chunks": chunks, "bytes": prompt.len(), "caller": caller.subject})
-            .to_string())
+        Ok(serde_json::json!({"chunks": chunks, "bytes": prompt.len(), "caller": caller.subject}).to_string())
     }
 }
 

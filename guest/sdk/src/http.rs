@@ -106,8 +106,7 @@ impl Request {
         let out_body = req.body().map_err(|()| HttpError::Transport("request body".into()))?;
         let future = outgoing_handler::handle(req, None).map_err(map_code)?;
         {
-            let stream =
-                out_body.write().map_err(|()| HttpError::Transport("request body stream".into()))?;
+            let stream = out_body.write().map_err(|()| HttpError::Transport("request body stream".into()))?;
             for chunk in self.body.chunks(4096) {
                 stream
                     .blocking_write_and_flush(chunk)
@@ -128,12 +127,10 @@ impl Request {
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
             .collect();
-        let body_res =
-            incoming.consume().map_err(|()| HttpError::Transport("response body".into()))?;
+        let body_res = incoming.consume().map_err(|()| HttpError::Transport("response body".into()))?;
         let mut body = Vec::new();
         {
-            let stream =
-                body_res.stream().map_err(|()| HttpError::Transport("response stream".into()))?;
+            let stream = body_res.stream().map_err(|()| HttpError::Transport("response stream".into()))?;
             loop {
                 match stream.blocking_read(64 * 1024) {
                     Ok(bytes) => body.extend_from_slice(&bytes),
@@ -189,7 +186,6 @@ fn split_url(url: &str) -> Result<UrlParts, HttpError> {
     if authority.is_empty() {
         return Err(invalid());
     }
-    let path_and_query =
-        if path.starts_with('?') { format!("/{path}") } else { path.to_owned() };
+    let path_and_query = if path.starts_with('?') { format!("/{path}") } else { path.to_owned() };
     Ok(UrlParts { scheme, authority: authority.to_owned(), path_and_query })
 }

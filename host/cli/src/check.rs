@@ -8,7 +8,8 @@ use std::time::Duration;
 
 #[allow(clippy::print_stdout)]
 pub(crate) fn plugin(file: &Path) -> Result<(), Failure> {
-    let bytes = std::fs::read(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
+    let bytes =
+        std::fs::read(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
     let runtime = Runtime::new(&RuntimeOptions {
         epoch_tick: Duration::from_millis(10),
         pool_instances: 1,

@@ -39,7 +39,8 @@ async fn demo(listen: SocketAddr, idp_listen: SocketAddr) -> Result<(), Failure>
         .await
         .map_err(|e| Failure::failed(format!("devstack IdP on {idp_listen}: {e}")))?;
     let ca_path = default_ca_path();
-    write_ca(&ca_path, idp.ca_pem()).map_err(|e| Failure::failed(format!("cannot write {}: {e}", ca_path.display())))?;
+    write_ca(&ca_path, idp.ca_pem())
+        .map_err(|e| Failure::failed(format!("cannot write {}: {e}", ca_path.display())))?;
 
     let auth = delegate_auth::AuthConfig {
         required_scopes: vec![defaults::AGENT_SCOPE.into()],
@@ -51,8 +52,10 @@ async fn demo(listen: SocketAddr, idp_listen: SocketAddr) -> Result<(), Failure>
     }
     .validate()
     .map_err(|e| Failure::failed(format!("demo auth config: {e}")))?;
-    let outbound = delegate_outbound::OutboundConfig { extra_ca_pem_files: vec![ca_path.clone()], ..Default::default() };
-    let client = delegate_outbound::build_client(&outbound).map_err(|e| Failure::failed(format!("outbound: {e}")))?;
+    let outbound =
+        delegate_outbound::OutboundConfig { extra_ca_pem_files: vec![ca_path.clone()], ..Default::default() };
+    let client =
+        delegate_outbound::build_client(&outbound).map_err(|e| Failure::failed(format!("outbound: {e}")))?;
     let authorizer = delegate_auth::Authorizer::new(auth, client);
     drop(authorizer.spawn_refresh());
 
@@ -96,7 +99,9 @@ async fn demo(listen: SocketAddr, idp_listen: SocketAddr) -> Result<(), Failure>
         "    curl -N http://{listen}/invocations -H \"Authorization: Bearer $(delegate token --user {})\" -d '{{\"prompt\":\"Hello from Jane\",\"pause_ms\":200}}'",
         defaults::JANE
     );
-    println!("    curl -i http://{listen}/invocations -d '{{\"prompt\":\"no token\"}}'   # 401, no plugin code runs\n");
+    println!(
+        "    curl -i http://{listen}/invocations -d '{{\"prompt\":\"no token\"}}'   # 401, no plugin code runs\n"
+    );
 
     crate::serve::shutdown_signal().await;
     state.start_draining();
@@ -125,7 +130,8 @@ pub(crate) fn token(user: &str, idp: &str, ca: Option<&Path>, tenant: &str) -> R
             extra_ca_pem_files: if ca.is_file() { vec![ca.clone()] } else { Vec::new() },
             ..Default::default()
         };
-        let client = delegate_outbound::build_client(&outbound).map_err(|e| Failure::usage(format!("outbound: {e}")))?;
+        let client = delegate_outbound::build_client(&outbound)
+            .map_err(|e| Failure::usage(format!("outbound: {e}")))?;
         let url = format!("{}/{tenant}/oauth2/v2.0/token", idp.trim_end_matches('/'));
         let scope = format!("api://{}/{} openid profile", defaults::AGENT_APP_ID, defaults::AGENT_SCOPE);
         let form = [
@@ -135,19 +141,21 @@ pub(crate) fn token(user: &str, idp: &str, ca: Option<&Path>, tenant: &str) -> R
             ("password", defaults::PASSWORD),
             ("scope", scope.as_str()),
         ];
-        let resp = client
-            .post(&url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| Failure::failed(format!("cannot reach the identity provider at {url}: {e} (is `delegate demo` running?)")))?;
+        let resp = client.post(&url).form(&form).send().await.map_err(|e| {
+            Failure::failed(format!(
+                "cannot reach the identity provider at {url}: {e} (is `delegate demo` running?)"
+            ))
+        })?;
         let status = resp.status();
-        let body: serde_json::Value =
-            resp.json().await.map_err(|e| Failure::failed(format!("identity provider answered {status} with non-JSON: {e}")))?;
+        let body: serde_json::Value = resp.json().await.map_err(|e| {
+            Failure::failed(format!("identity provider answered {status} with non-JSON: {e}"))
+        })?;
         if !status.is_success() {
             let error = body["error"].as_str().unwrap_or("error");
             let description = body["error_description"].as_str().unwrap_or("").lines().next().unwrap_or("");
-            return Err(Failure::failed(format!("identity provider refused ({status}): {error}: {description}")));
+            return Err(Failure::failed(format!(
+                "identity provider refused ({status}): {error}: {description}"
+            )));
         }
         let token = body["access_token"]
             .as_str()

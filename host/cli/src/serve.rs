@@ -18,7 +18,8 @@ pub(crate) fn run(config_path: &Path) -> Result<(), Failure> {
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
-    let runtime = Runtime::new(&RuntimeOptions::new(&config.engine, &config.plugins)).map_err(Failure::failed)?;
+    let runtime =
+        Runtime::new(&RuntimeOptions::new(&config.engine, &config.plugins)).map_err(Failure::failed)?;
     let settings = config.default_plugin();
     let model = crate::wiring::model_access(&config, settings).await?;
     let plugin = runtime

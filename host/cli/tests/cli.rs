@@ -37,10 +37,26 @@ fn version_is_printed() {
 fn bad_config_is_one_line_naming_the_key_and_exit_2() {
     let plugin = delegate_artifacts::ECHO;
     let cases = [
-        ("typo", format!("[server]\nlisten = \"127.0.0.1:0\"\nmax_conncurrency = 2\n{AUTH}"), "unknown field `max_conncurrency`"),
-        ("range", format!("[limits]\ncpu_ms = 0\n{AUTH}[[plugin]]\nname = \"echo\"\ncomponent = \"{plugin}\"\n"), "limits.cpu_ms: must be between"),
-        ("noauth", format!("[[plugin]]\nname = \"echo\"\ncomponent = \"{plugin}\"\n"), "auth: an [auth] section is required"),
-        ("missing", format!("{AUTH}[[plugin]]\nname = \"echo\"\ncomponent = \"/nope.wasm\"\n"), "plugin[0].component: no such file"),
+        (
+            "typo",
+            format!("[server]\nlisten = \"127.0.0.1:0\"\nmax_conncurrency = 2\n{AUTH}"),
+            "unknown field `max_conncurrency`",
+        ),
+        (
+            "range",
+            format!("[limits]\ncpu_ms = 0\n{AUTH}[[plugin]]\nname = \"echo\"\ncomponent = \"{plugin}\"\n"),
+            "limits.cpu_ms: must be between",
+        ),
+        (
+            "noauth",
+            format!("[[plugin]]\nname = \"echo\"\ncomponent = \"{plugin}\"\n"),
+            "auth: an [auth] section is required",
+        ),
+        (
+            "missing",
+            format!("{AUTH}[[plugin]]\nname = \"echo\"\ncomponent = \"/nope.wasm\"\n"),
+            "plugin[0].component: no such file",
+        ),
     ];
     for (name, text, expected) in cases {
         let path = write_temp(name, &text);

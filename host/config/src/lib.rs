@@ -116,10 +116,8 @@ impl Config {
     /// Reads and validates a config file. Relative paths in it are resolved against its
     /// directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_owned(), message: e.to_string() })?;
         let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
         Self::from_toml(&text, &base).map_err(|e| e.in_file(path))
     }

@@ -69,9 +69,7 @@ impl ConfigError {
             Self::Parse { line, column, message, .. } => {
                 Self::Parse { file: Some(path.to_owned()), line, column, message }
             }
-            Self::Invalid { key, message, .. } => {
-                Self::Invalid { file: Some(path.to_owned()), key, message }
-            }
+            Self::Invalid { key, message, .. } => Self::Invalid { file: Some(path.to_owned()), key, message },
             read @ Self::Read { .. } => read,
         }
     }
@@ -109,8 +107,14 @@ fn limits(prefix: &str, raw: &RawLimits, base: &Limits) -> Result<Limits, Config
         )?),
         output_bytes: ranged(&k("output_kib"), raw.output_kib, base.output_bytes >> 10, 1, 10 << 20)? << 10,
         log_bytes: ranged(&k("log_kib"), raw.log_kib, base.log_bytes >> 10, 1, 1 << 20)? << 10,
-        model_calls: u32::try_from(ranged(&k("model_calls"), raw.model_calls, u64::from(base.model_calls), 0, 10_000)?)
-            .unwrap_or(10_000),
+        model_calls: u32::try_from(ranged(
+            &k("model_calls"),
+            raw.model_calls,
+            u64::from(base.model_calls),
+            0,
+            10_000,
+        )?)
+        .unwrap_or(10_000),
         model_tokens: ranged(&k("model_tokens"), raw.model_tokens, base.model_tokens, 0, 100_000_000)?,
     })
 }
@@ -150,7 +154,13 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         )?),
     };
     let engine = EngineSettings {
-        epoch_tick: Duration::from_millis(ranged("engine.epoch_tick_ms", raw.engine.epoch_tick_ms, 10, 1, 1000)?),
+        epoch_tick: Duration::from_millis(ranged(
+            "engine.epoch_tick_ms",
+            raw.engine.epoch_tick_ms,
+            10,
+            1,
+            1000,
+        )?),
         pool_instances: u32::try_from(ranged(
             "engine.pool_instances",
             raw.engine.pool_instances,
@@ -169,22 +179,32 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     for (i, p) in raw.plugins.iter().enumerate() {
         let key = |name: &str| format!("plugin[{i}].{name}");
         if !plugin_name_ok(&p.name) {
-            return Err(ConfigError::invalid(key("name"), format!("must be 1-64 of [a-z0-9-], got {:?}", p.name)));
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("must be 1-64 of [a-z0-9-], got {:?}", p.name),
+            ));
         }
         if plugins.iter().any(|q: &PluginSettings| q.name == p.name) {
             return Err(ConfigError::invalid(key("name"), format!("duplicate plugin name {:?}", p.name)));
         }
         let component = base.join(&p.component);
         if !component.is_file() {
-            return Err(ConfigError::invalid(key("component"), format!("no such file: {}", component.display())));
+            return Err(ConfigError::invalid(
+                key("component"),
+                format!("no such file: {}", component.display()),
+            ));
         }
         for k in p.settings.keys() {
             if k.is_empty() || k.len() > 256 {
-                return Err(ConfigError::invalid(key("settings"), format!("setting names are 1-256 characters, got {k:?}")));
+                return Err(ConfigError::invalid(
+                    key("settings"),
+                    format!("setting names are 1-256 characters, got {k:?}"),
+                ));
             }
         }
         if let Some(id) = &p.model_id {
-            delegate_model::validate_model_id(id).map_err(|e| ConfigError::invalid(key("model_id"), e.message))?;
+            delegate_model::validate_model_id(id)
+                .map_err(|e| ConfigError::invalid(key("model_id"), e.message))?;
         }
         plugins.push(PluginSettings {
             name: p.name.clone(),
@@ -197,18 +217,28 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     }
     match plugins.iter().filter(|p| p.default).count() {
         0 if plugins.len() == 1 => plugins[0].default = true,
-        0 => return Err(ConfigError::invalid("plugin", "several plugins: mark exactly one with default = true")),
+        0 => {
+            return Err(ConfigError::invalid(
+                "plugin",
+                "several plugins: mark exactly one with default = true",
+            ));
+        }
         1 => {}
         _ => return Err(ConfigError::invalid("plugin", "only one plugin may have default = true")),
     }
     let model = match raw.model {
-        Some(m) => Some(m.validate().map_err(|e| ConfigError::invalid(format!("model.{}", e.key), e.message))?),
+        Some(m) => {
+            Some(m.validate().map_err(|e| ConfigError::invalid(format!("model.{}", e.key), e.message))?)
+        }
         None => None,
     };
     let auth = raw
         .auth
         .ok_or_else(|| {
-            ConfigError::invalid("auth", "an [auth] section is required: delegate never serves unverified callers")
+            ConfigError::invalid(
+                "auth",
+                "an [auth] section is required: delegate never serves unverified callers",
+            )
         })?
         .validate()
         .map_err(|e| ConfigError::invalid(format!("auth.{}", e.key), e.message))?;
@@ -216,7 +246,10 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     for (i, f) in raw.outbound.ca_files.iter().enumerate() {
         let path = base.join(f);
         if !path.is_file() {
-            return Err(ConfigError::invalid(format!("outbound.ca_files[{i}]"), format!("no such file: {}", path.display())));
+            return Err(ConfigError::invalid(
+                format!("outbound.ca_files[{i}]"),
+                format!("no such file: {}", path.display()),
+            ));
         }
         ca_files.push(path);
     }
@@ -286,8 +319,14 @@ mod tests {
     #[test]
     fn plugin_rules() {
         assert_eq!(err(""), "plugin: at least one [[plugin]] is required");
-        assert!(err("[[plugin]]\nname = \"Bad Name\"\ncomponent = \"Cargo.toml\"\n").starts_with("plugin[0].name"));
-        assert!(err("[[plugin]]\nname = \"x\"\ncomponent = \"missing.wasm\"\n").starts_with("plugin[0].component: no such file"));
+        assert!(
+            err("[[plugin]]\nname = \"Bad Name\"\ncomponent = \"Cargo.toml\"\n")
+                .starts_with("plugin[0].name")
+        );
+        assert!(
+            err("[[plugin]]\nname = \"x\"\ncomponent = \"missing.wasm\"\n")
+                .starts_with("plugin[0].component: no such file")
+        );
         let two = format!("{PLUGIN}[[plugin]]\nname = \"b\"\ncomponent = \"Cargo.toml\"\n");
         assert!(err(&two).contains("mark exactly one"));
         let dup = format!("{PLUGIN}{PLUGIN}");

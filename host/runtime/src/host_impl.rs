@@ -24,15 +24,15 @@ impl output::Host for StoreState {
             return Ok(());
         }
         // Bounded channel: a slow caller slows the plugin down instead of growing memory.
-        self.events
-            .send(InvocationEvent::Text(text))
-            .await
-            .map_err(|_| wasmtime::Error::new(CallerGone))
+        self.events.send(InvocationEvent::Text(text)).await.map_err(|_| wasmtime::Error::new(CallerGone))
     }
 }
 
 impl model::Host for StoreState {
-    async fn converse(&mut self, req: model::Request) -> wasmtime::Result<Result<model::Response, model::Error>> {
+    async fn converse(
+        &mut self,
+        req: model::Request,
+    ) -> wasmtime::Result<Result<model::Response, model::Error>> {
         let Some(access) = self.model.clone() else { return Ok(Err(unavailable())) };
         let req = model_map::request(req);
         let result = delegate_model::call_model(

@@ -154,15 +154,19 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut StoreState| WasiConfig::from(&*s.settings))
             .map_err(err)?;
-        bindings::caller::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).map_err(err)?;
+        bindings::caller::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(err)?;
         bindings::model::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).map_err(err)?;
-        bindings::output::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).map_err(err)?;
+        bindings::output::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(err)?;
         Ok(Self { engine, linker })
     }
 
     fn compile(&self, bytes: &[u8]) -> Result<(Component, AgentPre<StoreState>), PluginLoadError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| PluginLoadError::World(format!("{e:#}")))?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
+        let pre =
+            self.linker.instantiate_pre(&component).map_err(|e| PluginLoadError::World(format!("{e:#}")))?;
         let pre = AgentPre::new(pre).map_err(|e| PluginLoadError::World(format!("{e:#}")))?;
         Ok((component, pre))
     }
@@ -208,7 +212,8 @@ impl Runtime {
 
     /// Checks that `bytes` is a component delegate can run and lists its imports and exports.
     pub fn inspect(&self, bytes: &[u8]) -> Result<ComponentReport, PluginLoadError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
         let ty = component.component_type();
         let imports = ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
         let exports = ty.exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
@@ -518,7 +523,10 @@ async fn run(
             elapsed: started.elapsed(),
             output_bytes: data.output_used,
         }),
-        Ok(Err(e)) => Err(InvocationError::PluginError { code: sanitize_code(&e.code), message: truncate(e.message, 2048) }),
+        Ok(Err(e)) => Err(InvocationError::PluginError {
+            code: sanitize_code(&e.code),
+            message: truncate(e.message, 2048),
+        }),
         Err(e) => Err(classify(&e)),
     }
 }

@@ -11,7 +11,11 @@ pub(crate) fn request(r: wit::Request) -> m::ConverseRequest {
             tools: c
                 .tools
                 .into_iter()
-                .map(|t| m::ToolSpec { name: t.name, description: t.description, input_schema: t.input_schema })
+                .map(|t| m::ToolSpec {
+                    name: t.name,
+                    description: t.description,
+                    input_schema: t.input_schema,
+                })
                 .collect(),
             tool_choice: c.tool_choice.map(|tc| match tc {
                 wit::ToolChoice::Auto => m::ToolChoice::Auto,
@@ -73,9 +77,11 @@ fn block_in(b: wit::ContentBlock) -> m::ContentBlock {
 fn block_out(b: m::ContentBlock) -> wit::ContentBlock {
     match b {
         m::ContentBlock::Text(t) => wit::ContentBlock::Text(t),
-        m::ContentBlock::ToolUse(t) => {
-            wit::ContentBlock::ToolUse(wit::ToolUse { tool_use_id: t.tool_use_id, name: t.name, input: t.input })
-        }
+        m::ContentBlock::ToolUse(t) => wit::ContentBlock::ToolUse(wit::ToolUse {
+            tool_use_id: t.tool_use_id,
+            name: t.name,
+            input: t.input,
+        }),
         m::ContentBlock::ToolResult(r) => wit::ContentBlock::ToolResult(wit::ToolResult {
             tool_use_id: r.tool_use_id,
             status: match r.status {

@@ -1,11 +1,11 @@
 //! What one store (one invocation) holds. Built fresh per invocation and dropped after it, so
 //! nothing survives from one caller to the next.
 
+use crate::InvocationEvent;
 use crate::bindings::caller::Principal;
 use crate::http_hooks::EgressHooks;
 use crate::limits::{CpuMeter, Limiter};
 use crate::stdio::LogPipe;
-use crate::InvocationEvent;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wasmtime::component::ResourceTable;

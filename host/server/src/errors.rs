@@ -54,12 +54,16 @@ impl ApiError {
             Self::Unauthenticated => {
                 (StatusCode::UNAUTHORIZED, "invalid_token", "missing or invalid bearer token".into())
             }
-            Self::Forbidden { insufficient_scope: true } => {
-                (StatusCode::FORBIDDEN, "insufficient_scope", "the token does not grant access to this resource".into())
-            }
-            Self::Forbidden { insufficient_scope: false } => {
-                (StatusCode::FORBIDDEN, "forbidden", "the token does not grant access to this resource".into())
-            }
+            Self::Forbidden { insufficient_scope: true } => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "the token does not grant access to this resource".into(),
+            ),
+            Self::Forbidden { insufficient_scope: false } => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the token does not grant access to this resource".into(),
+            ),
             Self::AuthUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "auth_unavailable",
@@ -70,16 +74,36 @@ impl ApiError {
                 "invalid_session_id",
                 "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id must be 33-256 visible ASCII characters".into(),
             ),
-            Self::PayloadTooLarge { limit } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the request body is larger than {limit} bytes"))
+            Self::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            ),
+            Self::InvalidEncoding => {
+                (StatusCode::BAD_REQUEST, "invalid_encoding", "the request body is not UTF-8".into())
             }
-            Self::InvalidEncoding => (StatusCode::BAD_REQUEST, "invalid_encoding", "the request body is not UTF-8".into()),
-            Self::InvalidJson => (StatusCode::BAD_REQUEST, "invalid_json", "the request body is not valid JSON".into()),
-            Self::BodyRead => (StatusCode::BAD_REQUEST, "body_read", "the request body could not be read".into()),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such route; use POST /invocations or GET /ping".into()),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".into()),
-            Self::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", "all invocation slots are busy; retry later".into()),
-            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down".into()),
+            Self::InvalidJson => {
+                (StatusCode::BAD_REQUEST, "invalid_json", "the request body is not valid JSON".into())
+            }
+            Self::BodyRead => {
+                (StatusCode::BAD_REQUEST, "body_read", "the request body could not be read".into())
+            }
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; use POST /invocations or GET /ping".into(),
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route".into(),
+            ),
+            Self::Busy { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "busy", "all invocation slots are busy; retry later".into())
+            }
+            Self::ShuttingDown => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down".into())
+            }
             Self::Invocation(e) => (invocation_status(e), e.code(), e.to_string()),
         }
     }
@@ -128,10 +152,16 @@ impl IntoResponse for ErrorResponse {
         let headers = resp.headers_mut();
         match &self.error {
             ApiError::Unauthenticated => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
             }
             ApiError::Forbidden { insufficient_scope: true, .. } => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"insufficient_scope\""));
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+                );
             }
             ApiError::Busy { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));

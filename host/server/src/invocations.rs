@@ -1,7 +1,9 @@
 //! `POST /invocations`.
 
 use crate::errors::{ApiError, ErrorResponse, error_body};
-use crate::{AppState, AuthRejection, INVOCATION_ID_HEADER, PLUGIN_HEADER, REQUEST_ID_HEADER, SESSION_ID_HEADER};
+use crate::{
+    AppState, AuthRejection, INVOCATION_ID_HEADER, PLUGIN_HEADER, REQUEST_ID_HEADER, SESSION_ID_HEADER,
+};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -89,7 +91,8 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
         return Err(ApiError::InvalidJson);
     }
 
-    let permit = state.load.try_acquire().ok_or(ApiError::Busy { retry_after: state.options.retry_after_seconds })?;
+    let permit =
+        state.load.try_acquire().ok_or(ApiError::Busy { retry_after: state.options.retry_after_seconds })?;
     let invocation_id = rid.to_owned();
     let plugin = &state.plugin;
     let mut invocation = plugin.invoke(InvocationRequest {
@@ -150,7 +153,9 @@ async fn json_answer(invocation: &mut Invocation, invocation_id: &str) -> Result
             InvocationEvent::Finished(Err(e)) => return Err(ApiError::Invocation(e)),
         }
     }
-    Err(ApiError::Invocation(delegate_runtime::InvocationError::PluginTrap("invocation ended without a result".into())))
+    Err(ApiError::Invocation(delegate_runtime::InvocationError::PluginTrap(
+        "invocation ended without a result".into(),
+    )))
 }
 
 fn event_for(event: InvocationEvent, invocation_id: &str) -> Event {

@@ -146,7 +146,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn ping(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+async fn ping(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> axum::Json<serde_json::Value> {
     let (status, since) = state.load.status();
     axum::Json(serde_json::json!({ "status": status.as_str(), "time_of_last_update": since }))
 }

@@ -40,7 +40,10 @@ fn now_secs() -> u64 {
 impl Load {
     /// `max` concurrent invocations.
     pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self { slots: Arc::new(Semaphore::new(max)), status: Mutex::new((Status::Healthy, now_secs())) })
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(max)),
+            status: Mutex::new((Status::Healthy, now_secs())),
+        })
     }
 
     /// Takes a slot, or `None` when all are busy (never waits: a full server answers 503).

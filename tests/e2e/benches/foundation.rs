@@ -40,7 +40,8 @@ fn main() {
         .unwrap();
         let echo = std::fs::read(delegate_artifacts::ECHO).unwrap();
         let t = Instant::now();
-        let plugin = runtime.load_plugin_bytes("echo", &echo, Limits::default(), &BTreeMap::new(), None).unwrap();
+        let plugin =
+            runtime.load_plugin_bytes("echo", &echo, Limits::default(), &BTreeMap::new(), None).unwrap();
         println!("compile + instantiate_pre (echo, {} bytes): {:?}", echo.len(), t.elapsed());
         let caller = VerifiedCallerBuilder::new("bench-user").build();
 

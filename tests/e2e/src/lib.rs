@@ -3,8 +3,8 @@
 
 use delegate_auth::{VerifiedCaller, VerifiedCallerBuilder};
 use delegate_config::Limits;
-use delegate_runtime::{Runtime, RuntimeOptions};
 pub use delegate_runtime::ModelAccess;
+use delegate_runtime::{Runtime, RuntimeOptions};
 use delegate_server::{AppState, AuthFuture, AuthRejection, Authorize, ServerOptions};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -30,7 +30,9 @@ impl Authorize for TestAuthorizer {
             if subject == "forbidden" {
                 return Err(AuthRejection::Forbidden { reason: "scope", insufficient_scope: true });
             }
-            Ok::<VerifiedCaller, _>(VerifiedCallerBuilder::new(subject).username(&format!("{subject}@test")).build())
+            Ok::<VerifiedCaller, _>(
+                VerifiedCallerBuilder::new(subject).username(&format!("{subject}@test")).build(),
+            )
         })
     }
 }
@@ -82,11 +84,17 @@ impl TestServer {
         })
         .unwrap();
         let bytes = std::fs::read(spec.component).unwrap();
-        let plugin = runtime.load_plugin_bytes("test-plugin", &bytes, spec.limits, &spec.settings, spec.model.clone()).unwrap();
+        let plugin = runtime
+            .load_plugin_bytes("test-plugin", &bytes, spec.limits, &spec.settings, spec.model.clone())
+            .unwrap();
         let state = AppState::new(
             plugin.clone(),
             spec.authorizer.clone().unwrap_or_else(|| Arc::new(TestAuthorizer)),
-            ServerOptions { max_body_bytes: spec.max_body_bytes, max_concurrency: spec.max_concurrency, retry_after_seconds: 2 },
+            ServerOptions {
+                max_body_bytes: spec.max_body_bytes,
+                max_concurrency: spec.max_concurrency,
+                retry_after_seconds: 2,
+            },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -129,7 +137,8 @@ pub fn devstack_authorizer(idp: &delegate_devstack_idp::IdpServer) -> Arc<dyn Au
     }
     .validate()
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("delegate-e2e-ca-{}-{}", std::process::id(), idp.url().len()));
+    let dir =
+        std::env::temp_dir().join(format!("delegate-e2e-ca-{}-{}", std::process::id(), idp.url().len()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca = dir.join(format!("{}.pem", idp.url().rsplit(':').next().unwrap()));
     std::fs::write(&ca, idp.ca_pem()).unwrap();

@@ -40,7 +40,12 @@ async fn attack_corpus_is_rejected_before_any_plugin_instance_exists() {
                 // handler runs; everything else reaches the authorizer and gets its 401.
                 assert!(status == 401 || status == 431, "{}: {status}", case.name);
                 if status == 401 {
-                    assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_token\"", "{}", case.name);
+                    assert_eq!(
+                        resp.headers()["www-authenticate"],
+                        "Bearer error=\"invalid_token\"",
+                        "{}",
+                        case.name
+                    );
                     let body: serde_json::Value = resp.json().await.unwrap();
                     assert_eq!(body["error_type"], "invalid_token", "{}", case.name);
                 }
@@ -70,7 +75,13 @@ async fn password_grant_token_reaches_the_plugin_as_claims_only() {
     let server = TestServer::start(spec).await;
     let token = idp
         .idp()
-        .mint_access_token(defaults::JANE, defaults::AGENT_APP_ID, defaults::AGENT_APP_ID, &[defaults::AGENT_SCOPE], Duration::from_secs(600))
+        .mint_access_token(
+            defaults::JANE,
+            defaults::AGENT_APP_ID,
+            defaults::AGENT_APP_ID,
+            &[defaults::AGENT_SCOPE],
+            Duration::from_secs(600),
+        )
         .unwrap();
     let resp = client()
         .post(format!("{}/invocations", server.url))

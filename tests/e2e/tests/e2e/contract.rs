@@ -5,7 +5,8 @@ use delegate_e2e::*;
 use serde_json::json;
 
 async fn post(url: &str, auth: Option<&str>, body: Vec<u8>, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().post(format!("{url}/invocations")).body(body).header("content-type", "application/json");
+    let mut req =
+        client().post(format!("{url}/invocations")).body(body).header("content-type", "application/json");
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
@@ -42,13 +43,25 @@ async fn bad_session_ids_are_400() {
     let long = "a".repeat(257);
     for bad in ["short", "a b c d e f g h i j k l m n o p q r s t", long.as_str()] {
         let (s, code, _) = error_type(
-            post(&server.url, Some("Bearer test:jane"), br#"{"prompt":"x"}"#.to_vec(), &[("x-amzn-bedrock-agentcore-runtime-session-id", bad)]).await,
+            post(
+                &server.url,
+                Some("Bearer test:jane"),
+                br#"{"prompt":"x"}"#.to_vec(),
+                &[("x-amzn-bedrock-agentcore-runtime-session-id", bad)],
+            )
+            .await,
         )
         .await;
         assert_eq!((s, code.as_str()), (400, "invalid_session_id"), "{bad}");
     }
     let ok = "a".repeat(33);
-    let resp = post(&server.url, Some("Bearer test:jane"), br#"{"prompt":"x"}"#.to_vec(), &[("x-amzn-bedrock-agentcore-runtime-session-id", &ok)]).await;
+    let resp = post(
+        &server.url,
+        Some("Bearer test:jane"),
+        br#"{"prompt":"x"}"#.to_vec(),
+        &[("x-amzn-bedrock-agentcore-runtime-session-id", &ok)],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -58,9 +71,12 @@ async fn oversized_non_json_and_non_utf8_bodies() {
     let big = format!("{{\"prompt\":\"{}\"}}", "x".repeat(70 * 1024)).into_bytes();
     let (s, code, _) = error_type(post(&server.url, Some("Bearer test:jane"), big, &[]).await).await;
     assert_eq!((s, code.as_str()), (413, "payload_too_large"));
-    let (s, code, _) = error_type(post(&server.url, Some("Bearer test:jane"), b"not json".to_vec(), &[]).await).await;
+    let (s, code, _) =
+        error_type(post(&server.url, Some("Bearer test:jane"), b"not json".to_vec(), &[]).await).await;
     assert_eq!((s, code.as_str()), (400, "invalid_json"));
-    let (s, code, _) = error_type(post(&server.url, Some("Bearer test:jane"), vec![b'"', 0xff, 0xfe, b'"'], &[]).await).await;
+    let (s, code, _) =
+        error_type(post(&server.url, Some("Bearer test:jane"), vec![b'"', 0xff, 0xfe, b'"'], &[]).await)
+            .await;
     assert_eq!((s, code.as_str()), (400, "invalid_encoding"));
     // Authorization is checked before the body is even read.
     let (s, code, _) = error_type(post(&server.url, None, b"not json".to_vec(), &[]).await).await;
@@ -72,7 +88,8 @@ async fn unknown_routes_and_methods() {
     let server = TestServer::start(ServerSpec::new(delegate_artifacts::ECHO)).await;
     let (s, code, _) = error_type(client().get(format!("{}/nope", server.url)).send().await.unwrap()).await;
     assert_eq!((s, code.as_str()), (404, "not_found"));
-    let (s, code, _) = error_type(client().get(format!("{}/invocations", server.url)).send().await.unwrap()).await;
+    let (s, code, _) =
+        error_type(client().get(format!("{}/invocations", server.url)).send().await.unwrap()).await;
     assert_eq!((s, code.as_str()), (405, "method_not_allowed"));
     let ping = ping(&server.url).await;
     assert_eq!(ping["status"], "Healthy");
@@ -85,12 +102,20 @@ async fn saturated_server_answers_503_and_ping_stays_responsive() {
     spec.max_concurrency = 1;
     let server = TestServer::start(spec).await;
     let before = ping(&server.url).await;
-    let resp = post(&server.url, Some("Bearer test:jane"), br#"{"prompt":"slow one","chunk_size":2,"pause_ms":300}"#.to_vec(), &[]).await;
+    let resp = post(
+        &server.url,
+        Some("Bearer test:jane"),
+        br#"{"prompt":"slow one","chunk_size":2,"pause_ms":300}"#.to_vec(),
+        &[],
+    )
+    .await;
     let mut sse = SseReader::open(resp).await;
     assert_eq!(sse.next().await.unwrap(), json!("sl"));
     let busy = ping(&server.url).await;
     assert_eq!(busy["status"], "HealthyBusy");
-    let (s, code, h) = error_type(post(&server.url, Some("Bearer test:bob"), br#"{"prompt":"x"}"#.to_vec(), &[]).await).await;
+    let (s, code, h) =
+        error_type(post(&server.url, Some("Bearer test:bob"), br#"{"prompt":"x"}"#.to_vec(), &[]).await)
+            .await;
     assert_eq!((s, code.as_str()), (503, "busy"));
     assert_eq!(h["retry-after"], "2");
     // A second ping while busy reports the same change time: it moves only on a change.
@@ -103,7 +128,13 @@ async fn saturated_server_answers_503_and_ping_stays_responsive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_invocations() {
     let mut server = TestServer::start(ServerSpec::new(delegate_artifacts::ECHO)).await;
-    let resp = post(&server.url, Some("Bearer test:jane"), br#"{"prompt":"finish me please","chunk_size":4,"pause_ms":150}"#.to_vec(), &[]).await;
+    let resp = post(
+        &server.url,
+        Some("Bearer test:jane"),
+        br#"{"prompt":"finish me please","chunk_size":4,"pause_ms":150}"#.to_vec(),
+        &[],
+    )
+    .await;
     let mut sse = SseReader::open(resp).await;
     assert_eq!(sse.next().await.unwrap(), json!("fini"));
     server.shutdown();

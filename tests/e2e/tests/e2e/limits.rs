@@ -95,9 +95,13 @@ async fn never_returning_host_wait_hits_the_wall_clock() {
 async fn time_waiting_on_the_host_is_not_cpu_time() {
     // CPU limit 300 ms; the plugin waits 1 s on a host clock, then computes a little.
     let server = hostile_server().await;
-    let seen = invoke(&server.url, "jane", &json!({"mode": "wait-then-compute", "wait_ms": 1000, "work": 1000})).await;
+    let seen =
+        invoke(&server.url, "jane", &json!({"mode": "wait-then-compute", "wait_ms": 1000, "work": 1000}))
+            .await;
     assert!(seen.result.is_some(), "waiting was charged as CPU: {seen:?}");
     // The same wait followed by a lot of computation is still stopped.
-    let seen = invoke(&server.url, "jane", &json!({"mode": "wait-then-compute", "wait_ms": 500, "work": u64::MAX})).await;
+    let seen =
+        invoke(&server.url, "jane", &json!({"mode": "wait-then-compute", "wait_ms": 500, "work": u64::MAX}))
+            .await;
     assert_eq!(seen.error_type.as_deref(), Some("cpu_limit"), "{seen:?}");
 }

@@ -21,8 +21,21 @@ async fn probe_finds_no_way_out() {
         &json!({"tcp": tcp_addr.to_string(), "http": format!("http://{http_addr}/steal")}),
     )
     .await;
-    let report: serde_json::Value = serde_json::from_str(seen.result.as_deref().expect("probe result")).unwrap();
-    for attempt in ["tcp_connect", "tcp_listen", "udp_bind", "dns_lookup", "read_file", "read_dir", "write_file", "env", "args", "stdin", "http"] {
+    let report: serde_json::Value =
+        serde_json::from_str(seen.result.as_deref().expect("probe result")).unwrap();
+    for attempt in [
+        "tcp_connect",
+        "tcp_listen",
+        "udp_bind",
+        "dns_lookup",
+        "read_file",
+        "read_dir",
+        "write_file",
+        "env",
+        "args",
+        "stdin",
+        "http",
+    ] {
         assert_eq!(report[attempt]["ok"], false, "{attempt} succeeded: {}", report[attempt]);
     }
     assert!(report["http"]["detail"].as_str().unwrap().contains("Denied"), "{}", report["http"]);

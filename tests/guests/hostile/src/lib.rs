@@ -5,7 +5,7 @@
 //! `table` (grows its function table), `wait-forever` (blocks on a host clock for an hour),
 //! `wait-then-compute` (`wait_ms` on the host clock, then `work` rounds of pure computation),
 //! `ok` (returns at once).
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::print_stderr)]
 
 use delegate_sdk::bindings::wasi::clocks::monotonic_clock;
 use delegate_sdk::{PluginError, emit};
