@@ -2,7 +2,7 @@
 //!
 //! decide (policy + header rules) → budget → Token B from the vault → send the canonical URL
 //! with `Authorization: Bearer` through the shared pooled client → on 401 evict and retry once
-//! with a fresh token → scrub response headers and body → meter response bytes → one audit
+//! with a fresh token → scrub response headers and body, drop `set-cookie` → meter response bytes → one audit
 //! line (written when the response body ends or is dropped, so it carries bytes and duration).
 //!
 //! The runtime's `WasiHttpHooks::send_request` collects the guest's request body (bounded by
@@ -162,6 +162,9 @@ impl EgressGateway {
         let response: http::Response<reqwest::Body> = response.into();
         let (mut parts, body) = response.into_parts();
         scrubber.scrub_headers(&mut parts.headers);
+        // A downstream session cookie is a credential for the user's session; the guest cannot
+        // send cookies anyway, so it could only leak it.
+        parts.headers.remove(http::header::SET_COOKIE);
         record.status = Some(parts.status.as_u16());
         record.request_bytes = request_bytes;
         let metered = MeteredBody {

@@ -50,7 +50,11 @@ async fn echo(axum::extract::State(f): axum::extract::State<Arc<Fake>>, headers:
     );
     (
         status,
-        [("x-echo-authorization", auth.clone()), ("www-authenticate", format!("Bearer realm=\"{auth}\""))],
+        [
+            ("x-echo-authorization", auth.clone()),
+            ("www-authenticate", format!("Bearer realm=\"{auth}\"")),
+            ("set-cookie", "glide_user_session=abc; HttpOnly".to_owned()),
+        ],
         body,
     )
         .into_response()
@@ -155,6 +159,7 @@ async fn injects_token_b_and_scrubs_every_echo() {
     }
     assert!(body.contains("\"echo\":\"Bearer [redacted]\""), "{body}");
     assert_eq!(parts.headers["x-echo-authorization"], "Bearer [redacted]");
+    assert!(!parts.headers.contains_key("set-cookie"));
     // The downstream got Token B, the guest's other headers, and no guest Host spelling.
     assert_eq!(*s.fake.seen_authorization.lock().unwrap(), ["Bearer token-b-1"]);
     assert_eq!(s.fake.seen_headers.lock().unwrap()[0]["accept"], "application/json");
