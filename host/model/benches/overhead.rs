@@ -29,14 +29,23 @@ fn report(name: &str, mut v: Vec<Duration>) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // The endpoint runs on its own thread and single-threaded runtime, as a separate process
+    // would; the client likewise, as one invocation's model calls are sequential.
+    let stub = BedrockStub::new(BedrockStubConfig::default());
+    let faults = stub.faults();
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", std_listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            // The devstack's own server (TCP_NODELAY on, as in `delegate demo`).
+            delegate_devstack_tls::serve_http(listener, stub.router(), std::future::pending()).await.unwrap();
+        });
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let stub = BedrockStub::new(BedrockStubConfig::default());
-        let faults = stub.faults();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        // The devstack's own server (TCP_NODELAY on, as in `delegate demo`).
-        tokio::spawn(delegate_devstack_tls::serve_http(listener, stub.router(), std::future::pending()));
         let raw_url = format!("{url}/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse");
         let settings = ModelConfig {
             region: Some("us-east-1".into()),
