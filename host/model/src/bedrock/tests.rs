@@ -623,3 +623,100 @@ async fn slow_endpoints_hit_the_attempt_and_request_timeouts() {
     assert_eq!(e.kind, ModelErrorKind::ModelTimeout, "{e:?}");
     assert_eq!(env.faults.calls(), 1);
 }
+
+mod assembler {
+    use super::*;
+    use aws_sdk_bedrockruntime::types::{
+        ContentBlockDeltaEvent, ContentBlockStartEvent, ContentBlockStopEvent, ConverseStreamMetadataEvent,
+        ConverseStreamOutput as Ev, MessageStopEvent, TokenUsage, ToolUseBlockDelta, ToolUseBlockStart,
+    };
+
+    fn text(i: i32, t: &str) -> Ev {
+        Ev::ContentBlockDelta(
+            ContentBlockDeltaEvent::builder()
+                .content_block_index(i)
+                .delta(bt::ContentBlockDelta::Text(t.into()))
+                .build()
+                .unwrap(),
+        )
+    }
+    fn start(i: i32, id: &str, name: &str) -> Ev {
+        let s = ToolUseBlockStart::builder().tool_use_id(id).name(name).build().unwrap();
+        Ev::ContentBlockStart(
+            ContentBlockStartEvent::builder()
+                .content_block_index(i)
+                .start(bt::ContentBlockStart::ToolUse(s))
+                .build()
+                .unwrap(),
+        )
+    }
+    fn input(i: i32, frag: &str) -> Ev {
+        let d = ToolUseBlockDelta::builder().input(frag).build().unwrap();
+        Ev::ContentBlockDelta(
+            ContentBlockDeltaEvent::builder()
+                .content_block_index(i)
+                .delta(bt::ContentBlockDelta::ToolUse(d))
+                .build()
+                .unwrap(),
+        )
+    }
+    fn stop(i: i32) -> Ev {
+        Ev::ContentBlockStop(ContentBlockStopEvent::builder().content_block_index(i).build().unwrap())
+    }
+    fn message_stop(r: &str) -> Ev {
+        Ev::MessageStop(MessageStopEvent::builder().stop_reason(bt::StopReason::from(r)).build().unwrap())
+    }
+
+    fn run(events: &[Ev]) -> Result<(Vec<String>, ConverseResponse), ModelError> {
+        let mut a = StreamAssembler::new(1 << 20);
+        let mut forwarded = Vec::new();
+        for e in events {
+            if let Some(d) = a.push(e)? {
+                forwarded.push(d);
+            }
+        }
+        a.finish().map(|r| (forwarded, r))
+    }
+
+    #[test]
+    fn text_without_start_tool_input_split_and_empty_input() {
+        let usage = TokenUsage::builder().input_tokens(7).output_tokens(5).total_tokens(12).build().unwrap();
+        let (forwarded, r) = run(&[
+            text(0, "Let me "),
+            text(0, "look."),
+            stop(0),
+            start(1, "t1", "query_incidents"),
+            input(1, r#"{"qu"#),
+            input(1, r#"ery":"a=b","li"#),
+            input(1, r#"mit":5}"#),
+            stop(1),
+            start(2, "t2", "get_incident"),
+            stop(2),
+            message_stop("tool_use"),
+            Ev::Metadata(ConverseStreamMetadataEvent::builder().usage(usage).build()),
+        ])
+        .unwrap();
+        assert_eq!(forwarded, ["Let me ", "look."]);
+        assert_eq!(r.stop_reason, StopReason::ToolUse);
+        assert_eq!(r.usage, Usage { input_tokens: 7, output_tokens: 5, total_tokens: 12 });
+        let uses: Vec<&ToolUse> = r.message.tool_uses().collect();
+        assert_eq!(uses[0].input, r#"{"limit":5,"query":"a=b"}"#);
+        assert_eq!((uses[1].tool_use_id.as_str(), uses[1].input.as_str()), ("t2", "{}"));
+        assert_eq!(r.message.text(), "Let me look.");
+    }
+
+    #[test]
+    fn broken_streams_are_errors() {
+        let e = run(&[text(0, "x"), stop(0)]).unwrap_err();
+        assert_eq!(e.kind, ModelErrorKind::StreamError, "no messageStop");
+        let e =
+            run(&[start(0, "t", "n"), input(0, "{\"a\":"), stop(0), message_stop("tool_use")]).unwrap_err();
+        assert_eq!((e.kind, e.retryable), (ModelErrorKind::ModelError, false), "tool input is not JSON");
+        let e = run(&[input(0, "{}")]).unwrap_err();
+        assert_eq!(e.kind, ModelErrorKind::StreamError, "tool delta without start");
+        let e = run(&[start(0, "t", "n"), input(0, "{}"), message_stop("tool_use")]).unwrap_err();
+        assert_eq!(e.kind, ModelErrorKind::StreamError, "tool block never closed");
+        let (_, r) = run(&[text(0, "x"), stop(0), message_stop("some_new_reason")]).unwrap();
+        assert_eq!(r.stop_reason, StopReason::Other("some_new_reason".into()));
+    }
+}
