@@ -555,11 +555,19 @@ fn json_documents_survive_the_sdk_and_the_wire() {
     assert!(env.faults.calls() >= 64);
 }
 
-#[test]
-fn credentials_never_show_in_debug_output() {
+#[tokio::test]
+async fn credentials_never_show_in_debug_output_or_errors() {
     let c = static_credentials();
     let shown = format!("{c:?}");
     assert!(!shown.contains("devstack-secret-key"), "{shown}");
+    let env = start(BedrockStubConfig::default()).await;
+    let p = provider(&env).await;
+    let shown = format!("{p:?}");
+    assert!(shown.contains("AKIDDEVSTACK") || shown.len() > 100, "the Debug output should be real: {shown}");
+    assert!(!shown.contains("devstack-secret-key"), "{shown}");
+    env.faults.fail_next(1, StubError::AccessDenied);
+    let e = p.converse(MODEL, &ask("hi")).await.unwrap_err();
+    assert!(!format!("{e:?} {e}").contains("devstack-secret-key"));
 }
 
 use proptest::strategy::Strategy;
