@@ -161,6 +161,9 @@ pub enum StreamFault {
     },
 }
 
+/// Handler timings kept for benchmarks (the first this many calls after a reset).
+const MAX_HANDLER_TIMES: usize = 100_000;
+
 #[derive(Debug, Default)]
 struct FaultState {
     /// Per-request admission outcomes, in order; `None` admits normally.
@@ -237,7 +240,7 @@ impl Faults {
     }
 
     /// Time the stub spent per successful Converse call, from request to response (for
-    /// benchmarks that subtract the endpoint's own time).
+    /// benchmarks that subtract the endpoint's own time); the first 100 000 after a reset.
     pub fn handler_times(&self) -> Vec<Duration> {
         self.lock().handler_times.clone()
     }
@@ -416,7 +419,13 @@ async fn converse(
         "metrics": {"latencyMs": elapsed_ms(start)},
     })
     .to_string();
-    stub.faults.lock().handler_times.push(start.elapsed());
+    {
+        let mut st = stub.faults.lock();
+        // Bounded: a long-running `delegate demo` must not grow without limit.
+        if st.handler_times.len() < MAX_HANDLER_TIMES {
+            st.handler_times.push(start.elapsed());
+        }
+    }
     ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
