@@ -4,7 +4,7 @@
 CARGO ?= cargo
 GUESTS := -p delegate-sdk -p echo -p hostile -p probe-sandbox
 
-.PHONY: setup demo test lint fmt ci bench
+.PHONY: setup demo test lint fmt ci bench interop
 
 setup:
 	rustup target add wasm32-wasip2
@@ -27,8 +27,19 @@ fmt:
 	$(CARGO) fmt --all
 
 ## What CI runs.
-ci: lint test
+ci: lint test interop
 
 ## Benchmarks (release build; figures go to BENCHMARKS.md).
 bench: setup
 	$(CARGO) bench --locked -p delegate-e2e
+
+## Interop: real, independent client libraries (PyPI) against the devstack stand-ins:
+## MSAL + PyJWT → IdP, boto3 → Bedrock endpoint, pysnc → ServiceNow sandbox.
+INTEROP_VENV := target/interop-venv
+interop: setup
+	python3 -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/pip install --quiet --disable-pip-version-check msal 'pyjwt[crypto]' boto3 pysnc
+	$(CARGO) build --locked -p delegate-devstack-idp --example devstack-idp -p delegate-devstack-bedrock --example serve
+	env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE DEVSTACK_IDP_BIN=target/debug/examples/devstack-idp $(INTEROP_VENV)/bin/python tests/interop/msal_idp.py
+	env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE $(INTEROP_VENV)/bin/python tests/interop/boto3_bedrock.py
+	PYSNC_PYTHON=$(abspath $(INTEROP_VENV))/bin/python $(CARGO) test --locked -p delegate-devstack-servicenow -- --ignored pysnc
