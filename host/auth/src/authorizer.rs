@@ -4,6 +4,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use delegate_secret::Secret;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use http::HeaderMap;
 
 use crate::config::{AuthSettings, ClaimMatch};
@@ -199,15 +201,21 @@ impl Authorizer {
         }
         if chosen.is_none() {
             // Load the never-loaded ones concurrently: one IdP that hangs must not use up the
-            // time budget of the others.
-            let unloaded: Vec<&Provider> =
-                self.0.providers.iter().filter(|p| p.current().is_none()).collect();
-            let loaded = futures::future::join_all(unloaded.iter().map(|p| self.ensure_loaded(p))).await;
-            for (provider, set) in unloaded.into_iter().zip(loaded) {
+            // time budget of the others. The first one that loads and matches wins; the rest
+            // are dropped (cancelled; their attempt still counts for the retry spacing).
+            let mut loading: FuturesUnordered<_> = self
+                .0
+                .providers
+                .iter()
+                .filter(|p| p.current().is_none())
+                .map(|p| async move { (p, self.ensure_loaded(p).await) })
+                .collect();
+            while let Some((provider, set)) = loading.next().await {
                 let Some(set) = set else { continue };
                 any_loaded = true;
-                if chosen.is_none() && set.matches_issuer(iss, tid) {
+                if set.matches_issuer(iss, tid) {
                     chosen = Some(provider);
+                    break;
                 }
             }
         }
