@@ -114,3 +114,71 @@ fn plugin_check_refuses_what_is_not_a_plugin() {
     let o = delegate(&["plugin", "check", "/nope.wasm"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// `delegate serve` with the real authorizer against the devstack IdP; SIGTERM while an
+/// invocation streams: the invocation finishes, the process exits 0.
+#[test]
+fn serve_finishes_in_flight_invocations_on_sigterm() {
+    use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};
+    use std::time::Duration;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("delegate-cli-{}-sigterm", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), idp.ca_pem()).unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[outbound]\nca_files = [\"ca.pem\"]\n[auth]\ndiscovery_url = \"{}\"\nallowed_audiences = [\"{app}\"]\nallowed_clients = [\"{app}\"]\nrequired_scopes = [\"{scope}\"]\n[[plugin]]\nname = \"echo\"\ncomponent = \"{}\"\n",
+            idp.idp().discovery_url(defaults::TENANT_ID),
+            delegate_artifacts::ECHO,
+            app = defaults::AGENT_APP_ID,
+            scope = defaults::AGENT_SCOPE,
+        );
+        let path = dir.join("delegate.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .env("DELEGATE_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut up = false;
+        for _ in 0..200 {
+            if http.get(format!("{base}/ping")).send().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "delegate serve did not come up");
+        let token = idp
+            .idp()
+            .mint_access_token(defaults::JANE, defaults::AGENT_APP_ID, defaults::AGENT_APP_ID, &[defaults::AGENT_SCOPE], Duration::from_secs(600))
+            .unwrap();
+        let mut resp = http
+            .post(format!("{base}/invocations"))
+            .bearer_auth(token.expose())
+            .body(r#"{"prompt":"drain me gently","chunk_size":5,"pause_ms":250}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let first = resp.chunk().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("drain"));
+        let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let mut rest = Vec::new();
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            rest.extend_from_slice(&chunk);
+        }
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(rest.contains("\"status\":\"success\""), "stream cut short: {rest}");
+        let status = child.wait().unwrap();
+        assert!(status.success(), "exit status {status}");
+    });
+}
