@@ -4,10 +4,12 @@
 //! resolves secret references (environment variable or file) into [`Secret`]s and checks the
 //! token endpoints, so a running vault never holds an invalid provider.
 
+use base64::Engine;
 use delegate_secret::Secret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The `[vault]` section.
@@ -66,8 +68,23 @@ pub struct ClientConfig {
     pub token_endpoint: String,
     /// delegate's client (application) id at the IdP.
     pub client_id: String,
-    /// The client secret, by reference.
-    pub client_secret: SecretRef,
+    /// The client secret, by reference (this or `client_certificate`).
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+    /// A certificate credential (this or `client_secret`): delegate authenticates with a
+    /// signed `client_assertion` JWT (RFC 7523 §2.2) instead of a shared secret.
+    #[serde(default)]
+    pub client_certificate: Option<CertificateConfig>,
+}
+
+/// A certificate credential registered with the IdP.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct CertificateConfig {
+    /// The PEM private key (RSA ≥ 2048 bits, or EC P-256), by reference.
+    pub private_key: SecretRef,
+    /// The PEM certificate whose SHA-256 thumbprint identifies the key (`x5t#S256`).
+    pub certificate: PathBuf,
 }
 
 /// RFC 8693 provider settings.
@@ -78,8 +95,12 @@ pub struct TokenExchangeConfig {
     pub token_endpoint: String,
     /// delegate's client id.
     pub client_id: String,
-    /// The client secret, by reference.
-    pub client_secret: SecretRef,
+    /// The client secret, by reference (this or `client_certificate`).
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+    /// A certificate credential (this or `client_secret`).
+    #[serde(default)]
+    pub client_certificate: Option<CertificateConfig>,
     /// `subject_token_type` (default `urn:ietf:params:oauth:token-type:access_token`).
     #[serde(default)]
     pub subject_token_type: Option<String>,
@@ -137,13 +158,39 @@ pub(crate) enum Grant {
     ClientCredentials,
 }
 
+/// How delegate authenticates itself to the token endpoint.
+#[derive(Clone)]
+pub(crate) enum ClientAuth {
+    /// `client_secret` in the form body.
+    Secret(Secret),
+    /// A `client_assertion` JWT signed with the certificate's key.
+    Certificate(Arc<CertificateKey>),
+}
+
+/// A loaded certificate credential. The key zeroizes itself on drop.
+pub(crate) struct CertificateKey {
+    pub(crate) key: jsonwebtoken::EncodingKey,
+    pub(crate) algorithm: jsonwebtoken::Algorithm,
+    /// base64url SHA-256 of the certificate's DER.
+    pub(crate) x5t_s256: String,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Secret(_) => f.write_str("Secret([redacted])"),
+            Self::Certificate(c) => write!(f, "Certificate({:?}, x5t#S256={})", c.algorithm, c.x5t_s256),
+        }
+    }
+}
+
 /// A validated provider.
 #[derive(Clone, Debug)]
 pub(crate) struct Provider {
     pub(crate) grant: Grant,
     pub(crate) token_endpoint: url::Url,
     pub(crate) client_id: String,
-    pub(crate) client_secret: Secret,
+    pub(crate) client_auth: ClientAuth,
 }
 
 /// Validated vault settings, ready for [`crate::TokenVault::new`].
@@ -187,6 +234,7 @@ impl VaultConfig {
                         token_endpoint: t.token_endpoint,
                         client_id: t.client_id,
                         client_secret: t.client_secret,
+                        client_certificate: t.client_certificate,
                     };
                     client(&at, c, grant)?
                 }
@@ -222,8 +270,38 @@ fn client(at: &str, c: ClientConfig, grant: Grant) -> Result<Provider, InvalidSe
     if c.client_id.trim().is_empty() {
         return Err(invalid(format!("{at}.client_id"), "must not be empty"));
     }
-    let client_secret = c.client_secret.resolve(&format!("{at}.client_secret"))?;
-    Ok(Provider { grant, token_endpoint, client_id: c.client_id, client_secret })
+    let client_auth = match (c.client_secret, c.client_certificate) {
+        (Some(secret), None) => ClientAuth::Secret(secret.resolve(&format!("{at}.client_secret"))?),
+        (None, Some(cert)) => {
+            ClientAuth::Certificate(Arc::new(load_certificate(&format!("{at}.client_certificate"), &cert)?))
+        }
+        _ => return Err(invalid(at.into(), "give exactly one of `client_secret` or `client_certificate`")),
+    };
+    Ok(Provider { grant, token_endpoint, client_id: c.client_id, client_auth })
+}
+
+fn load_certificate(at: &str, c: &CertificateConfig) -> Result<CertificateKey, InvalidSetting> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use sha2::Digest;
+    let key_pem = c.private_key.resolve(&format!("{at}.private_key"))?;
+    let (key, algorithm) = if let Ok(k) = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.expose().as_bytes())
+    {
+        (k, jsonwebtoken::Algorithm::RS256)
+    } else if let Ok(k) = jsonwebtoken::EncodingKey::from_ec_pem(key_pem.expose().as_bytes()) {
+        (k, jsonwebtoken::Algorithm::ES256)
+    } else {
+        return Err(invalid(format!("{at}.private_key"), "not a PEM RSA or EC P-256 private key"));
+    };
+    let cert = CertificateDer::from_pem_file(&c.certificate).map_err(|e| {
+        invalid(
+            format!("{at}.certificate"),
+            format!("cannot read a PEM certificate from {}: {e}", c.certificate.display()),
+        )
+    })?;
+    let x5t_s256 =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(cert.as_ref()));
+    Ok(CertificateKey { key, algorithm, x5t_s256 })
 }
 
 /// Token endpoints must be https, except on loopback (the devstack, tests): a client secret

@@ -1,7 +1,7 @@
 //! The token-endpoint call: form building per grant, bounded retries, response parsing and
 //! error classification.
 
-use crate::config::{Grant, Provider, VaultSettings};
+use crate::config::{CertificateKey, ClientAuth, Grant, Provider, VaultSettings};
 use crate::error::{IdpError, VaultError};
 use delegate_auth::VerifiedCaller;
 use delegate_secret::Secret;
@@ -9,6 +9,10 @@ use serde::Deserialize;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Lifetime of a client assertion: long enough for clock skew, short enough to be useless
+/// if captured.
+const ASSERTION_LIFETIME_SECS: u64 = 300;
 /// Token responses are small; anything larger is not one.
 const MAX_BODY: usize = 64 * 1024;
 /// Claims challenges are small JSON objects.
@@ -70,8 +74,23 @@ async fn attempt_once(
     scopes: &[String],
 ) -> Result<Issued, Failure> {
     let scope = scopes.join(" ");
-    let mut form: Vec<(&str, &str)> =
-        vec![("client_id", provider.client_id.as_str()), ("client_secret", provider.client_secret.expose())];
+    // A fresh client assertion per attempt: each carries its own `jti` and validity window.
+    let assertion = match &provider.client_auth {
+        ClientAuth::Secret(_) => None,
+        ClientAuth::Certificate(cert) => Some(
+            client_assertion(cert, &provider.client_id, provider.token_endpoint.as_str())
+                .map_err(|()| Failure::Final(misconfigured_key(name)))?,
+        ),
+    };
+    let mut form: Vec<(&str, &str)> = vec![("client_id", provider.client_id.as_str())];
+    match (&provider.client_auth, &assertion) {
+        (ClientAuth::Secret(secret), _) => form.push(("client_secret", secret.expose())),
+        (ClientAuth::Certificate(_), Some(jwt)) => {
+            form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE));
+            form.push(("client_assertion", jwt.expose()));
+        }
+        (ClientAuth::Certificate(_), None) => return Err(Failure::Final(misconfigured_key(name))),
+    }
     match &provider.grant {
         Grant::EntraObo => {
             form.push(("grant_type", JWT_BEARER));
@@ -264,4 +283,42 @@ fn classify(name: &str, grant: &Grant, status: u16, body: &[u8]) -> Failure {
         );
     }
     Failure::Final(error)
+}
+
+/// Claims of a client assertion (RFC 7523 §3; Entra's certificate-credential format).
+#[derive(serde::Serialize)]
+struct AssertionClaims<'a> {
+    aud: &'a str,
+    iss: &'a str,
+    sub: &'a str,
+    jti: String,
+    nbf: u64,
+    iat: u64,
+    exp: u64,
+}
+
+/// Signs a client assertion: `aud` is the token endpoint (a single value: Entra refuses two,
+/// AADSTS5002741), `iss` = `sub` = the client id, the certificate named by `x5t#S256`.
+fn client_assertion(cert: &CertificateKey, client_id: &str, token_endpoint: &str) -> Result<Secret, ()> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(drop)?.as_secs();
+    let mut header = jsonwebtoken::Header::new(cert.algorithm);
+    header.x5t_s256 = Some(cert.x5t_s256.clone());
+    let claims = AssertionClaims {
+        aud: token_endpoint,
+        iss: client_id,
+        sub: client_id,
+        jti: uuid::Uuid::new_v4().to_string(),
+        nbf: now,
+        iat: now,
+        exp: now + ASSERTION_LIFETIME_SECS,
+    };
+    jsonwebtoken::encode(&header, &claims, &cert.key).map(Secret::new).map_err(drop)
+}
+
+fn misconfigured_key(name: &str) -> VaultError {
+    tracing::error!(target: "delegate::vault", provider = name, "cannot sign the client assertion with the configured key");
+    VaultError::Misconfigured {
+        provider: name.to_owned(),
+        idp: Box::new(IdpError { error: "client_assertion_signing_failed".into(), ..IdpError::default() }),
+    }
 }

@@ -24,8 +24,8 @@ mod tests;
 
 pub use cache::{CacheKey, CachedToken, MemoryCache, VaultCache};
 pub use config::{
-    CacheConfig, ClientConfig, InvalidSetting, ProviderConfig, SecretRef, TokenExchangeConfig, VaultConfig,
-    VaultSettings,
+    CacheConfig, CertificateConfig, ClientConfig, InvalidSetting, ProviderConfig, SecretRef,
+    TokenExchangeConfig, VaultConfig, VaultSettings,
 };
 pub use error::{IdpError, VaultError};
 pub use vault::{CacheStatus, IssuedToken, TokenVault};

@@ -506,3 +506,75 @@ async fn memory_cache_is_bounded_and_evicts_the_soonest_expiring() {
     cache.evict(&key("a")).await;
     assert!(cache.get(&key("a"), 450).await.is_none());
 }
+
+#[tokio::test]
+async fn certificate_credential_sends_a_signed_client_assertion() {
+    use base64::Engine;
+    use sha2::Digest;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["delegate".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let dir = std::env::temp_dir().join(format!("vault-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+
+    let (idp, url) = start_idp(Mode::Ok { expires_in: 3600 }).await;
+    let config: VaultConfig = toml::from_str(&format!(
+        "[providers.cert]\nkind = \"entra_obo\"\ntoken_endpoint = \"{url}\"\nclient_id = \"delegate-client\"\nclient_certificate = {{ private_key = {{ file = \"{}\" }}, certificate = \"{}\" }}",
+        dir.join("key.pem").display(),
+        dir.join("cert.pem").display()
+    ))
+    .unwrap();
+    let settings = config.validate().unwrap();
+    assert!(!format!("{settings:?}").contains("PRIVATE KEY"));
+    let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig::default()).unwrap();
+    let vault = TokenVault::new(settings, client);
+    assert_eq!(vault.client_secrets().count(), 0);
+    let s = scopes(&["api://sn/.default"]);
+    vault.token_for(&jane(), "cert", &s).await.unwrap();
+    vault.evict(&jane(), "cert", &s).await;
+    vault.token_for(&jane(), "cert", &s).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let forms = idp.forms.lock().unwrap().clone();
+    let mut jtis = Vec::new();
+    for form in &forms {
+        assert!(!form.contains_key("client_secret"));
+        assert_eq!(form["client_assertion_type"], "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+        assert_eq!(form["assertion"], TOKEN_A);
+        let jwt = &form["client_assertion"];
+        let header = jsonwebtoken::decode_header(jwt).unwrap();
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+        let thumbprint =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(cert.der()));
+        assert_eq!(header.x5t_s256.as_deref(), Some(thumbprint.as_str()));
+        // Signed by the certificate's key, for this token endpoint, by this client.
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.set_audience(&[url.as_str()]);
+        validation.set_issuer(&["delegate-client"]);
+        let decoding = jsonwebtoken::DecodingKey::from_ec_pem(key.public_key_pem().as_bytes()).unwrap();
+        let claims = jsonwebtoken::decode::<serde_json::Value>(jwt, &decoding, &validation).unwrap().claims;
+        assert_eq!(claims["sub"], "delegate-client");
+        assert_eq!(claims["exp"].as_u64().unwrap() - claims["nbf"].as_u64().unwrap(), 300);
+        jtis.push(claims["jti"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(forms.len(), 2);
+    assert_ne!(jtis[0], jtis[1], "each assertion is single-use");
+
+    // Both credentials, or a key that is not a key, are configuration errors.
+    let both: VaultConfig = toml::from_str(&format!(
+        "[providers.x]\nkind = \"entra_obo\"\ntoken_endpoint = \"{url}\"\nclient_id = \"c\"\nclient_secret = {{ file = \"{}\" }}\nclient_certificate = {{ private_key = {{ file = \"{}\" }}, certificate = \"/nonexistent\" }}",
+        secret_file().display(),
+        secret_file().display()
+    ))
+    .unwrap();
+    assert_eq!(both.validate().unwrap_err().key, "providers.x");
+    let not_a_key: VaultConfig = toml::from_str(&format!(
+        "[providers.x]\nkind = \"entra_obo\"\ntoken_endpoint = \"{url}\"\nclient_id = \"c\"\nclient_certificate = {{ private_key = {{ file = \"{}\" }}, certificate = \"/nonexistent\" }}",
+        secret_file().display()
+    ))
+    .unwrap();
+    let e = not_a_key.validate().unwrap_err();
+    assert_eq!(e.key, "providers.x.client_certificate.private_key");
+    assert!(!e.to_string().contains(CLIENT_SECRET));
+}

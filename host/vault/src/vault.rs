@@ -84,7 +84,10 @@ impl TokenVault {
 
     /// Every client secret the vault holds, so the egress scrubber can redact them too.
     pub fn client_secrets(&self) -> impl Iterator<Item = &Secret> {
-        self.settings.providers.values().map(|p| &p.client_secret)
+        self.settings.providers.values().filter_map(|p| match &p.client_auth {
+            crate::config::ClientAuth::Secret(s) => Some(s),
+            crate::config::ClientAuth::Certificate(_) => None,
+        })
     }
 
     /// A token for `caller` at `provider` with `scopes`: from the cache when fresh, else from
