@@ -492,3 +492,43 @@ fn minted_tokens_follow_the_resource_version() {
     assert_eq!(names.len(), corpus.len(), "case names are unique");
     assert!(!format!("{:?}", corpus[0]).contains("eyJ"), "Debug hides tokens");
 }
+
+#[tokio::test]
+async fn common_endpoint_takes_the_tenant_from_the_user() {
+    let server = IdpServer::start(IdpConfig::default()).await.unwrap();
+    let (status, body) = token(
+        &server,
+        "organizations",
+        &[
+            ("grant_type", "password"),
+            ("client_id", AGENT_APP_ID),
+            ("username", OTHER_TENANT_USER),
+            ("password", PASSWORD),
+            ("scope", &format!("api://{AGENT_APP_ID}/{AGENT_SCOPE}")),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let claims: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(token).unwrap().claims;
+    assert_eq!(claims["tid"], OTHER_TENANT_ID);
+    assert_eq!(claims["iss"], server.idp().issuer(OTHER_TENANT_ID));
+    // App-only tokens need a tenant-specific endpoint.
+    let (status, body) = token_request_cc(&server, "common").await;
+    assert_eq!(status, 400);
+    assert_entra_error(&body, "invalid_request", 700016);
+}
+
+async fn token_request_cc(server: &IdpServer, tenant: &str) -> (u16, Value) {
+    token(
+        server,
+        tenant,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", AGENT_APP_ID),
+            ("client_secret", AGENT_APP_SECRET),
+            ("scope", &format!("api://{AGENT_APP_ID}/.default")),
+        ],
+    )
+    .await
+}
