@@ -445,6 +445,17 @@ impl IdpServer {
     /// the authority names, so clients that sign users in with MSAL's password flow need the
     /// IdP on `127.0.0.1:443`.
     pub async fn start_on(config: IdpConfig, addr: std::net::SocketAddr) -> Result<IdpServer, IdpError> {
+        let ca = delegate_devstack_tls::DevCa::generate()?;
+        Self::start_with_ca(config, addr, &ca).await
+    }
+
+    /// Like [`IdpServer::start_on`], with a server certificate from `ca`, so that several
+    /// devstack services (IdP, ServiceNow, Bedrock) can share one CA and clients need one file.
+    pub async fn start_with_ca(
+        config: IdpConfig,
+        addr: std::net::SocketAddr,
+        ca: &delegate_devstack_tls::DevCa,
+    ) -> Result<IdpServer, IdpError> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let base_url = match local.port() {
@@ -452,7 +463,6 @@ impl IdpServer {
             port => format!("https://{}:{port}", local.ip()),
         };
         let idp = Idp::new(config.with_base_url(&base_url))?;
-        let ca = delegate_devstack_tls::DevCa::generate()?;
         let tls = ca.server_config(&["127.0.0.1", "localhost"])?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = idp.router();

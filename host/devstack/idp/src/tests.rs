@@ -532,3 +532,13 @@ async fn token_request_cc(server: &IdpServer, tenant: &str) -> (u16, Value) {
     )
     .await
 }
+
+#[tokio::test]
+async fn a_shared_ca_serves_the_idp() {
+    let ca = delegate_devstack_tls::DevCa::generate().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = IdpServer::start_with_ca(IdpConfig::default(), addr, &ca).await.unwrap();
+    assert_eq!(server.ca_pem(), ca.ca_pem());
+    let (status, _) = get_json(&client(&server), &server.idp().discovery_url(TENANT_ID)).await;
+    assert_eq!(status, 200);
+}
