@@ -253,3 +253,17 @@ async fn denials_budget_and_vault_errors_are_audited_and_nothing_is_sent() {
     assert_eq!(lines[0]["decision"], "denied");
     assert_eq!(lines[3]["decision"], "denied");
 }
+
+/// The runtime boxes `send` into a `Send` future and the body into a `Send` body.
+#[test]
+fn send_future_and_body_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let _ = |g: EgressGateway, inv: InvocationEgress, r: http::Request<Bytes>| {
+        let f = async move { g.send(&inv, r).await };
+        assert_send(&f);
+        f
+    };
+    fn body_is_send<T: Send + 'static>() {}
+    body_is_send::<EgressBody>();
+    body_is_send::<EgressError>();
+}
