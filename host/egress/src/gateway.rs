@@ -7,7 +7,30 @@
 //!
 //! The runtime's `WasiHttpHooks::send_request` collects the guest's request body (bounded by
 //! the budget; a body is needed twice for the 401 retry anyway), calls
-//! [`EgressGateway::send`], and hands the returned body to the guest.
+//! [`EgressGateway::send`], and hands the returned body to the guest:
+//!
+//! ```ignore
+//! fn send_request(&mut self, request: http::Request<WasiBody>, _: Option<RequestOptions>, _: IoFuture) -> SendFuture {
+//!     let (gateway, inv, failure) = (self.gateway.clone(), self.egress.clone(), self.vault_failure.clone());
+//!     Box::new(async move {
+//!         let (parts, body) = request.into_parts();
+//!         let room = inv.budget.limits().max_request_bytes.saturating_sub(inv.budget.request_bytes());
+//!         let body = http_body_util::Limited::new(body, room as usize).collect().await
+//!             .map_err(|_| HttpError::HttpRequestDenied)?.to_bytes();
+//!         match gateway.send(&inv, http::Request::from_parts(parts, body)).await {
+//!             Ok(response) => Ok((response.map(|b| b.map_err(to_wasi_error).boxed_unsync()), Box::new(async { Ok(()) }) as IoFuture)),
+//!             Err(EgressError::Credential(e)) => {
+//!                 // The invocation's answer: e.status(), e.code(), e.www_authenticate().
+//!                 failure.lock().unwrap().get_or_insert(e);
+//!                 Err(HttpError::HttpRequestDenied)
+//!             }
+//!             Err(EgressError::Denied(_) | EgressError::Budget(_)) => Err(HttpError::HttpRequestDenied),
+//!             Err(EgressError::Upstream("upstream_timeout")) => Err(HttpError::ConnectionTimeout),
+//!             Err(EgressError::Upstream(_)) => Err(HttpError::ConnectionRefused),
+//!         }
+//!     })
+//! }
+//! ```
 
 use crate::audit::{AuditContext, AuditRecord, AuditSink, CacheOutcome};
 use crate::budget::{BudgetExceeded, EgressBudget};
