@@ -8,7 +8,7 @@
 
 use delegate_auth::VerifiedCallerBuilder;
 use delegate_config::Limits;
-use delegate_e2e::{ServerSpec, TestServer, client};
+use delegate_e2e::{ServerSpec, TestServer};
 use delegate_runtime::{InvocationEvent, InvocationRequest, Runtime, RuntimeOptions};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -76,10 +76,24 @@ fn main() {
             }
         }
         report("whole invocation via runtime (echo \"hi\")", samples);
+    });
+    drop(rt);
 
-        let server = TestServer::start(ServerSpec::new(delegate_artifacts::ECHO)).await;
-        let http = client();
-        let url = format!("{}/invocations", server.url);
+    // The server gets its own runtime on its own threads, as a separate process would; the
+    // client runs on this (current-thread) one.
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let server = TestServer::start(ServerSpec::new(delegate_artifacts::ECHO)).await;
+            url_tx.send(server.url.clone()).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let url = format!("{}/invocations", url_rx.recv().unwrap());
+    let client_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    client_rt.block_on(async {
+        let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build().unwrap();
         let mut samples = Vec::with_capacity(5_000);
         for i in 0..5_500 {
             let t = Instant::now();
