@@ -578,3 +578,31 @@ async fn certificate_credential_sends_a_signed_client_assertion() {
     assert_eq!(e.key, "providers.x.client_certificate.private_key");
     assert!(!e.to_string().contains(CLIENT_SECRET));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_and_failed_flights_do_not_linger() {
+    let gate = Arc::new(Notify::new());
+    let (idp, vault) = start_vault(Mode::Gated(gate.clone()), "").await;
+    let vault = Arc::new(vault);
+    let s = scopes(&["a"]);
+    // The only waiter is cancelled while the IdP call is in flight.
+    let task = tokio::spawn({
+        let (vault, s) = (vault.clone(), s.clone());
+        async move { vault.token_for(&jane(), "servicenow", &s).await.map(drop) }
+    });
+    wait_for_calls(&idp, 1).await;
+    assert_eq!(vault.flights_in_progress(), 1);
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(vault.flights_in_progress(), 0, "abandoned flight removed");
+    // The next request starts a new flight and completes.
+    *idp.mode.lock().unwrap() = Mode::Ok { expires_in: 3600 };
+    let t = vault.token_for(&jane(), "servicenow", &s).await.unwrap();
+    assert_eq!((t.cache, idp.calls.load(Ordering::SeqCst)), (CacheStatus::Miss, 2));
+    assert_eq!(vault.flights_in_progress(), 0);
+    // A failed flight is gone too, so the next request retries.
+    *idp.mode.lock().unwrap() = Mode::Error(400, E65001);
+    vault.token_for(&fred(), "servicenow", &s).await.unwrap_err();
+    assert_eq!(vault.flights_in_progress(), 0);
+    gate.notify_waiters();
+}

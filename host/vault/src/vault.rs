@@ -77,6 +77,11 @@ impl TokenVault {
         self.clock = clock;
     }
 
+    #[cfg(test)]
+    pub(crate) fn flights_in_progress(&self) -> usize {
+        self.inflight.lock().map_or(0, |m| m.len())
+    }
+
     /// Whether a provider of this name is configured (for cross-checking egress rules).
     pub fn has_provider(&self, provider: &str) -> bool {
         self.settings.providers.contains_key(provider)
@@ -111,22 +116,11 @@ impl TokenVault {
             let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             inflight.entry(key.clone()).or_default().clone()
         };
-        // Whoever runs the initialiser (the first caller, or the next one if the first was
-        // cancelled) owns the flight and removes it when done.
-        let mut owner = false;
-        let result = flight
-            .get_or_init(|| {
-                owner = true;
-                self.fetch(caller, provider, &key, delegated)
-            })
-            .await
-            .clone();
-        if owner {
-            let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                inflight.remove(&key);
-            }
-        }
+        // Removes the flight from the map when this request finishes or is cancelled, so a
+        // finished or abandoned flight never lingers (an errored one must not be reused).
+        let _guard = FlightGuard { inflight: &self.inflight, key: &key, flight: &flight };
+        // If the request running the initialiser is cancelled, the next waiter runs it.
+        let result = flight.get_or_init(|| self.fetch(caller, provider, &key, delegated)).await.clone();
         result.map(|t| IssuedToken { token: t.token, cache: CacheStatus::Miss, expires_at: t.expires_at })
     }
 
@@ -190,6 +184,26 @@ impl TokenVault {
             "token obtained from the identity provider"
         );
         Ok(token)
+    }
+}
+
+/// Cleans up one request's share of a flight; see [`TokenVault::token_for`].
+struct FlightGuard<'a> {
+    inflight: &'a Mutex<HashMap<CacheKey, Flight>>,
+    key: &'a CacheKey,
+    flight: &'a Flight,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inflight.get(self.key).is_some_and(|f| Arc::ptr_eq(f, self.flight)) {
+            // Joiners clone the Arc under this lock, so the count cannot grow meanwhile: two
+            // references (the map's and ours) mean nobody else is waiting.
+            if self.flight.initialized() || Arc::strong_count(self.flight) <= 2 {
+                inflight.remove(self.key);
+            }
+        }
     }
 }
 
