@@ -9,19 +9,24 @@
 //!   `https://sts.windows.net/{tid}/` exactly as Entra), `GET /{tenant}/discovery/v2.0/keys`,
 //!   `GET /{tenant}/discovery/keys`, `POST /{tenant}/oauth2/v2.0/token`;
 //! - `GET /common/userrealm/{user}` (MSAL's home-realm lookup before a password sign-in);
-//! - token grants `password` and `client_credentials`, Entra-shaped v1/v2 access tokens and
-//!   v2 id tokens, Entra-shaped JSON errors (AADSTS codes, `error_codes`, `trace_id`, ...);
+//! - token grants `password`, `client_credentials`, Entra On-Behalf-Of ([`JWT_BEARER_GRANT`]
+//!   with `requested_token_use=on_behalf_of`) and RFC 8693 token exchange
+//!   ([`TOKEN_EXCHANGE_GRANT`]); Entra-shaped v1/v2 access tokens and v2 id tokens,
+//!   Entra-shaped JSON errors (AADSTS codes, `error_codes`, `trace_id`, string `claims`, ...)
+//!   with Entra's HTTP statuses;
 //! - RS256 keys generated at start, with a rotation hook ([`Idp::rotate_add_key`],
-//!   [`Idp::retire_key`]), call counters and outage injection for tests.
+//!   [`Idp::retire_key`]), call counters, outage injection for discovery/JWKS
+//!   ([`Idp::set_outage`]) and fault injection for the exchange grants
+//!   ([`Idp::set_token_fault`]) for tests.
 //!
-//! The grant dispatch lives in `token.rs` (`dispatch_grant`): the vault issue adds the
-//! `jwt-bearer` On-Behalf-Of and RFC 8693 grants there; until then they get Entra's
-//! `unsupported_grant_type` error.
+//! The grant dispatch lives in `token.rs` (`dispatch_grant`); the two exchange grants and the
+//! assertion (Token A) validation live in `exchange.rs`.
 //!
 //! [`IdpServer::start`] runs it over HTTPS on an ephemeral loopback port with a fresh dev CA.
 
 mod config;
 mod corpus;
+mod exchange;
 mod keys;
 mod server;
 mod time;
@@ -77,6 +82,52 @@ pub enum Outage {
     Hang,
 }
 
+/// `grant_type` of Entra On-Behalf-Of (RFC 7523 §2.1 plus `requested_token_use=on_behalf_of`).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// `grant_type` of RFC 8693 token exchange.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 token type of an access token (`subject_token_type`, `issued_token_type`).
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// RFC 8693 token type of a JWT.
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// A failure the token endpoint injects into the exchange grants (On-Behalf-Of and RFC 8693
+/// token exchange), to test how a client copes with a slow, broken or demanding IdP. Other
+/// grants (password, client credentials) are never affected, so tests can still sign users in.
+///
+/// A fault replaces the normal answer (except [`TokenFault::Slow`], which only delays it) and is
+/// applied before the request is validated; the request is still counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TokenFault {
+    /// Normal service.
+    #[default]
+    None,
+    /// Answer normally after this delay (exercises client timeouts and single-flight).
+    Slow(Duration),
+    /// Answer with this status (500-599; anything else becomes 503) and an Entra-shaped
+    /// `temporarily_unavailable` (503, 504) or `server_error` body, AADSTS90033.
+    Status5xx(u16),
+    /// Answer 400 `invalid_grant`, `suberror: consent_required`, AADSTS65001, as Entra does when
+    /// nobody consented to the middle tier calling the downstream API.
+    ConsentRequired,
+    /// Answer 400 `interaction_required`, AADSTS50079 (MFA / Conditional Access), with this
+    /// claims challenge (JSON object text, e.g. `{"access_token":{"polids":{...}}}`) in the
+    /// string-encoded `claims` member.
+    InteractionRequired {
+        /// The claims challenge, as JSON text.
+        claims: String,
+    },
+    /// Accept the request and never answer.
+    Hang,
+}
+
+/// The active fault and how many more exchange requests it applies to (`None`: until changed).
+#[derive(Debug, Default)]
+struct FaultState {
+    fault: TokenFault,
+    remaining: Option<u32>,
+}
+
 /// Request counters, for asserting how often a client really called the IdP.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IdpCounters {
@@ -96,6 +147,8 @@ struct Inner {
     discovery_calls: AtomicU64,
     jwks_calls: AtomicU64,
     token_calls: Mutex<BTreeMap<String, u64>>,
+    token_fault: Mutex<FaultState>,
+    faults_applied: AtomicU64,
 }
 
 /// The identity provider. Cheap to clone; all clones share keys, counters and settings.
@@ -123,6 +176,8 @@ impl Idp {
             discovery_calls: AtomicU64::new(0),
             jwks_calls: AtomicU64::new(0),
             token_calls: Mutex::new(BTreeMap::new()),
+            token_fault: Mutex::new(FaultState::default()),
+            faults_applied: AtomicU64::new(0),
         })))
     }
 
@@ -226,6 +281,34 @@ impl Idp {
     /// Token endpoint requests with this `grant_type` so far.
     pub fn grant_calls(&self, grant_type: &str) -> u64 {
         self.counters().token_requests.get(grant_type).copied().unwrap_or(0)
+    }
+
+    /// On-Behalf-Of requests so far ([`JWT_BEARER_GRANT`]), whatever their outcome (also those
+    /// answered by a fault or rejected).
+    pub fn obo_calls(&self) -> u64 {
+        self.grant_calls(JWT_BEARER_GRANT)
+    }
+
+    /// RFC 8693 token-exchange requests so far, whatever their outcome.
+    pub fn token_exchange_calls(&self) -> u64 {
+        self.grant_calls(TOKEN_EXCHANGE_GRANT)
+    }
+
+    /// Applies `fault` to every On-Behalf-Of and token-exchange request from now on, until
+    /// changed ([`TokenFault::None`] restores normal service).
+    pub fn set_token_fault(&self, fault: TokenFault) {
+        *self.fault_state() = FaultState { fault, remaining: None };
+    }
+
+    /// Applies `fault` to the next `times` On-Behalf-Of / token-exchange requests only (e.g. one
+    /// 503 then success, to test a retry); normal service resumes afterwards.
+    pub fn set_token_fault_times(&self, fault: TokenFault, times: u32) {
+        *self.fault_state() = FaultState { fault, remaining: Some(times) };
+    }
+
+    /// How many requests a fault has been applied to so far (all faults, since start).
+    pub fn token_faults_applied(&self) -> u64 {
+        self.0.faults_applied.load(Ordering::Relaxed)
     }
 
     /// Mints a delegated access token for `user` (username), as the token endpoint would for
@@ -396,6 +479,37 @@ impl Idp {
 
     pub(crate) fn count_jwks(&self) {
         self.0.jwks_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn fault_state(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.0.token_fault.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The fault to apply to this exchange request, consuming one use of a counted fault.
+    pub(crate) fn take_token_fault(&self) -> TokenFault {
+        let mut state = self.fault_state();
+        let fault = match (&state.fault, state.remaining) {
+            (TokenFault::None, _) | (_, Some(0)) => TokenFault::None,
+            (fault, remaining) => {
+                let fault = fault.clone();
+                state.remaining = remaining.map(|n| n - 1);
+                fault
+            }
+        };
+        if fault != TokenFault::None {
+            self.0.faults_applied.fetch_add(1, Ordering::Relaxed);
+        }
+        fault
+    }
+
+    pub(crate) fn find_user_by_oid(&self, oid: &str) -> Option<&UserConfig> {
+        self.0.config.users.iter().find(|u| u.oid.eq_ignore_ascii_case(oid))
+    }
+
+    /// `n` and `e` of `kid` if it is published (live): the only keys assertions may be signed
+    /// with, like Entra, which validates against its current key set.
+    pub(crate) fn live_key_components(&self, kid: &str) -> Option<(String, String)> {
+        self.keys().published().find(|k| k.kid == kid).map(|k| (k.n.clone(), k.e.clone()))
     }
 
     pub(crate) fn count_token(&self, grant_type: &str) {

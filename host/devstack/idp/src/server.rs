@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::exchange::fault_error;
 use crate::token::{EntraError, TokenForm, dispatch_grant};
-use crate::{Idp, Outage};
+use crate::{Idp, JWT_BEARER_GRANT, Outage, TOKEN_EXCHANGE_GRANT, TokenFault};
 
 pub(crate) fn router(idp: Idp) -> Router {
     Router::new()
@@ -214,7 +215,26 @@ async fn token(
         .with_correlation(&headers)
         .into_response();
     };
-    match dispatch_grant(&idp, &tenant, &headers, &TokenForm::new(pairs)) {
+    let form = TokenForm::new(pairs);
+    let grant_type = match form.get("grant_type") {
+        Ok(g) => g.unwrap_or_default().to_owned(),
+        Err(e) => return e.with_correlation(&headers).into_response(),
+    };
+    // Counted before anything can fail, so tests see every request that reached the IdP.
+    idp.count_token(&grant_type);
+    if matches!(grant_type.as_str(), JWT_BEARER_GRANT | TOKEN_EXCHANGE_GRANT) {
+        match idp.take_token_fault() {
+            TokenFault::None => {}
+            TokenFault::Slow(delay) => tokio::time::sleep(delay).await,
+            TokenFault::Hang => std::future::pending::<()>().await,
+            fault => {
+                if let Some(e) = fault_error(&fault) {
+                    return e.with_correlation(&headers).into_response();
+                }
+            }
+        }
+    }
+    match dispatch_grant(&idp, &tenant, &headers, &form) {
         Ok(issued) => issued.into_response(),
         Err(e) => e.with_correlation(&headers).into_response(),
     }

@@ -15,6 +15,14 @@ pub(crate) fn entra_timestamp(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.0000000Z`, the form of the times inside Entra's AADSTS500133 text.
+pub(crate) fn entra_iso_time(unix: u64) -> String {
+    let days = unix / 86_400;
+    let rem = unix % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.0000000Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -36,5 +44,6 @@ mod tests {
         assert_eq!(super::entra_timestamp(0), "1970-01-01 00:00:00Z");
         assert_eq!(super::entra_timestamp(1_493_678_600), "2017-05-01 22:43:20Z");
         assert_eq!(super::entra_timestamp(1_709_210_096), "2024-02-29 12:34:56Z");
+        assert_eq!(super::entra_iso_time(1_709_210_096), "2024-02-29T12:34:56.0000000Z");
     }
 }

@@ -12,7 +12,10 @@ use delegate_secret::Secret;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::{AppConfig, Idp, IdpError, TenantConfig, UserConfig, random_id, time};
+use crate::{
+    AppConfig, Idp, IdpError, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT, TenantConfig, UserConfig, random_id,
+    time,
+};
 
 /// Which Entra access-token format to produce (chosen by the resource app in real Entra).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +116,12 @@ pub(crate) fn access_token_claims(idp: &Idp, spec: &TokenSpec) -> Result<Map<Str
     Ok(c)
 }
 
-fn id_token_claims(idp: &Idp, user: &UserConfig, tenant: &str, client: &str) -> Map<String, Value> {
+pub(crate) fn id_token_claims(
+    idp: &Idp,
+    user: &UserConfig,
+    tenant: &str,
+    client: &str,
+) -> Map<String, Value> {
     let now = time::now();
     let exp = now.saturating_add(idp.config().token_lifetime_seconds);
     let mut c = Map::new();
@@ -134,27 +142,41 @@ fn id_token_claims(idp: &Idp, user: &UserConfig, tenant: &str, client: &str) -> 
 
 // ---------------------------------------------------------------- errors
 
-/// An error answer in Entra's shape.
+/// An error answer in Entra's shape. Descriptions never contain a token, secret or assertion
+/// (only ids, scope names and times), so the value is safe to log.
 #[derive(Debug)]
 pub(crate) struct EntraError {
     status: StatusCode,
     error: &'static str,
     code: u32,
     description: String,
-    suberror: Option<&'static str>,
+    pub(crate) suberror: Option<&'static str>,
+    /// A claims challenge (JSON object text), sent string-encoded as Entra does.
+    pub(crate) claims: Option<String>,
     correlation_id: Option<String>,
 }
 
 impl EntraError {
     pub(crate) fn new(status: StatusCode, error: &'static str, code: u32, description: String) -> Self {
-        Self { status, error, code, description, suberror: None, correlation_id: None }
+        Self { status, error, code, description, suberror: None, claims: None, correlation_id: None }
     }
 
-    fn bad_request(error: &'static str, code: u32, description: impl Into<String>) -> Self {
+    /// The OAuth `error` value (for tests and for re-labelling, e.g. RFC 8693 `invalid_request`).
+    pub(crate) fn error(&self) -> &'static str {
+        self.error
+    }
+
+    /// The same error with another OAuth `error` value (the AADSTS code and text stay).
+    pub(crate) fn relabel(mut self, error: &'static str) -> Self {
+        self.error = error;
+        self
+    }
+
+    pub(crate) fn bad_request(error: &'static str, code: u32, description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, error, code, description.into())
     }
 
-    fn missing(parameter: &str) -> Self {
+    pub(crate) fn missing(parameter: &str) -> Self {
         Self::bad_request(
             "invalid_request",
             900144,
@@ -162,7 +184,7 @@ impl EntraError {
         )
     }
 
-    fn invalid_client(code: u32, description: impl Into<String>) -> Self {
+    pub(crate) fn invalid_client(code: u32, description: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_client", code, description.into())
     }
 
@@ -195,7 +217,7 @@ impl IntoResponse for EntraError {
         let mut body = json!({
             "error": self.error,
             "error_description": format!(
-                "AADSTS{}: {} Trace ID: {trace_id} Correlation ID: {correlation_id} Timestamp: {timestamp}",
+                "AADSTS{}: {}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}",
                 self.code, self.description
             ),
             "error_codes": [self.code],
@@ -204,8 +226,13 @@ impl IntoResponse for EntraError {
             "correlation_id": correlation_id,
             "error_uri": format!("https://login.microsoftonline.com/error?code={}", self.code),
         });
-        if let (Some(sub), Some(map)) = (self.suberror, body.as_object_mut()) {
-            map.insert("suberror".into(), sub.into());
+        if let Some(map) = body.as_object_mut() {
+            if let Some(sub) = self.suberror {
+                map.insert("suberror".into(), sub.into());
+            }
+            if let Some(claims) = self.claims {
+                map.insert("claims".into(), claims.into());
+            }
         }
         let mut response = (self.status, Json(body)).into_response();
         no_store(response.headers_mut());
@@ -232,7 +259,7 @@ impl TokenForm {
     }
 
     /// The single value of `name`; a repeated parameter is an error, as in Entra.
-    fn get(&self, name: &str) -> Result<Option<&str>, EntraError> {
+    pub(crate) fn get(&self, name: &str) -> Result<Option<&str>, EntraError> {
         let mut values = self.0.iter().filter(|(k, _)| k == name);
         let first = values.next().map(|(_, v)| v.as_str());
         if values.next().is_some() {
@@ -245,25 +272,34 @@ impl TokenForm {
         Ok(first.filter(|v| !v.is_empty()))
     }
 
-    fn require(&self, name: &str) -> Result<&str, EntraError> {
+    pub(crate) fn require(&self, name: &str) -> Result<&str, EntraError> {
         self.get(name)?.ok_or_else(|| EntraError::missing(name))
+    }
+
+    /// Every non-empty value of a repeatable parameter (RFC 8693 `audience`, `resource`).
+    pub(crate) fn all(&self, name: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str()).collect()
     }
 }
 
 /// Scopes that are not a resource's: they shape the response, not the access token.
-const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "offline_access", "email"];
+pub(crate) const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "offline_access", "email"];
 
 /// A parsed `scope` parameter: OIDC scopes plus the scopes of exactly one resource.
-struct ScopeRequest<'a> {
-    oidc: Vec<&'a str>,
-    resource: &'a AppConfig,
+pub(crate) struct ScopeRequest<'a> {
+    pub(crate) oidc: Vec<&'a str>,
+    pub(crate) resource: &'a AppConfig,
     /// The resource identifier as the client wrote it (v1 `aud`).
-    resource_identifier: String,
+    pub(crate) resource_identifier: String,
     /// Bare scope names, or `[".default"]`.
-    names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
-fn parse_scopes<'a>(idp: &'a Idp, scope: &'a str, tenant: &str) -> Result<ScopeRequest<'a>, EntraError> {
+pub(crate) fn parse_scopes<'a>(
+    idp: &'a Idp,
+    scope: &'a str,
+    tenant: &str,
+) -> Result<ScopeRequest<'a>, EntraError> {
     let mut oidc = Vec::new();
     let mut resource: Option<(String, &AppConfig)> = None;
     let mut names: Vec<String> = Vec::new();
@@ -328,12 +364,12 @@ fn parse_scopes<'a>(idp: &'a Idp, scope: &'a str, tenant: &str) -> Result<ScopeR
 }
 
 /// How the client proved who it is.
-struct Client<'a> {
-    app: &'a AppConfig,
-    authenticated: bool,
+pub(crate) struct Client<'a> {
+    pub(crate) app: &'a AppConfig,
+    pub(crate) authenticated: bool,
 }
 
-fn authenticate_client<'a>(
+pub(crate) fn authenticate_client<'a>(
     idp: &'a Idp,
     form: &TokenForm,
     headers: &HeaderMap,
@@ -388,7 +424,7 @@ fn authenticate_client<'a>(
     }
 }
 
-fn require_secret(client: &Client<'_>) -> Result<(), EntraError> {
+pub(crate) fn require_secret(client: &Client<'_>) -> Result<(), EntraError> {
     if client.authenticated {
         Ok(())
     } else {
@@ -403,11 +439,15 @@ fn require_secret(client: &Client<'_>) -> Result<(), EntraError> {
 
 /// What a successful grant returns.
 pub(crate) struct Issued {
-    scope: String,
-    access_token: Secret,
-    id_token: Option<Secret>,
-    client_info: Option<String>,
-    expires_in: u64,
+    pub(crate) scope: String,
+    pub(crate) access_token: Secret,
+    pub(crate) id_token: Option<Secret>,
+    pub(crate) client_info: Option<String>,
+    pub(crate) expires_in: u64,
+    /// Only when `offline_access` was granted (the devstack IdP cannot redeem it).
+    pub(crate) refresh_token: Option<Secret>,
+    /// RFC 8693 answers carry `issued_token_type` (and no Entra `ext_expires_in`).
+    pub(crate) issued_token_type: Option<&'static str>,
 }
 
 impl IntoResponse for Issued {
@@ -416,10 +456,16 @@ impl IntoResponse for Issued {
             "token_type": "Bearer",
             "scope": self.scope,
             "expires_in": self.expires_in,
-            "ext_expires_in": self.expires_in,
             "access_token": self.access_token.expose(),
         });
         if let Some(map) = body.as_object_mut() {
+            match self.issued_token_type {
+                Some(t) => map.insert("issued_token_type".into(), t.into()),
+                None => map.insert("ext_expires_in".into(), self.expires_in.into()),
+            };
+            if let Some(rt) = &self.refresh_token {
+                map.insert("refresh_token".into(), rt.expose().into());
+            }
             if let Some(id) = &self.id_token {
                 map.insert("id_token".into(), id.expose().into());
             }
@@ -433,12 +479,8 @@ impl IntoResponse for Issued {
     }
 }
 
-/// Grant types the vault issue will implement here.
-const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-
-/// The grant dispatch: one arm per `grant_type`. Add the On-Behalf-Of (`JWT_BEARER` with
-/// `requested_token_use=on_behalf_of`) and RFC 8693 (`TOKEN_EXCHANGE`) arms here.
+/// The grant dispatch: one arm per `grant_type`. The caller has counted the request (see
+/// `server::token`) and applied any test fault.
 pub(crate) fn dispatch_grant(
     idp: &Idp,
     tenant_segment: &str,
@@ -446,7 +488,6 @@ pub(crate) fn dispatch_grant(
     form: &TokenForm,
 ) -> Result<Issued, EntraError> {
     let grant_type = form.get("grant_type")?.unwrap_or_default();
-    idp.count_token(grant_type);
     // Entra accepts a tenant id, a verified domain, or `common`/`organizations` (the tenant
     // then comes from the user).
     let tenant = match tenant_segment {
@@ -457,9 +498,11 @@ pub(crate) fn dispatch_grant(
         "" => Err(EntraError::missing("grant_type")),
         "password" => password_grant(idp, tenant, tenant_segment, headers, form),
         "client_credentials" => client_credentials_grant(idp, tenant, tenant_segment, headers, form),
-        JWT_BEARER
-        | TOKEN_EXCHANGE
-        | "refresh_token"
+        JWT_BEARER_GRANT => crate::exchange::on_behalf_of_grant(idp, tenant, tenant_segment, headers, form),
+        TOKEN_EXCHANGE_GRANT => {
+            crate::exchange::token_exchange_grant(idp, tenant, tenant_segment, headers, form)
+        }
+        "refresh_token"
         | "authorization_code"
         | "urn:ietf:params:oauth:grant-type:device_code"
         | "implicit" => Err(unsupported(grant_type)),
@@ -512,45 +555,7 @@ fn password_grant(
     }
     let tenant_id = idp.user_tenant(user).to_owned();
     let request = parse_scopes(idp, scope, &tenant_id)?;
-    let consented: Vec<String> = idp
-        .config()
-        .consents
-        .iter()
-        .filter(|c| {
-            c.client_id.eq_ignore_ascii_case(&client.app.client_id)
-                && c.resource.eq_ignore_ascii_case(&request.resource.client_id)
-        })
-        .flat_map(|c| c.scopes.iter().cloned())
-        .collect();
-    let granted: Vec<String> = if request.names == [".default"] {
-        consented.clone()
-    } else {
-        for name in &request.names {
-            if !request.resource.scopes.iter().any(|s| s == name) {
-                return Err(EntraError::bad_request(
-                    "invalid_scope",
-                    70011,
-                    format!(
-                        "The provided value for the input parameter 'scope' is not valid. The scope '{}/{name}' does not exist on the resource.",
-                        request.resource_identifier
-                    ),
-                ));
-            }
-        }
-        request.names.clone()
-    };
-    if granted.is_empty() || granted.iter().any(|s| !consented.contains(s)) {
-        let mut e = EntraError::bad_request(
-            "invalid_grant",
-            65001,
-            format!(
-                "The user or administrator has not consented to use the application with ID '{}' named '{}'. Send an interactive authorization request for this user and resource.",
-                client.app.client_id, client.app.name
-            ),
-        );
-        e.suberror = Some("consent_required");
-        return Err(e);
-    }
+    let granted = grant_scopes(idp, client.app, &request)?;
     let version =
         if request.resource.access_token_version == 1 { TokenVersion::V1 } else { TokenVersion::V2 };
     let lifetime = Duration::from_secs(idp.config().token_lifetime_seconds);
@@ -593,7 +598,59 @@ fn password_grant(
         id_token,
         client_info,
         expires_in: lifetime.as_secs(),
+        refresh_token: None,
+        issued_token_type: None,
     })
+}
+
+/// The delegated scopes `client` gets for `request`: the named scopes, which the resource must
+/// expose (else AADSTS70011), or for `.default` every consented scope; all of them need admin
+/// consent for the client (else AADSTS65001 `consent_required`).
+pub(crate) fn grant_scopes(
+    idp: &Idp,
+    client: &AppConfig,
+    request: &ScopeRequest<'_>,
+) -> Result<Vec<String>, EntraError> {
+    let consented: Vec<String> = idp
+        .config()
+        .consents
+        .iter()
+        .filter(|c| {
+            c.client_id.eq_ignore_ascii_case(&client.client_id)
+                && c.resource.eq_ignore_ascii_case(&request.resource.client_id)
+        })
+        .flat_map(|c| c.scopes.iter().cloned())
+        .collect();
+    let granted: Vec<String> = if request.names == [".default"] {
+        consented.clone()
+    } else {
+        for name in &request.names {
+            if !request.resource.scopes.iter().any(|s| s == name) {
+                return Err(EntraError::bad_request(
+                    "invalid_scope",
+                    70011,
+                    format!(
+                        "The provided value for the input parameter 'scope' is not valid. The scope '{}/{name}' does not exist on the resource.",
+                        request.resource_identifier
+                    ),
+                ));
+            }
+        }
+        request.names.clone()
+    };
+    if granted.is_empty() || granted.iter().any(|s| !consented.contains(s)) {
+        let mut e = EntraError::bad_request(
+            "invalid_grant",
+            65001,
+            format!(
+                "The user or administrator has not consented to use the application with ID '{}' named '{}'. Send an interactive authorization request for this user and resource.",
+                client.client_id, client.name
+            ),
+        );
+        e.suberror = Some("consent_required");
+        return Err(e);
+    }
+    Ok(granted)
 }
 
 fn client_credentials_grant(
@@ -660,11 +717,13 @@ fn client_credentials_grant(
         id_token: None,
         client_info: None,
         expires_in: lifetime.as_secs(),
+        refresh_token: None,
+        issued_token_type: None,
     })
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(internal)`
-fn internal(error: IdpError) -> EntraError {
+pub(crate) fn internal(error: IdpError) -> EntraError {
     tracing::error!(%error, "devstack IdP could not issue a token");
     EntraError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
