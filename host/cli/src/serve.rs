@@ -22,9 +22,12 @@ async fn serve(config: Config) -> Result<(), Failure> {
         Runtime::new(&RuntimeOptions::new(&config.engine, &config.plugins)).map_err(Failure::failed)?;
     let settings = config.default_plugin();
     let model = crate::wiring::model_access(&config, settings).await?;
+    let sink = crate::wiring::audit_sink(&config)?;
+    let egress = crate::wiring::egress_access(&config, settings, sink)?;
     let plugin = runtime
         .load_plugin(settings, model)
-        .map_err(|e| Failure::usage(format!("plugin {}: {e}", settings.name)))?;
+        .map_err(|e| Failure::usage(format!("plugin {}: {e}", settings.name)))?
+        .with_egress(egress);
     let authorizer = crate::wiring::authorizer(&config).await?;
     let state = AppState::new(plugin, authorizer, ServerOptions::from_settings(&config.server));
     let listener = tokio::net::TcpListener::bind(config.server.listen)

@@ -31,6 +31,19 @@ pub struct Config {
     pub auth: delegate_auth::AuthSettings,
     /// How outbound HTTPS clients (discovery/JWKS, token endpoints, egress) are built.
     pub outbound: delegate_outbound::OutboundConfig,
+    /// Credential providers for the token vault (Token B On-Behalf-Of the user, ...).
+    pub vault: delegate_vault::VaultSettings,
+    /// Where audit records (one JSON line per credential use and per denial) go.
+    pub audit: AuditTarget,
+}
+
+/// Where audit records are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    /// Standard output (the default: container log collectors pick it up).
+    Stdout,
+    /// Appended to a file (created with mode 0600).
+    File(PathBuf),
 }
 
 /// The AgentCore-contract listener.
@@ -78,6 +91,14 @@ pub struct Limits {
     pub model_calls: u32,
     /// Model tokens (input + output, as reported by the provider) per invocation.
     pub model_tokens: u64,
+    /// Outbound HTTP requests per invocation.
+    pub egress_requests: u32,
+    /// Outbound request body bytes per invocation.
+    pub egress_request_bytes: u64,
+    /// Outbound response body bytes per invocation.
+    pub egress_response_bytes: u64,
+    /// Time limit per outbound request, to the end of its response body.
+    pub egress_request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -91,6 +112,10 @@ impl Default for Limits {
             log_bytes: 64 << 10,
             model_calls: 16,
             model_tokens: 200_000,
+            egress_requests: 64,
+            egress_request_bytes: 1 << 20,
+            egress_response_bytes: 16 << 20,
+            egress_request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -110,6 +135,8 @@ pub struct PluginSettings {
     pub settings: BTreeMap<String, String>,
     /// Model id for this plugin (overrides `model.model_id`).
     pub model_id: Option<String>,
+    /// The operator's egress rules for this plugin (deny by default).
+    pub egress: delegate_egress::EgressPolicy,
 }
 
 impl Config {

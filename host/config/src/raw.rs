@@ -18,6 +18,17 @@ pub(crate) struct RawConfig {
     pub auth: Option<delegate_auth::AuthConfig>,
     #[serde(default)]
     pub outbound: RawOutbound,
+    #[serde(default)]
+    pub vault: delegate_vault::VaultConfig,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    /// `"stdout"` or a file path.
+    pub sink: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -57,6 +68,10 @@ pub(crate) struct RawLimits {
     pub log_kib: Option<u64>,
     pub model_calls: Option<u64>,
     pub model_tokens: Option<u64>,
+    pub egress_requests: Option<u64>,
+    pub egress_request_kib: Option<u64>,
+    pub egress_response_kib: Option<u64>,
+    pub egress_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,4 +86,6 @@ pub(crate) struct RawPlugin {
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
     pub model_id: Option<String>,
+    #[serde(default)]
+    pub egress: delegate_egress::EgressConfig,
 }

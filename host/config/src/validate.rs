@@ -116,6 +116,35 @@ fn limits(prefix: &str, raw: &RawLimits, base: &Limits) -> Result<Limits, Config
         )?)
         .unwrap_or(10_000),
         model_tokens: ranged(&k("model_tokens"), raw.model_tokens, base.model_tokens, 0, 100_000_000)?,
+        egress_requests: u32::try_from(ranged(
+            &k("egress_requests"),
+            raw.egress_requests,
+            u64::from(base.egress_requests),
+            0,
+            100_000,
+        )?)
+        .unwrap_or(100_000),
+        egress_request_bytes: ranged(
+            &k("egress_request_kib"),
+            raw.egress_request_kib,
+            base.egress_request_bytes >> 10,
+            0,
+            1 << 20,
+        )? << 10,
+        egress_response_bytes: ranged(
+            &k("egress_response_kib"),
+            raw.egress_response_kib,
+            base.egress_response_bytes >> 10,
+            0,
+            4 << 20,
+        )? << 10,
+        egress_request_timeout: Duration::from_millis(ranged(
+            &k("egress_timeout_ms"),
+            raw.egress_timeout_ms,
+            ms(base.egress_request_timeout),
+            1,
+            600_000,
+        )?),
     })
 }
 
@@ -213,6 +242,11 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             limits: limits(&format!("plugin[{i}].limits."), &p.limits, &defaults)?,
             settings: p.settings.clone(),
             model_id: p.model_id.clone(),
+            egress: p
+                .egress
+                .clone()
+                .validate()
+                .map_err(|e| ConfigError::invalid(format!("plugin[{i}].egress.{}", e.key), e.message))?,
         });
     }
     match plugins.iter().filter(|p| p.default).count() {
@@ -270,7 +304,26 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             600_000,
         )?),
     };
-    Ok(Config { server, engine, plugins, model, auth, outbound })
+    let vault =
+        raw.vault.validate().map_err(|e| ConfigError::invalid(format!("vault.{}", e.key), e.message))?;
+    for (i, p) in plugins.iter().enumerate() {
+        for provider in p.egress.credential_providers() {
+            if !vault.provider_names().any(|n| n == provider) {
+                return Err(ConfigError::invalid(
+                    format!("plugin[{i}].egress"),
+                    format!(
+                        "a rule uses credential provider {provider:?}, which [vault.providers] does not define"
+                    ),
+                ));
+            }
+        }
+    }
+    let audit = match raw.audit.sink.as_deref() {
+        None | Some("stdout") => crate::AuditTarget::Stdout,
+        Some("") => return Err(ConfigError::invalid("audit.sink", "\"stdout\" or a file path")),
+        Some(path) => crate::AuditTarget::File(base.join(path)),
+    };
+    Ok(Config { server, engine, plugins, model, auth, outbound, vault, audit })
 }
 
 #[cfg(test)]

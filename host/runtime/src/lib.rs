@@ -83,6 +83,18 @@ impl std::fmt::Debug for ModelAccess {
     }
 }
 
+/// How a plugin's outbound HTTP is handled: the shared gateway (vault, pooled client, audit
+/// sink), the operator's rules for this plugin and its per-invocation caps.
+#[derive(Clone, Debug)]
+pub struct EgressAccess {
+    /// The shared egress path.
+    pub gateway: delegate_egress::EgressGateway,
+    /// This plugin's rules.
+    pub policy: Arc<delegate_egress::EgressPolicy>,
+    /// Per-invocation caps.
+    pub limits: delegate_egress::EgressLimits,
+}
+
 /// The engine could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the wasm engine: {0}")]
@@ -205,6 +217,7 @@ impl Runtime {
                 settings: Arc::new(settings.iter().collect()),
                 engine: self.engine.clone(),
                 model,
+                egress: None,
                 instances: AtomicU64::new(0),
             }),
         })
@@ -251,6 +264,7 @@ struct PluginInner {
     settings: Arc<WasiConfigVariables>,
     engine: Engine,
     model: Option<ModelAccess>,
+    egress: Option<EgressAccess>,
     /// Instances created so far (tests assert that rejected requests create none).
     instances: AtomicU64,
 }
@@ -341,6 +355,17 @@ pub enum InvocationError {
     /// The caller disconnected before the end.
     #[error("the caller disconnected")]
     CallerGone,
+    /// The user's delegated credential could not be obtained (consent missing, sign-in
+    /// expired, provider misconfigured, IdP down). Status and code come from the vault.
+    #[error("the delegated credential for this request could not be obtained ({code})")]
+    Credential {
+        /// HTTP status for the caller (401, 403, 502, 503).
+        status: u16,
+        /// Stable code, e.g. `consent_required`.
+        code: String,
+        /// `WWW-Authenticate` challenge for the caller (claims challenge), if any.
+        www_authenticate: Option<String>,
+    },
 }
 
 impl InvocationError {
@@ -357,6 +382,7 @@ impl InvocationError {
             Self::PluginError { .. } => "plugin_error",
             Self::Capacity => "capacity",
             Self::CallerGone => "caller_gone",
+            Self::Credential { code, .. } => code,
         }
     }
 }
@@ -392,6 +418,25 @@ impl Plugin {
         &self.inner.limits
     }
 
+    /// The same plugin with outbound HTTP through `egress` (without it, every request is denied).
+    #[must_use]
+    pub fn with_egress(self, egress: EgressAccess) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(PluginInner {
+                name: Arc::clone(&inner.name),
+                digest: inner.digest.clone(),
+                pre: inner.pre.clone(),
+                limits: inner.limits,
+                settings: Arc::clone(&inner.settings),
+                engine: inner.engine.clone(),
+                model: inner.model.clone(),
+                egress: Some(egress),
+                instances: AtomicU64::new(0),
+            }),
+        }
+    }
+
     /// How many instances of this plugin have been created (one per invocation).
     pub fn instances_created(&self) -> u64 {
         self.inner.instances.load(Ordering::Relaxed)
@@ -401,7 +446,8 @@ impl Plugin {
     /// without calling the plugin: the per-invocation setup cost, for benchmarks.
     pub async fn instantiate_only(&self, caller: &VerifiedCaller) -> Result<(), InvocationError> {
         let (tx, _rx) = mpsc::channel(1);
-        let state = new_state(&self.inner, caller, "bench", None, tx);
+        let state =
+            new_state(&self.inner, caller, "bench", None, tx, &http_hooks::CredentialFailure::default());
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
@@ -420,12 +466,25 @@ impl Plugin {
             let _guard = guard;
             let started = Instant::now();
             let wall = inner.limits.wall_clock;
-            let state = new_state(&inner, &caller, &invocation_id, session_id, tx.clone());
+            let credential_failure = http_hooks::CredentialFailure::default();
+            let state =
+                new_state(&inner, &caller, &invocation_id, session_id, tx.clone(), &credential_failure);
             let run = run(&inner, state, payload, started);
-            let result = tokio::select! {
+            let mut result = tokio::select! {
                 r = tokio::time::timeout(wall, run) => r.unwrap_or(Err(InvocationError::Timeout)),
                 () = tx.closed() => Err(InvocationError::CallerGone),
             };
+            // A credential failure decides the answer: the caller must learn that consent or a
+            // fresh sign-in is needed, whatever the plugin made of its denied request.
+            let vault_error =
+                credential_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(e) = vault_error {
+                result = Err(InvocationError::Credential {
+                    status: e.status(),
+                    code: e.code().to_owned(),
+                    www_authenticate: e.www_authenticate(),
+                });
+            }
             match &result {
                 Ok(o) => tracing::info!(
                     plugin = %inner.name, %invocation_id, outcome = "ok",
@@ -451,6 +510,7 @@ fn new_state(
     invocation_id: &str,
     session_id: Option<String>,
     events: mpsc::Sender<InvocationEvent>,
+    credential_failure: &http_hooks::CredentialFailure,
 ) -> StoreState {
     let invocation: Arc<str> = invocation_id.into();
     let logs = stdio::LogPipe::pair(inner.limits.log_bytes, Arc::clone(&inner.name), Arc::clone(&invocation));
@@ -476,7 +536,28 @@ fn new_state(
         wasi: wasi.build(),
         table: ResourceTable::new(),
         http: WasiHttpCtx::new(),
-        hooks: http_hooks::EgressHooks { plugin: Arc::clone(&inner.name), invocation_id: invocation },
+        hooks: http_hooks::EgressHooks {
+            plugin: Arc::clone(&inner.name),
+            invocation_id: Arc::clone(&invocation),
+            egress: inner.egress.as_ref().map(|e| {
+                (
+                    e.gateway.clone(),
+                    delegate_egress::InvocationEgress {
+                        policy: Arc::clone(&e.policy),
+                        caller: Arc::new(caller.clone()),
+                        audit: delegate_egress::AuditContext {
+                            invocation_id: invocation_id.to_owned(),
+                            caller_subject: caller.subject().to_owned(),
+                            caller_username: caller.username().map(str::to_owned),
+                            plugin: inner.name.to_string(),
+                            plugin_digest: inner.digest.clone(),
+                        },
+                        budget: Arc::new(delegate_egress::EgressBudget::new(e.limits)),
+                    },
+                )
+            }),
+            credential_failure: credential_failure.clone(),
+        },
         settings: Arc::clone(&inner.settings),
         limiter: limits::Limiter::new(&inner.limits),
         meter: limits::CpuMeter::new(inner.limits.cpu),

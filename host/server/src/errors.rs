@@ -113,6 +113,9 @@ impl ApiError {
 /// already 200 and the code travels in the final event).
 fn invocation_status(e: &InvocationError) -> StatusCode {
     match e {
+        InvocationError::Credential { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+        }
         InvocationError::PluginError { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         InvocationError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         InvocationError::Capacity => StatusCode::SERVICE_UNAVAILABLE,
@@ -162,6 +165,13 @@ impl IntoResponse for ErrorResponse {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
                 );
+            }
+            ApiError::Invocation(InvocationError::Credential {
+                www_authenticate: Some(challenge), ..
+            }) => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             ApiError::Busy { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
