@@ -69,6 +69,15 @@ fn assert_entra_error(body: &Value, error: &str, code: u64) {
     for field in ["timestamp", "trace_id", "correlation_id"] {
         assert!(body[field].is_string(), "{field} in {body}");
     }
+    // Entra's layout: the message, then trace, correlation and time on CRLF-separated lines.
+    let tail = format!(
+        "\r\nTrace ID: {}\r\nCorrelation ID: {}\r\nTimestamp: {}",
+        body["trace_id"].as_str().unwrap(),
+        body["correlation_id"].as_str().unwrap(),
+        body["timestamp"].as_str().unwrap()
+    );
+    assert!(description.ends_with(&tail), "{description:?}");
+    assert_eq!(body["error_uri"], format!("https://login.microsoftonline.com/error?code={code}"));
 }
 
 #[tokio::test]
@@ -537,3 +546,5 @@ async fn a_shared_ca_serves_the_idp() {
     let (status, _) = get_json(&client(&server), &server.idp().discovery_url(TENANT_ID)).await;
     assert_eq!(status, 200);
 }
+
+mod exchange;
