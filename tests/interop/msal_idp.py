@@ -4,6 +4,10 @@
 - Microsoft MSAL for Python signs Jane in with the password grant (PublicClientApplication,
   after MSAL's own home-realm lookup) and with a confidential client, and gets a
   client-credentials token.
+- MSAL's ConfidentialClientApplication.acquire_token_on_behalf_of redeems Jane's token
+  (Token A, audience = the agent app) for a token to the ServiceNow API connector (Token B),
+  unchanged MSAL code; its errors (wrong secret, app-only assertion, unexposed scope) keep
+  Entra's error and AADSTS codes.
 - PyJWT validates every token from the discovery document and the JWKS (PyJWKClient),
   requiring exp/iat/nbf/iss/aud and checking issuer and audience exactly.
 
@@ -118,7 +122,46 @@ def main():
         claims = validate(result["access_token"], info, ca, agent, info["tenant"])
         assert "scp" not in claims and claims["roles"] == ["Agent.Invoke"], claims
         assert claims["sub"] == claims["oid"], claims
-        print("ok: MSAL client credentials; PyJWT validated all tokens from discovery + JWKS")
+        print("ok: MSAL client credentials")
+        app_token = result["access_token"]
+
+        # 5. On-Behalf-Of: the agent redeems Jane's Token A for Token B (ServiceNow connector).
+        token_a = public.acquire_token_by_username_password(
+            info["user"], info["password"], scopes=[scope])["access_token"]
+        claims_a = validate(token_a, info, ca, agent, info["tenant"])
+        connector = info["connector_app_id"]
+        connector_scope = f"api://{connector}/{info['connector_scope']}"
+        obo = confidential.acquire_token_on_behalf_of(token_a, [connector_scope])
+        assert "access_token" in obo, obo
+        assert obo["token_type"] == "Bearer", obo
+        claims_b = validate(obo["access_token"], info, ca, connector, info["tenant"])
+        assert claims_b["aud"] == connector, claims_b
+        assert claims_b["scp"] == info["connector_scope"], claims_b
+        assert claims_b["azp"] == agent and claims_b["azpacr"] == "1", claims_b
+        for same in ("oid", "tid", "preferred_username", "name"):
+            assert claims_b[same] == claims_a[same], (same, claims_a, claims_b)
+        assert claims_b["exp"] <= claims_a["exp"], (claims_a["exp"], claims_b["exp"])
+        # MSAL asked for offline_access/openid/profile itself; it got an id token for Jane.
+        assert obo.get("id_token_claims", {}).get("oid") == claims_a["oid"], obo.get("id_token_claims")
+        assert obo.get("refresh_token"), "offline_access (added by MSAL) yields a refresh token"
+        print(f"ok: MSAL acquire_token_on_behalf_of -> Token B for {claims_b['aud']} "
+              f"as {claims_b['preferred_username']}")
+
+        # 6. OBO errors, as MSAL surfaces them.
+        wrong = msal.ConfidentialClientApplication(
+            agent, client_credential="not-the-secret", authority=authority,
+            verify=ca, instance_discovery=False)
+        bad = wrong.acquire_token_on_behalf_of(token_a, [connector_scope])
+        assert bad.get("error") == "invalid_client" and 7000215 in bad.get("error_codes", []), bad
+        bad = confidential.acquire_token_on_behalf_of(app_token, [connector_scope])
+        assert bad.get("error") == "unauthorized_client" and 7000114 in bad.get("error_codes", []), bad
+        bad = confidential.acquire_token_on_behalf_of(token_a, [f"api://{connector}/admin"])
+        assert bad.get("error") == "invalid_scope" and 70011 in bad.get("error_codes", []), bad
+        for text in (token_a, app_token, info["agent_app_secret"]):
+            assert text not in json.dumps(bad), "no credential in an error"
+        print("ok: OBO wrong secret -> invalid_client 7000215, app-only assertion -> 7000114, "
+              "unexposed scope -> invalid_scope 70011")
+        print("ok: PyJWT validated all tokens from discovery + JWKS")
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)

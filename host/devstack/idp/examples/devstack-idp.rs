@@ -78,6 +78,7 @@ fn main() -> ExitCode {
             "agent_app_secret": defaults::AGENT_APP_SECRET,
             "agent_scope": defaults::AGENT_SCOPE,
             "connector_app_id": defaults::CONNECTOR_APP_ID,
+            "connector_scope": defaults::CONNECTOR_SCOPE,
             "user": defaults::JANE,
             "password": defaults::PASSWORD,
         });
