@@ -1,102 +1,89 @@
 //! `delegate demo` and `delegate token`: the whole chain on one machine, on loopback.
 //!
-//! Today the demo runs the devstack identity provider (HTTPS, with a CA generated at start) and
-//! the host serving the echo plugin behind the real JWT authorizer. The ServiceNow agent, the
-//! Bedrock-compatible endpoint and the ServiceNow sandbox join it once the token vault and
-//! egress land.
+//! The demo starts the devstack (Entra-compatible IdP, ServiceNow sandbox, Bedrock-compatible
+//! endpoint with its planner; one CA) and the host serving the ServiceNow agent plugin (its
+//! component embedded in this binary), configured through the same `delegate.toml` an operator
+//! writes, so every code path is the production one.
 
 use crate::Failure;
-use delegate_config::Limits;
-use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};
-use delegate_runtime::{Runtime, RuntimeOptions};
-use delegate_server::{AppState, ServerOptions};
-use std::collections::BTreeMap;
+use delegate_app::Host;
+use delegate_config::Config;
+use delegate_devstack::{DevStack, DevStackOptions, idp_defaults as defaults};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
+
+/// The demo's working directory: CA certificate, generated config, audit log, plugin file.
+pub(crate) fn demo_dir() -> PathBuf {
+    std::env::temp_dir().join("delegate-demo")
+}
 
 /// Where the demo writes its CA certificate, so `delegate token` and `curl --cacert` find it.
 pub(crate) fn default_ca_path() -> PathBuf {
-    std::env::temp_dir().join("delegate-demo").join("ca.pem")
+    demo_dir().join("devstack-ca.pem")
 }
 
 /// Default devstack IdP address (stable, so `delegate token` needs no flags).
 pub(crate) const DEFAULT_IDP: &str = "https://127.0.0.1:8443";
 
-pub(crate) fn run(listen: SocketAddr, idp_listen: SocketAddr) -> Result<(), Failure> {
+/// Where the demo's parts listen.
+pub(crate) struct DemoOptions {
+    pub listen: SocketAddr,
+    pub idp: SocketAddr,
+    pub servicenow: SocketAddr,
+    pub bedrock: SocketAddr,
+    pub audit_log: Option<PathBuf>,
+}
+
+pub(crate) fn run(options: &DemoOptions) -> Result<(), Failure> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(demo(listen, idp_listen))
+    rt.block_on(demo(options))
 }
 
 #[allow(clippy::print_stdout)]
-async fn demo(listen: SocketAddr, idp_listen: SocketAddr) -> Result<(), Failure> {
-    let idp_config = IdpConfig::default().with_base_url(&format!("https://{idp_listen}"));
-    let idp = IdpServer::start_on(idp_config, idp_listen)
-        .await
-        .map_err(|e| Failure::failed(format!("devstack IdP on {idp_listen}: {e}")))?;
-    let ca_path = default_ca_path();
-    write_ca(&ca_path, idp.ca_pem())
-        .map_err(|e| Failure::failed(format!("cannot write {}: {e}", ca_path.display())))?;
-
-    let auth = delegate_auth::AuthConfig {
-        required_scopes: vec![defaults::AGENT_SCOPE.into()],
-        ..delegate_auth::AuthConfig::new(
-            &idp.idp().discovery_url(defaults::TENANT_ID),
-            &[defaults::AGENT_APP_ID],
-            &[defaults::AGENT_APP_ID],
-        )
-    }
-    .validate()
-    .map_err(|e| Failure::failed(format!("demo auth config: {e}")))?;
-    let outbound =
-        delegate_outbound::OutboundConfig { extra_ca_pem_files: vec![ca_path.clone()], ..Default::default() };
-    let client =
-        delegate_outbound::build_client(&outbound).map_err(|e| Failure::failed(format!("outbound: {e}")))?;
-    let authorizer = delegate_auth::Authorizer::new(auth, client);
-    drop(authorizer.spawn_refresh());
-
-    let limits = Limits::default();
-    let runtime = Runtime::new(&RuntimeOptions {
-        epoch_tick: Duration::from_millis(10),
-        pool_instances: 16,
-        max_memory_bytes: limits.memory_bytes,
-        max_table_elements: limits.table_elements,
-        guest_debug: false,
+async fn demo(options: &DemoOptions) -> Result<(), Failure> {
+    let dir = demo_dir();
+    let stack = DevStack::start(&DevStackOptions {
+        idp: options.idp,
+        servicenow: options.servicenow,
+        bedrock: options.bedrock,
+        dir: dir.clone(),
+        delta_delay: Duration::from_millis(15),
     })
+    .await
     .map_err(Failure::failed)?;
-    let plugin = runtime
-        .load_plugin_bytes("echo", delegate_artifacts::bytes::ECHO, limits, &BTreeMap::new(), None)
-        .map_err(|e| Failure::failed(format!("echo plugin: {e}")))?;
-    let state = AppState::new(
-        plugin,
-        Arc::new(authorizer),
-        ServerOptions { max_body_bytes: 1 << 20, max_concurrency: 16, retry_after_seconds: 1 },
-    );
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))?;
-    let router = delegate_server::router(Arc::clone(&state));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(delegate_server::serve(listener, router, async move {
-        let _ = rx.await;
-    }));
+    let component = dir.join("servicenow_agent.wasm");
+    std::fs::write(&component, delegate_artifacts::bytes::SERVICENOW_AGENT)
+        .map_err(|e| Failure::failed(format!("cannot write {}: {e}", component.display())))?;
+    let audit = options.audit_log.clone().unwrap_or_else(|| dir.join("audit.jsonl"));
+    let toml = stack.delegate_config(options.listen, &component, &audit.display().to_string());
+    let config_path = dir.join("delegate.toml");
+    std::fs::write(&config_path, &toml)
+        .map_err(|e| Failure::failed(format!("cannot write {}: {e}", config_path.display())))?;
+    let config = Config::load(&config_path).map_err(|e| Failure::failed(format!("demo config: {e}")))?;
+    let host =
+        Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.map_err(Failure::from)?;
+    let listen = host.addr;
 
     println!("delegate demo is running (Ctrl-C stops it)\n");
     println!("  agent host (AgentCore contract)  http://{listen}/invocations   http://{listen}/ping");
-    println!("  identity provider (Entra-like)   {}  tenant {}", idp.url(), defaults::TENANT_ID);
-    println!("  devstack CA certificate          {}", ca_path.display());
-    println!("  plugin                           echo (streams your prompt back in chunks)\n");
+    println!("  plugin                           servicenow-agent ({})", host.plugin.digest());
+    println!("  identity provider (Entra-like)   {}  tenant {}", stack.idp.url(), defaults::TENANT_ID);
+    println!("  ServiceNow sandbox               {}", stack.servicenow_url);
+    println!("  Bedrock-compatible endpoint      {}", stack.bedrock_url);
+    println!("  devstack CA certificate          {}", stack.ca_path.display());
+    println!("  host config                      {}", config_path.display());
+    println!("  audit log                        {}\n", audit.display());
     println!("  demo users (password {}):", defaults::PASSWORD);
-    for u in [defaults::JANE, defaults::HR_ANALYST, defaults::SECURITY_ANALYST] {
-        println!("    {u}");
-    }
+    println!("    {}   her own five incidents", defaults::JANE);
+    println!("    {}  HR analyst: also sees the HR incident", defaults::HR_ANALYST);
+    println!("    {}     security analyst", defaults::SECURITY_ANALYST);
     println!("\n  try it:");
     println!(
-        "    curl -N http://{listen}/invocations -H \"Authorization: Bearer $(delegate token --user {})\" -d '{{\"prompt\":\"Hello from Jane\",\"pause_ms\":200}}'",
+        "    curl -N http://{listen}/invocations -H \"Authorization: Bearer $(delegate token --user {})\" -d '{{\"prompt\":\"Show me 5 incidents assigned to me\"}}'",
         defaults::JANE
     );
     println!(
@@ -104,17 +91,7 @@ async fn demo(listen: SocketAddr, idp_listen: SocketAddr) -> Result<(), Failure>
     );
 
     crate::serve::shutdown_signal().await;
-    state.start_draining();
-    let _ = tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    Ok(())
-}
-
-fn write_ca(path: &Path, pem: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, pem)
+    host.shutdown(Duration::from_secs(10)).await.map_err(Failure::from)
 }
 
 /// `delegate token`: a Token A for a devstack user, by the password grant (ROPC) the devstack

@@ -6,7 +6,6 @@
 mod check;
 mod demo;
 mod serve;
-mod wiring;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -25,7 +24,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the local demo: devstack identity provider + the host with a plugin, on loopback.
+    /// Run the local demo: the devstack (IdP, ServiceNow, Bedrock) and the host with the ServiceNow agent.
     ///
     /// Example: delegate demo   (then follow the printed curl line)
     Demo {
@@ -35,6 +34,15 @@ enum Command {
         /// Address of the devstack identity provider (HTTPS).
         #[arg(long, default_value = "127.0.0.1:8443")]
         idp_listen: std::net::SocketAddr,
+        /// Address of the devstack ServiceNow sandbox (HTTPS).
+        #[arg(long, default_value = "127.0.0.1:8444")]
+        servicenow_listen: std::net::SocketAddr,
+        /// Address of the devstack Bedrock endpoint (HTTPS).
+        #[arg(long, default_value = "127.0.0.1:8445")]
+        bedrock_listen: std::net::SocketAddr,
+        /// Write audit records (one JSON line per credential use or denial) here.
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
     },
     /// Print a Token A (access token for the agent) for a devstack demo user.
     ///
@@ -126,7 +134,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let result = match cli.command {
-        Command::Demo { listen, idp_listen } => demo::run(listen, idp_listen),
+        Command::Demo { listen, idp_listen, servicenow_listen, bedrock_listen, audit_log } => {
+            demo::run(&demo::DemoOptions {
+                listen,
+                idp: idp_listen,
+                servicenow: servicenow_listen,
+                bedrock: bedrock_listen,
+                audit_log,
+            })
+        }
         Command::Token { user, idp, ca, tenant } => demo::token(&user, &idp, ca.as_deref(), &tenant),
         Command::Serve { config } => serve::run(&config),
         Command::Plugin { command: PluginCommand::Check { file } } => check::plugin(&file),

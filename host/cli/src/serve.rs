@@ -1,11 +1,9 @@
 //! `delegate serve`: the production entry point.
 
 use crate::Failure;
+use delegate_app::Host;
 use delegate_config::Config;
-use delegate_runtime::{Runtime, RuntimeOptions};
-use delegate_server::{AppState, ServerOptions};
 use std::path::Path;
-use std::sync::Arc;
 
 pub(crate) fn run(config_path: &Path) -> Result<(), Failure> {
     let config = Config::load(config_path).map_err(|e| Failure::usage(format!("config error: {e}")))?;
@@ -14,46 +12,19 @@ pub(crate) fn run(config_path: &Path) -> Result<(), Failure> {
         .thread_name("delegate")
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(serve(config))
+    rt.block_on(async {
+        let host = Host::start(&config, None).await.map_err(Failure::from)?;
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight invocations");
+        host.shutdown(config.server.shutdown_grace).await.map_err(Failure::from)?;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }
 
-async fn serve(config: Config) -> Result<(), Failure> {
-    let runtime =
-        Runtime::new(&RuntimeOptions::new(&config.engine, &config.plugins)).map_err(Failure::failed)?;
-    let settings = config.default_plugin();
-    let model = crate::wiring::model_access(&config, settings).await?;
-    let sink = crate::wiring::audit_sink(&config)?;
-    let egress = crate::wiring::egress_access(&config, settings, sink)?;
-    let plugin = runtime
-        .load_plugin(settings, model)
-        .map_err(|e| Failure::usage(format!("plugin {}: {e}", settings.name)))?
-        .with_egress(egress);
-    let authorizer = crate::wiring::authorizer(&config).await?;
-    let state = AppState::new(plugin, authorizer, ServerOptions::from_settings(&config.server));
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| Failure::usage(format!("cannot listen on {}: {e}", config.server.listen)))?;
-    tracing::info!(listen = %config.server.listen, plugin = %settings.name, "delegate is serving");
-    let router = delegate_server::router(Arc::clone(&state));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(delegate_server::serve(listener, router, async move {
-        let _ = rx.await;
-    }));
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight invocations");
-    state.start_draining();
-    let _ = tx.send(());
-    match tokio::time::timeout(config.server.shutdown_grace, server).await {
-        Ok(Ok(Ok(()))) => {
-            tracing::info!("stopped");
-            Ok(())
-        }
-        Ok(Ok(Err(e))) => Err(Failure::failed(format!("server error: {e}"))),
-        Ok(Err(e)) => Err(Failure::failed(format!("server task failed: {e}"))),
-        Err(_) => {
-            tracing::warn!(grace = ?config.server.shutdown_grace, "in-flight invocations did not finish in time");
-            Ok(())
-        }
+impl From<delegate_app::StartError> for Failure {
+    fn from(e: delegate_app::StartError) -> Self {
+        if e.usage { Failure::usage(e.message) } else { Failure::failed(e.message) }
     }
 }
 

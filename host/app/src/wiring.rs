@@ -1,6 +1,6 @@
 //! Builds the policy components (authorizer, model provider) from validated config.
 
-use crate::Failure;
+use crate::StartError as Failure;
 use delegate_config::{Config, PluginSettings};
 use delegate_runtime::ModelAccess;
 use std::sync::Arc;
@@ -9,15 +9,13 @@ use std::sync::Arc;
 pub(crate) async fn model_access(
     config: &Config,
     plugin: &PluginSettings,
+    credentials: delegate_model::AwsCredentials,
 ) -> Result<Option<ModelAccess>, Failure> {
     let Some(settings) = &config.model else { return Ok(None) };
     let model_id = plugin.model_id.clone().unwrap_or_else(|| settings.model_id.clone());
-    let provider = delegate_model::BedrockProvider::connect(
-        settings.clone(),
-        delegate_model::AwsCredentials::DefaultChain,
-    )
-    .await
-    .map_err(|e| Failure::usage(format!("model: {e}")))?;
+    let provider = delegate_model::BedrockProvider::connect(settings.clone(), credentials)
+        .await
+        .map_err(|e| Failure::usage(format!("model: {e}")))?;
     Ok(Some(ModelAccess {
         provider: Arc::new(provider),
         model_id,

@@ -1,0 +1,197 @@
+//! The whole devstack on loopback, for `delegate demo` and the end-to-end tests.
+//!
+//! One CA generated at start signs the certificates of the Entra-compatible IdP, the ServiceNow
+//! sandbox and the Bedrock-compatible endpoint (all HTTPS). [`DevStack::delegate_config`]
+//! writes the `delegate.toml` that points the production code paths at them: the same file an
+//! operator writes for real Entra ID, ServiceNow and Bedrock, with other URLs and the CA.
+
+use delegate_devstack_bedrock::{BedrockStub, BedrockStubConfig};
+use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};
+use delegate_devstack_servicenow::{JwksSource, ServiceNow, ServiceNowConfig};
+use delegate_devstack_tls::DevCa;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use delegate_devstack_bedrock::Faults as BedrockFaults;
+pub use delegate_devstack_idp::Idp;
+pub use delegate_devstack_idp::defaults as idp_defaults;
+pub use delegate_devstack_servicenow::seed;
+
+/// The model id the devstack endpoint answers for.
+pub const MODEL_ID: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+
+/// The fixed AWS keys the devstack Bedrock endpoint accepts (it checks the SigV4 header's
+/// shape, not the signature). Use them instead of the default credential chain, which would
+/// probe the instance metadata service.
+pub fn aws_credentials() -> delegate_model::AwsCredentials {
+    delegate_model::AwsCredentials::Static {
+        access_key_id: "AKIDDEVSTACK".into(),
+        secret_access_key: delegate_secret::Secret::new("devstack-secret-key"),
+        session_token: None,
+    }
+}
+
+/// Why the devstack could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("devstack: {0}")]
+pub struct DevStackError(String);
+
+fn err(e: impl std::fmt::Display) -> DevStackError {
+    DevStackError(e.to_string())
+}
+
+/// Where the services listen (port 0 = any free port).
+#[derive(Debug, Clone)]
+pub struct DevStackOptions {
+    /// IdP address.
+    pub idp: SocketAddr,
+    /// ServiceNow sandbox address.
+    pub servicenow: SocketAddr,
+    /// Bedrock endpoint address.
+    pub bedrock: SocketAddr,
+    /// Directory for the CA certificate and the agent app's client secret file.
+    pub dir: PathBuf,
+    /// Pause between streamed model deltas (0 for tests and benchmarks).
+    pub delta_delay: Duration,
+}
+
+impl DevStackOptions {
+    /// Any free loopback ports, files under `dir`.
+    pub fn ephemeral(dir: &Path) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self { idp: any, servicenow: any, bedrock: any, dir: dir.to_owned(), delta_delay: Duration::ZERO }
+    }
+}
+
+/// The running devstack.
+pub struct DevStack {
+    /// The IdP (counters, fault switches, token minting).
+    pub idp: IdpServer,
+    /// The ServiceNow sandbox (audit records, fault switches).
+    pub servicenow: ServiceNow,
+    /// The Bedrock endpoint's fault switches and call counter.
+    pub bedrock: BedrockFaults,
+    /// `https://localhost:<port>` of the ServiceNow sandbox.
+    pub servicenow_url: String,
+    /// `https://localhost:<port>` of the Bedrock endpoint.
+    pub bedrock_url: String,
+    /// The CA certificate every service's certificate is signed by.
+    pub ca_path: PathBuf,
+    /// File holding the agent app's client secret (referenced by the vault config).
+    pub secret_path: PathBuf,
+}
+
+impl DevStack {
+    /// Starts the three services.
+    pub async fn start(options: &DevStackOptions) -> Result<Self, DevStackError> {
+        std::fs::create_dir_all(&options.dir).map_err(err)?;
+        let ca = DevCa::generate().map_err(err)?;
+        let ca_path = options.dir.join("devstack-ca.pem");
+        ca.write_ca_pem(&ca_path).map_err(err)?;
+        let secret_path = options.dir.join("agent-app.secret");
+        std::fs::write(&secret_path, defaults::AGENT_APP_SECRET).map_err(err)?;
+
+        let idp = IdpServer::start_with_ca(IdpConfig::default(), options.idp, &ca).await.map_err(err)?;
+        let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig {
+            extra_ca_pem_files: vec![ca_path.clone()],
+            ..Default::default()
+        })
+        .map_err(err)?;
+
+        let tls = ca.server_config(&["localhost", "127.0.0.1"]).map_err(err)?;
+        let sn_listener = tokio::net::TcpListener::bind(options.servicenow).await.map_err(err)?;
+        let servicenow_url = format!("https://localhost:{}", sn_listener.local_addr().map_err(err)?.port());
+        let mut sn_config = ServiceNowConfig::new(
+            idp.idp().issuer(defaults::TENANT_ID),
+            defaults::CONNECTOR_APP_ID,
+            JwksSource::Remote { url: idp.idp().jwks_uri(defaults::TENANT_ID), client },
+        );
+        sn_config.base_url = Some(servicenow_url.clone());
+        let servicenow = ServiceNow::new(sn_config).map_err(err)?;
+        tokio::spawn(serve(sn_listener, servicenow.router(), tls.clone(), "ServiceNow sandbox"));
+
+        let stub =
+            BedrockStub::new(BedrockStubConfig { delta_delay: options.delta_delay, ..Default::default() });
+        let bedrock = stub.faults();
+        let br_listener = tokio::net::TcpListener::bind(options.bedrock).await.map_err(err)?;
+        let bedrock_url = format!("https://localhost:{}", br_listener.local_addr().map_err(err)?.port());
+        tokio::spawn(serve(br_listener, stub.router(), tls, "Bedrock endpoint"));
+
+        Ok(Self { idp, servicenow, bedrock, servicenow_url, bedrock_url, ca_path, secret_path })
+    }
+
+    /// A complete `delegate.toml` for a host on `listen` serving the ServiceNow agent
+    /// (`component`), pointed at this devstack. `audit` is `"stdout"` or a file path.
+    pub fn delegate_config(&self, listen: SocketAddr, component: &Path, audit: &str) -> String {
+        let idp = self.idp.idp();
+        format!(
+            r#"# Generated by delegate-devstack: the article's setup, pointed at local stand-ins.
+[server]
+listen = "{listen}"
+
+[outbound]
+ca_files = [{ca:?}]
+
+[auth]
+discovery_url = "{discovery}"
+allowed_audiences = ["{agent}"]
+allowed_clients = ["{agent}"]
+required_scopes = ["{agent_scope}"]
+
+[model]
+region = "us-east-1"
+endpoint_url = "{bedrock}"
+ca_bundle = {ca:?}
+model_id = "{model}"
+
+[vault.providers.servicenow]
+kind = "entra_obo"
+token_endpoint = "{token_endpoint}"
+client_id = "{agent}"
+client_secret = {{ file = {secret:?} }}
+
+[audit]
+sink = {audit:?}
+
+[[plugin]]
+name = "servicenow-agent"
+component = {component:?}
+
+[plugin.settings]
+servicenow_url = "{servicenow}"
+
+[[plugin.egress.rules]]
+methods = ["GET", "PATCH"]
+host = "localhost"
+port = {sn_port}
+path_prefix = "/api/now/table"
+credential = {{ provider = "servicenow", scopes = ["api://{connector}/{connector_scope}"] }}
+"#,
+            ca = self.ca_path.display().to_string(),
+            discovery = idp.discovery_url(defaults::TENANT_ID),
+            agent = defaults::AGENT_APP_ID,
+            agent_scope = defaults::AGENT_SCOPE,
+            bedrock = self.bedrock_url,
+            model = MODEL_ID,
+            token_endpoint = idp.token_endpoint(defaults::TENANT_ID),
+            secret = self.secret_path.display().to_string(),
+            component = component.display().to_string(),
+            servicenow = self.servicenow_url,
+            sn_port = self.servicenow_url.rsplit(':').next().unwrap_or("443"),
+            connector = defaults::CONNECTOR_APP_ID,
+            connector_scope = defaults::CONNECTOR_SCOPE,
+        )
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    what: &'static str,
+) {
+    if let Err(e) = delegate_devstack_tls::serve_https(listener, router, tls, std::future::pending()).await {
+        tracing::warn!(error = %e, "devstack {what} stopped");
+    }
+}
