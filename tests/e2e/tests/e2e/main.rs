@@ -4,6 +4,7 @@
 mod agent;
 mod auth;
 mod contract;
+mod jane;
 mod limits;
 mod sandbox;
 mod streaming;

@@ -1,0 +1,207 @@
+//! The article's scenario end to end: real host (the same `delegate.toml` and `Host::start` as
+//! `delegate serve`), the ServiceNow agent plugin, and the devstack (Entra-compatible IdP with
+//! On-Behalf-Of, ServiceNow sandbox enforcing its ACLs, Bedrock endpoint with its planner).
+
+use delegate_app::Host;
+use delegate_config::Config;
+use delegate_devstack::{DevStack, DevStackOptions, idp_defaults as ids, seed};
+use delegate_e2e::*;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const OBO_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+struct Chain {
+    stack: DevStack,
+    host: Host,
+    url: String,
+    audit: PathBuf,
+}
+
+fn scratch_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "delegate-e2e-jane-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn chain() -> Chain {
+    let dir = scratch_dir();
+    let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
+    let audit = dir.join("audit.jsonl");
+    let toml = stack
+        .delegate_config(
+            "127.0.0.1:0".parse().unwrap(),
+            std::path::Path::new(delegate_artifacts::SERVICENOW_AGENT),
+            &audit.display().to_string(),
+        )
+        .replace("[server]\n", "[server]\nmax_concurrency = 64\n");
+    let config = Config::from_toml(&toml, &dir).unwrap();
+    let host = Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.unwrap();
+    let url = format!("http://{}", host.addr);
+    Chain { stack, host, url, audit }
+}
+
+impl Chain {
+    fn token_a(&self, user: &str) -> String {
+        self.stack
+            .idp
+            .idp()
+            .mint_access_token(
+                user,
+                ids::AGENT_APP_ID,
+                ids::AGENT_APP_ID,
+                &[ids::AGENT_SCOPE],
+                Duration::from_secs(900),
+            )
+            .unwrap()
+            .expose()
+            .to_owned()
+    }
+
+    async fn ask(&self, user: &str, prompt: &str) -> Seen {
+        let resp = client()
+            .post(format!("{}/invocations", self.url))
+            .bearer_auth(self.token_a(user))
+            .json(&json!({ "prompt": prompt }))
+            .send()
+            .await
+            .unwrap();
+        collect(resp).await
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn numbers_in(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() == 10 && w.starts_with("INC") && w[3..].bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jane_sees_exactly_her_five_incidents() {
+    let chain = chain().await;
+    let seen = chain.ask(ids::JANE, "Show me 5 incidents assigned to me").await;
+    assert_eq!(seen.status, 200, "{seen:?}");
+    let mut expected: Vec<String> = seed::JANE_INCIDENTS.iter().map(|i| i.number.to_owned()).collect();
+    expected.sort();
+    assert_eq!(numbers_in(&seen.text), expected, "{}", seen.text);
+    assert!(seen.text.contains("VPN connection dropping"), "{}", seen.text);
+    // The restricted rows never reached the plugin: not in the answer, not in the summary.
+    for hidden in [seed::HR_INCIDENT.number, seed::SECURITY_INCIDENT.number] {
+        assert!(!seen.text.contains(hidden));
+        assert!(!seen.result.as_deref().unwrap_or("").contains(hidden));
+    }
+    // ServiceNow saw Jane, through Token B obtained On-Behalf-Of her, and the audit says so.
+    let audit = chain.audit_lines();
+    assert!(!audit.is_empty());
+    for line in &audit {
+        assert_eq!(line["caller_username"], ids::JANE);
+        assert_eq!(line["provider"], "servicenow");
+        assert_eq!(line["decision"], "allowed");
+        assert_eq!(line["status"], 200);
+    }
+    assert_eq!(audit[0]["cache"], "miss");
+    assert_eq!(chain.stack.idp.idp().grant_calls(OBO_GRANT), 1);
+    // No token anywhere a person or the plugin could read.
+    let token_a = chain.token_a(ids::JANE);
+    let signature = token_a.rsplit('.').next().unwrap().to_owned();
+    let audit_text = std::fs::read_to_string(&chain.audit).unwrap();
+    for haystack in [&seen.text, seen.result.as_deref().unwrap_or(""), &audit_text] {
+        assert!(!haystack.contains(&signature));
+        assert!(!haystack.contains("eyJ"), "something JWT-like leaked: {haystack}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_for_hr_incidents_does_not_get_jane_past_the_acl() {
+    let chain = chain().await;
+    // INC0012350 is HR and (misrouted) assigned to Jane: a filter on either alone would leak it.
+    let jane = chain.ask(ids::JANE, "Show me 10 incidents assigned to me with category=hr").await;
+    assert_eq!(jane.status, 200, "{jane:?}");
+    assert!(!jane.text.contains(seed::HR_INCIDENT.number), "{}", jane.text);
+    let jane_all = chain.ask(ids::JANE, "List 50 incidents with category=hr").await;
+    assert!(numbers_in(&jane_all.text).is_empty(), "{}", jane_all.text);
+    let hr = chain.ask(ids::HR_ANALYST, "List 10 incidents with category=hr").await;
+    assert!(hr.text.contains(seed::HR_INCIDENT.number), "{}", hr.text);
+    // Two users: two On-Behalf-Of exchanges, each cached for its own user.
+    assert_eq!(chain.stack.idp.idp().grant_calls(OBO_GRANT), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jane_updates_her_incident_as_herself_and_is_refused_on_another() {
+    let chain = chain().await;
+    let seen = chain.ask(ids::JANE, "Set INC0012345 urgency to 1").await;
+    assert_eq!(seen.status, 200, "{seen:?}");
+    let records = chain.stack.servicenow.audit_records(seed::INC0012345.sys_id).unwrap();
+    let urgency: Vec<_> = records.iter().filter(|r| r.field == "urgency").collect();
+    assert_eq!(urgency.len(), 1, "{records:?}");
+    assert_eq!(urgency[0].new_value, "1");
+    assert_eq!(urgency[0].user, ids::JANE);
+    // An incident she may read but not write: ServiceNow answers 403 and the agent says so.
+    let refused =
+        chain.ask(ids::JANE, &format!("Set {} urgency to 1", seed::READ_ONLY_FOR_JANE.number)).await;
+    assert!(refused.text.to_lowercase().contains("access denied"), "{}", refused.text);
+    assert!(chain.stack.servicenow.audit_records(seed::READ_ONLY_FOR_JANE.sys_id).unwrap().is_empty());
+    let patches: Vec<_> = chain.audit_lines().into_iter().filter(|l| l["method"] == "PATCH").collect();
+    assert_eq!(patches.len(), 2);
+    assert!(patches.iter().any(|l| l["status"] == 403));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_invocations_of_one_user_share_one_obo_exchange() {
+    let chain = chain().await;
+    let asks = (0..50).map(|_| chain.ask(ids::JANE, "Show me 5 incidents assigned to me"));
+    let all = futures::future::join_all(asks).await;
+    for seen in &all {
+        assert_eq!(seen.status, 200, "{seen:?}");
+        assert_eq!(numbers_in(&seen.text).len(), 5, "{}", seen.text);
+    }
+    assert_eq!(chain.stack.idp.idp().grant_calls(OBO_GRANT), 1);
+    let _ = chain.host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servicenow_rejects_token_a_and_accepts_token_b() {
+    let chain = chain().await;
+    let http = delegate_outbound::build_client(&delegate_outbound::OutboundConfig {
+        extra_ca_pem_files: vec![chain.stack.ca_path.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let url = format!("{}/api/now/table/incident?sysparm_limit=1", chain.stack.servicenow_url);
+    let a = http.get(&url).bearer_auth(chain.token_a(ids::JANE)).send().await.unwrap();
+    assert_eq!(a.status(), 401);
+    let token_b = chain
+        .stack
+        .idp
+        .idp()
+        .mint_access_token(
+            ids::JANE,
+            ids::AGENT_APP_ID,
+            ids::CONNECTOR_APP_ID,
+            &[ids::CONNECTOR_SCOPE],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let b = http.get(&url).bearer_auth(token_b.expose()).send().await.unwrap();
+    assert_eq!(b.status(), 200);
+}
