@@ -95,6 +95,11 @@ pub struct AppConfig {
     /// Client secret; `None` for apps without credentials.
     #[serde(default, deserialize_with = "optional_secret")]
     pub client_secret: Option<Secret>,
+    /// Certificate credentials (PEM X.509 certificates, public information): the client may
+    /// authenticate with a `client_assertion` JWT signed by one of their keys and naming it by
+    /// `x5t#S256` (SHA-256 thumbprint of the DER). RSA (RS256, PS256) or EC P-256 (ES256).
+    #[serde(default)]
+    pub client_certificates: Vec<String>,
     /// "Allow public client flows": password grant without a client secret.
     #[serde(default)]
     pub public_client: bool,
@@ -202,6 +207,10 @@ impl IdpConfig {
             if self.apps[..i].iter().any(|b| b.client_id == a.client_id) {
                 return bad(format!("duplicate client_id {}", a.client_id));
             }
+            for pem in &a.client_certificates {
+                crate::client_cert::parse_certificate(pem)
+                    .map_err(|e| IdpError::Config(format!("app {:?}: {e}", a.name)))?;
+            }
         }
         for u in &self.users {
             if !is_guid(&u.oid) {
@@ -259,6 +268,7 @@ impl Default for IdpConfig {
                     client_id: AGENT_APP_ID.into(),
                     object_id: "e1c7a3b5-2d4f-4a6b-8c9e-1f3a5c7e9b2d".into(),
                     client_secret: Some(Secret::new(AGENT_APP_SECRET)),
+                    client_certificates: Vec::new(),
                     // Lets `delegate token` and MSAL's PublicClientApplication sign users in
                     // with the password grant without holding the secret.
                     public_client: true,
@@ -272,6 +282,7 @@ impl Default for IdpConfig {
                     client_id: CONNECTOR_APP_ID.into(),
                     object_id: "5d9f1b3c-7e2a-4c6d-9b8f-3a1c5e7d9f2b".into(),
                     client_secret: None,
+                    client_certificates: Vec::new(),
                     public_client: false,
                     identifier_uris: vec![format!("api://{CONNECTOR_APP_ID}")],
                     scopes: vec![CONNECTOR_SCOPE.into()],

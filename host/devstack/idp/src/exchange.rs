@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 
 use crate::token::{
     Client, EntraError, Issued, ScopeRequest, TokenForm, access_token_claims, authenticate_client,
-    grant_scopes, id_token_claims, internal, parse_scopes, require_secret,
+    grant_scopes, id_token_claims, internal, mark_client_acr, parse_scopes, require_secret,
 };
 use crate::{
     ACCESS_TOKEN_TYPE, AppConfig, Idp, JWT_TOKEN_TYPE, TenantConfig, TokenFault, TokenSpec, TokenVersion,
@@ -228,6 +228,7 @@ fn mint_for_user(
     if let Some(act) = act {
         claims.insert("act".into(), act);
     }
+    mark_client_acr(&mut claims, client);
     let access_token = idp.sign_claims(&claims).map_err(internal)?;
     Ok(Minted { access_token, expires_in: exp.saturating_sub(iat) })
 }

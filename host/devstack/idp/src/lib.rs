@@ -24,6 +24,7 @@
 //!
 //! [`IdpServer::start`] runs it over HTTPS on an ephemeral loopback port with a fresh dev CA.
 
+mod client_cert;
 mod config;
 mod corpus;
 mod exchange;

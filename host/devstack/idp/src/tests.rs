@@ -547,4 +547,5 @@ async fn a_shared_ca_serves_the_idp() {
     assert_eq!(status, 200);
 }
 
+mod client_cert;
 mod exchange;

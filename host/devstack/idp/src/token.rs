@@ -367,6 +367,20 @@ pub(crate) fn parse_scopes<'a>(
 pub(crate) struct Client<'a> {
     pub(crate) app: &'a AppConfig,
     pub(crate) authenticated: bool,
+    /// Authenticated with a certificate (`client_assertion`): `azpacr`/`appidacr` "2".
+    pub(crate) certificate: bool,
+}
+
+/// Marks a token issued to a certificate-authenticated client as Entra does (`azpacr` or
+/// `appidacr` "2"; `access_token_claims` only knows "0" and "1").
+pub(crate) fn mark_client_acr(claims: &mut Map<String, Value>, client: &Client<'_>) {
+    if client.certificate {
+        for name in ["azpacr", "appidacr"] {
+            if claims.contains_key(name) {
+                claims.insert(name.into(), "2".into());
+            }
+        }
+    }
 }
 
 pub(crate) fn authenticate_client<'a>(
@@ -397,12 +411,7 @@ pub(crate) fn authenticate_client<'a>(
         (None, Some(id)) => (id.to_owned(), form_secret),
         (None, None) => return Err(EntraError::missing("client_id")),
     };
-    if form.get("client_assertion")?.is_some() {
-        return Err(EntraError::invalid_client(
-            7000219,
-            "Certificate credentials (client_assertion) are not supported by the devstack IdP; use a client secret.",
-        ));
-    }
+    let client_assertion = form.get("client_assertion")?;
     let app = idp.app(&client_id).ok_or_else(|| {
         EntraError::bad_request(
             "unauthorized_client",
@@ -412,15 +421,46 @@ pub(crate) fn authenticate_client<'a>(
             ),
         )
     })?;
+    if let Some(assertion) = client_assertion {
+        if secret.is_some() {
+            return Err(EntraError::bad_request(
+                "invalid_request",
+                9002313,
+                "Invalid request. Send one client credential: 'client_secret' or 'client_assertion', not both.",
+            ));
+        }
+        match form.get("client_assertion_type")? {
+            Some(crate::client_cert::CLIENT_ASSERTION_TYPE) => {}
+            None => return Err(EntraError::missing("client_assertion_type")),
+            Some(_) => {
+                return Err(EntraError::bad_request(
+                    "invalid_request",
+                    9002313,
+                    format!(
+                        "Invalid request. 'client_assertion_type' must be '{}'.",
+                        crate::client_cert::CLIENT_ASSERTION_TYPE
+                    ),
+                ));
+            }
+        }
+        // The assertion's audience: this token endpoint (as called, or by tenant id) or the
+        // tenant's issuer.
+        let mut audiences = vec![idp.token_endpoint(tenant)];
+        if let Some(t) = idp.tenant(tenant) {
+            audiences.extend([idp.token_endpoint(&t.id), idp.token_endpoint(&t.domain), idp.issuer(&t.id)]);
+        }
+        crate::client_cert::verify_client_assertion(app, assertion, &audiences)?;
+        return Ok(Client { app, authenticated: true, certificate: true });
+    }
     match (secret, &app.client_secret) {
         (Some(given), Some(expected)) if expected.matches(given.expose()) => {
-            Ok(Client { app, authenticated: true })
+            Ok(Client { app, authenticated: true, certificate: false })
         }
         (Some(_), _) => Err(EntraError::invalid_client(
             7000215,
             "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
         )),
-        (None, _) => Ok(Client { app, authenticated: false }),
+        (None, _) => Ok(Client { app, authenticated: false, certificate: false }),
     }
 }
 
@@ -573,8 +613,9 @@ fn password_grant(
         lifetime,
         client_authenticated: client.authenticated,
     };
-    let access_token =
-        idp.sign_claims(&access_token_claims(idp, &spec).map_err(internal)?).map_err(internal)?;
+    let mut claims = access_token_claims(idp, &spec).map_err(internal)?;
+    mark_client_acr(&mut claims, &client);
+    let access_token = idp.sign_claims(&claims).map_err(internal)?;
     let wants_id_token = request.oidc.iter().any(|s| s.eq_ignore_ascii_case("openid"));
     let id_token = if wants_id_token {
         Some(
@@ -709,8 +750,9 @@ fn client_credentials_grant(
         lifetime,
         client_authenticated: true,
     };
-    let access_token =
-        idp.sign_claims(&access_token_claims(idp, &spec).map_err(internal)?).map_err(internal)?;
+    let mut claims = access_token_claims(idp, &spec).map_err(internal)?;
+    mark_client_acr(&mut claims, &client);
+    let access_token = idp.sign_claims(&claims).map_err(internal)?;
     Ok(Issued {
         scope: format!("{}/.default", request.resource_identifier),
         access_token,
