@@ -205,3 +205,54 @@ async fn servicenow_rejects_token_a_and_accepts_token_b() {
     let b = http.get(&url).bearer_auth(token_b.expose()).send().await.unwrap();
     assert_eq!(b.status(), 200);
 }
+
+/// Each IdP failure of the On-Behalf-Of exchange reaches the client as its own status and
+/// code (never a 500), whatever the plugin makes of its refused request: as the HTTP status in
+/// JSON mode, as the final event's `error_type` once an event stream has started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_errors_surface_with_their_status_and_code() {
+    use delegate_devstack_idp::TokenFault;
+    let chain = chain().await;
+    let idp = chain.stack.idp.idp();
+    let cases: Vec<(TokenFault, u16, &str)> = vec![
+        (TokenFault::ConsentRequired, 403, "consent_required"),
+        (
+            TokenFault::InteractionRequired {
+                claims: r#"{"access_token":{"polids":{"essential":true}}}"#.into(),
+            },
+            401,
+            "interaction_required",
+        ),
+        (TokenFault::Status5xx(503), 503, "credential_provider_unavailable"),
+    ];
+    for (fault, status, code) in cases {
+        idp.set_token_fault(fault);
+        // A different user each time: a cached Token B would hide the fault.
+        let user = ["ravi.patel@company.com", "maria.garcia@company.com", "tom.baker@company.com"]
+            [usize::from(status % 3)];
+        let seen = chain.ask(user, "Show me 5 incidents assigned to me").await;
+        assert_eq!(seen.status, 200, "{code}: {seen:?}");
+        assert_eq!(seen.error_type.as_deref(), Some(code), "{seen:?}");
+        let resp = client()
+            .post(format!("{}/invocations", chain.url))
+            .bearer_auth(chain.token_a(user))
+            .header("accept", "application/json")
+            .json(&json!({"prompt": "Show me 5 incidents assigned to me"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{code}");
+        if code == "interaction_required" {
+            let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+            assert!(
+                challenge.contains("insufficient_claims") && challenge.contains("claims="),
+                "{challenge}"
+            );
+        }
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error_type"], code);
+    }
+    idp.set_token_fault(TokenFault::None);
+    let ok = chain.ask(ids::JANE, "Show me 5 incidents assigned to me").await;
+    assert_eq!(ok.status, 200);
+}
