@@ -81,9 +81,10 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
     println!("    {}   her own five incidents", defaults::JANE);
     println!("    {}  HR analyst: also sees the HR incident", defaults::HR_ANALYST);
     println!("    {}     security analyst", defaults::SECURITY_ANALYST);
+    let exe = std::env::current_exe().map_or_else(|_| "delegate".to_owned(), |p| p.display().to_string());
     println!("\n  try it:");
     println!(
-        "    curl -N http://{listen}/invocations -H \"Authorization: Bearer $(delegate token --user {})\" -d '{{\"prompt\":\"Show me 5 incidents assigned to me\"}}'",
+        "    curl -N http://{listen}/invocations -H \"Authorization: Bearer $({exe} token --user {})\" -d '{{\"prompt\":\"Show me 5 incidents assigned to me\"}}'",
         defaults::JANE
     );
     println!(
