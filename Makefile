@@ -42,4 +42,4 @@ interop: setup
 	$(CARGO) build --locked -p delegate-devstack-idp --example devstack-idp -p delegate-devstack-bedrock --example serve
 	env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE DEVSTACK_IDP_BIN=target/debug/examples/devstack-idp $(INTEROP_VENV)/bin/python tests/interop/msal_idp.py
 	env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE $(INTEROP_VENV)/bin/python tests/interop/boto3_bedrock.py
-	PYSNC_PYTHON=$(abspath $(INTEROP_VENV))/bin/python $(CARGO) test --locked -p delegate-devstack-servicenow -- --ignored pysnc
+	PYSNC_PYTHON=$(abspath $(INTEROP_VENV))/bin/python $(CARGO) test --locked -p delegate-devstack-servicenow --lib -- --ignored pysnc
