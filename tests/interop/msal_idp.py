@@ -7,7 +7,9 @@
 - MSAL's ConfidentialClientApplication.acquire_token_on_behalf_of redeems Jane's token
   (Token A, audience = the agent app) for a token to the ServiceNow API connector (Token B),
   unchanged MSAL code; its errors (wrong secret, app-only assertion, unexposed scope) keep
-  Entra's error and AADSTS codes.
+  Entra's error and AADSTS codes. The same with a certificate credential (MSAL signs a PS256
+  client assertion naming the certificate by x5t#S256; the certificate is generated here and
+  registered with `--agent-cert`).
 - PyJWT validates every token from the discovery document and the JWKS (PyJWKClient),
   requiring exp/iat/nbf/iss/aud and checking issuer and audience exactly.
 
@@ -34,13 +36,40 @@ import jwt
 import msal
 
 
-def start_idp():
+def make_certificate(directory):
+    """A self-signed RSA certificate and its key (PEM), for the certificate credential."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "delegate interop")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    path = os.path.join(directory, "agent-cert.pem")
+    with open(path, "w") as f:
+        f.write(cert_pem)
+    return path, cert_pem, key_pem
+
+
+def start_idp(extra_args=()):
     binary = os.environ.get("DEVSTACK_IDP_BIN")
     # Port 443: MSAL looks up the home realm (/common/userrealm/...) on port 443 of the
     # authority host, ignoring the authority's port, before a password sign-in.
     cmd = ([binary] if binary else [
         "cargo", "run", "-q", "-p", "delegate-devstack-idp", "--example", "devstack-idp", "--"]
-    ) + ["--port", os.environ.get("DEVSTACK_IDP_PORT", "443")]
+    ) + ["--port", os.environ.get("DEVSTACK_IDP_PORT", "443")] + list(extra_args)
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
@@ -74,7 +103,11 @@ def main():
     # `verify` argument); drop them so the devstack CA given to MSAL is what is used.
     for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         os.environ.pop(var, None)
-    proc, info = start_idp()
+    import tempfile
+
+    workdir = tempfile.mkdtemp(prefix="msal-idp-")
+    cert_path, cert_pem, key_pem = make_certificate(workdir)
+    proc, info = start_idp(["--agent-cert", cert_path])
     try:
         ca = info["ca_pem"]
         authority = f"{info['url']}/{info['tenant']}"
@@ -161,6 +194,16 @@ def main():
             assert text not in json.dumps(bad), "no credential in an error"
         print("ok: OBO wrong secret -> invalid_client 7000215, app-only assertion -> 7000114, "
               "unexposed scope -> invalid_scope 70011")
+
+        # 7. On-Behalf-Of with a certificate credential instead of the secret.
+        with_cert = msal.ConfidentialClientApplication(
+            agent, client_credential={"private_key": key_pem, "public_certificate": cert_pem},
+            authority=authority, verify=ca, instance_discovery=False)
+        obo = with_cert.acquire_token_on_behalf_of(token_a, [connector_scope])
+        assert "access_token" in obo, obo
+        claims_b = validate(obo["access_token"], info, ca, connector, info["tenant"])
+        assert claims_b["azpacr"] == "2" and claims_b["oid"] == claims_a["oid"], claims_b
+        print("ok: MSAL acquire_token_on_behalf_of with a certificate credential (PS256, x5t#S256)")
         print("ok: PyJWT validated all tokens from discovery + JWKS")
     finally:
         proc.stdin.close()

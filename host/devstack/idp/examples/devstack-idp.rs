@@ -1,9 +1,11 @@
 //! Runs the devstack IdP standalone over HTTPS, for independent clients (MSAL, PyJWT, curl).
 //!
-//! `cargo run -p delegate-devstack-idp --example devstack-idp -- [--ca-out PATH] [--config FILE] [--port N]`
+//! `cargo run -p delegate-devstack-idp --example devstack-idp -- [--ca-out PATH] [--config FILE] [--port N]
+//! [--agent-cert PEM]...`
 //!
 //! `--port 443` is needed for MSAL's password flow (it looks up the home realm on port 443 of
-//! the authority host); the default is an ephemeral port.
+//! the authority host); the default is an ephemeral port. `--agent-cert` registers a PEM
+//! certificate as a credential of the agent app (for `client_assertion` clients); repeatable.
 //!
 //! Prints one JSON line on stdout once it is serving:
 //! `{"url":"https://127.0.0.1:PORT","ca_pem":"PATH","tenant":"...","agent_app_id":"...", ...}`
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
     let mut ca_out = std::env::temp_dir().join(format!("devstack-idp-ca-{}.pem", std::process::id()));
     let mut config = IdpConfig::default();
     let mut port: u16 = 0;
+    let mut agent_certs = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
@@ -28,6 +31,13 @@ fn main() -> ExitCode {
                 Ok(p) => port = p,
                 Err(_) => {
                     eprintln!("devstack-idp: --port {p}: not a port number");
+                    return ExitCode::FAILURE;
+                }
+            },
+            ("--agent-cert", Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(pem) => agent_certs.push(pem),
+                Err(e) => {
+                    eprintln!("devstack-idp: {path}: {e}");
                     return ExitCode::FAILURE;
                 }
             },
@@ -44,7 +54,19 @@ fn main() -> ExitCode {
                 }
             }
             _ => {
-                eprintln!("usage: devstack-idp [--ca-out PATH] [--config FILE] [--port N]");
+                eprintln!(
+                    "usage: devstack-idp [--ca-out PATH] [--config FILE] [--port N] [--agent-cert PEM]..."
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // Applied after all arguments, so `--config` and `--agent-cert` may come in any order.
+    if !agent_certs.is_empty() {
+        match config.apps.iter_mut().find(|a| a.client_id == defaults::AGENT_APP_ID) {
+            Some(agent) => agent.client_certificates.extend(agent_certs),
+            None => {
+                eprintln!("devstack-idp: --agent-cert: the directory has no agent app");
                 return ExitCode::FAILURE;
             }
         }

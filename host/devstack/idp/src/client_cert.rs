@@ -109,8 +109,18 @@ struct AssertionClaims {
     aud: Audience,
     iss: String,
     sub: String,
-    exp: u64,
-    nbf: Option<u64>,
+    exp: serde_json::Number,
+    nbf: Option<serde_json::Number>,
+}
+
+/// NumericDate as Unix seconds. MSAL for Python writes `exp`/`iat` as floats
+/// (`1796401083.0008438`) and Entra accepts them, so fractions are allowed here (not in
+/// access tokens); anything negative, huge or not finite is refused.
+fn seconds(n: &serde_json::Number) -> Option<u64> {
+    match n.as_u64() {
+        Some(s) => Some(s),
+        None => n.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e11).map(|f| f as u64),
+    }
 }
 
 fn invalid(code: u32, description: impl Into<String>) -> EntraError {
@@ -129,7 +139,9 @@ pub(crate) fn verify_client_assertion(
     let malformed =
         || EntraError::bad_request("invalid_request", 50027, "Client assertion is invalid or malformed.");
     let header = jsonwebtoken::decode_header(assertion).map_err(|_| malformed())?;
-    let Some(cert) = header.x5t_s256.as_deref().and_then(|t| {
+    // MSAL for Python sends the thumbprint base64url *with* padding; Entra accepts both.
+    let thumbprint = header.x5t_s256.as_deref().map(|t| t.trim_end_matches('='));
+    let Some(cert) = thumbprint.and_then(|t| {
         app.client_certificates.iter().filter_map(|pem| parse_certificate(pem).ok()).find(|c| c.x5t_s256 == t)
     }) else {
         return Err(invalid(
@@ -182,15 +194,21 @@ pub(crate) fn verify_client_assertion(
             ),
         ));
     }
+    let exp = seconds(&claims.exp).ok_or_else(malformed)?;
+    let nbf = match &claims.nbf {
+        Some(n) => Some(seconds(n).ok_or_else(malformed)?),
+        None => None,
+    };
     let now = time::now();
-    if claims.exp <= now || claims.nbf.is_some_and(|nbf| nbf > now + 300) {
+    // Some clock skew (300 s) for `nbf` only: the assertion was just signed by the client.
+    if exp <= now || nbf.is_some_and(|nbf| nbf > now + 300) {
         return Err(invalid(
             700024,
             format!(
                 "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}.",
                 time::entra_iso_time(now),
-                claims.nbf.map(time::entra_iso_time).unwrap_or_default(),
-                time::entra_iso_time(claims.exp)
+                nbf.map(time::entra_iso_time).unwrap_or_default(),
+                time::entra_iso_time(exp)
             ),
         ));
     }

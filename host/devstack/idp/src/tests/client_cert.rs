@@ -105,6 +105,21 @@ async fn certificate_credentials_authenticate_obo() {
         assert_eq!(b["aud"], CONNECTOR_APP_ID);
     }
 
+    // MSAL for Python's quirks, which Entra accepts: a padded thumbprint, float times, PS256.
+    let msal_style = {
+        let mut header = Header::new(Algorithm::PS256);
+        header.x5t_s256 = Some(format!("{}=", rsa.x5t_s256));
+        let now = crate::time::now() as f64 + 0.25;
+        let c = claims(&server, |c| {
+            c.insert("exp".into(), json!(now + 600.0));
+            c.insert("iat".into(), json!(now));
+            c.remove("nbf");
+        });
+        jsonwebtoken::encode(&header, &c, &rsa.key).unwrap()
+    };
+    let (status, body) = token(&server, TENANT_ID, &as_refs(&obo_form(a, &msal_style))).await;
+    assert_eq!(status, 200, "{body}");
+
     let good = assertion(&rsa, &claims(&server, |_| {}));
     let tampered = {
         let (input, signature) = good.rsplit_once('.').unwrap();
@@ -188,6 +203,21 @@ async fn certificate_credentials_authenticate_obo() {
         ),
         ("tampered", obo_form(a, &tampered), 401, "invalid_client", 700027),
         ("garbage", obo_form(a, "garbage"), 400, "invalid_request", 50027),
+        (
+            "negative exp",
+            obo_form(
+                a,
+                &assertion(
+                    &rsa,
+                    &claims(&server, |c| {
+                        c.insert("exp".into(), json!(-1.5));
+                    }),
+                ),
+            ),
+            400,
+            "invalid_request",
+            50027,
+        ),
         ("secret and assertion", both, 400, "invalid_request", 9002313),
         ("missing assertion type", no_type, 400, "invalid_request", 900144),
         ("wrong assertion type", wrong_type, 400, "invalid_request", 9002313),
