@@ -2,7 +2,7 @@
 # Both add the wasm32-wasip2 target first (RUSTUP_AUTO_INSTALL may be off).
 
 CARGO ?= cargo
-GUESTS := -p delegate-sdk -p echo -p hostile -p probe-sandbox
+GUESTS := -p delegate-sdk -p echo -p hostile -p probe-sandbox -p probe-credentials -p servicenow-agent
 
 .PHONY: setup demo test lint fmt ci bench interop
 

@@ -16,6 +16,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("echo", "echo", "ECHO"),
     ("hostile", "hostile", "HOSTILE"),
     ("probe-sandbox", "probe_sandbox", "PROBE_SANDBOX"),
+    ("probe-credentials", "probe_credentials", "PROBE_CREDENTIALS"),
     ("servicenow-agent", "servicenow_agent", "SERVICENOW_AGENT"),
 ];
 

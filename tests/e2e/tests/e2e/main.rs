@@ -4,6 +4,7 @@
 mod agent;
 mod auth;
 mod contract;
+mod credentials;
 mod jane;
 mod limits;
 mod sandbox;
@@ -12,7 +13,7 @@ mod streaming;
 /// Every guest artifact is used by some test (wasmtime's "no orphan test program" rule).
 #[test]
 fn every_guest_artifact_has_tests() {
-    let covered = ["echo", "hostile", "probe-sandbox", "servicenow-agent"];
+    let covered = ["echo", "hostile", "probe-sandbox", "probe-credentials", "servicenow-agent"];
     for (name, path) in delegate_artifacts::ALL {
         assert!(covered.contains(name), "guest {name} ({path}) has no e2e test");
         assert!(std::path::Path::new(path).exists(), "{path} missing");
