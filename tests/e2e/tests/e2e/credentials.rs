@@ -127,7 +127,8 @@ async fn no_credential_reaches_the_plugin_the_logs_or_the_audit() {
     assert!(!received.is_empty(), "the endpoint saw no injected credential");
     let token_b = received[0].strip_prefix("Bearer ").unwrap().to_owned();
     assert!(token_b.len() > 100);
-    assert!(report.contains("[redacted]"), "the reflected token was not scrubbed visibly: {report}");
+    // (Failure messages never print what the plugin saw: it might hold a token.)
+    assert!(report.contains("[redacted]"), "the reflected token was not scrubbed visibly");
 
     let report_json: serde_json::Value = serde_json::from_str(&report).unwrap();
     let entry =
