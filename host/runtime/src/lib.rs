@@ -95,6 +95,11 @@ pub struct EgressAccess {
     pub limits: delegate_egress::EgressLimits,
 }
 
+/// Called after each invocation with every linear memory of its instance (invocation id,
+/// memory bytes), for security tests that scan guest memory for credentials. Only works on
+/// an engine built with [`RuntimeOptions::guest_debug`]; never used in production.
+pub type MemoryInspector = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
+
 /// The engine could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the wasm engine: {0}")]
@@ -218,6 +223,7 @@ impl Runtime {
                 engine: self.engine.clone(),
                 model,
                 egress: None,
+                inspector: None,
                 instances: AtomicU64::new(0),
             }),
         })
@@ -265,6 +271,7 @@ struct PluginInner {
     engine: Engine,
     model: Option<ModelAccess>,
     egress: Option<EgressAccess>,
+    inspector: Option<MemoryInspector>,
     /// Instances created so far (tests assert that rejected requests create none).
     instances: AtomicU64,
 }
@@ -418,9 +425,7 @@ impl Plugin {
         &self.inner.limits
     }
 
-    /// The same plugin with outbound HTTP through `egress` (without it, every request is denied).
-    #[must_use]
-    pub fn with_egress(self, egress: EgressAccess) -> Self {
+    fn rebuilt(&self, egress: Option<EgressAccess>, inspector: Option<MemoryInspector>) -> Self {
         let inner = &self.inner;
         Self {
             inner: Arc::new(PluginInner {
@@ -431,10 +436,23 @@ impl Plugin {
                 settings: Arc::clone(&inner.settings),
                 engine: inner.engine.clone(),
                 model: inner.model.clone(),
-                egress: Some(egress),
+                egress,
+                inspector,
                 instances: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// The same plugin with outbound HTTP through `egress` (without it, every request is denied).
+    #[must_use]
+    pub fn with_egress(self, egress: EgressAccess) -> Self {
+        self.rebuilt(Some(egress), self.inner.inspector.clone())
+    }
+
+    /// The same plugin with a [`MemoryInspector`] run after every invocation (tests only).
+    #[must_use]
+    pub fn with_memory_inspector(self, inspector: MemoryInspector) -> Self {
+        self.rebuilt(self.inner.egress.clone(), Some(inspector))
     }
 
     /// How many instances of this plugin have been created (one per invocation).
@@ -594,6 +612,16 @@ async fn run(
         agent.call_invoke(&mut store, &payload).await
     }
     .await;
+    if let Some(inspect) = &inner.inspector {
+        let id = store.data().principal.invocation_id.clone();
+        for instance in store.debug_all_instances() {
+            let mut index = 0;
+            while let Some(memory) = instance.debug_memory(&mut store, index) {
+                inspect(&id, memory.data(&store));
+                index += 1;
+            }
+        }
+    }
     let data = store.data();
     data.logs.0.flush_pending();
     data.logs.1.flush_pending();

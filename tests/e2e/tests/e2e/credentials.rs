@@ -66,9 +66,8 @@ async fn reflect(
     (StatusCode::OK, out, axum::Json(serde_json::Value::Object(body)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_credential_reaches_the_plugin_the_logs_or_the_audit() {
-    let logs = captured_logs();
+/// Starts the reflecting endpoint; returns its port and the Authorization values it received.
+async fn reflect_server() -> (u16, Arc<Mutex<Vec<String>>>) {
     let received = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -82,8 +81,13 @@ async fn no_credential_reaches_the_plugin_the_logs_or_the_audit() {
             }),
         );
     tokio::spawn(delegate_devstack_tls::serve_http(listener, app, std::future::pending()));
+    (port, received)
+}
 
-    let dir = std::env::temp_dir().join(format!("delegate-e2e-cred-{}", std::process::id()));
+/// The devstack and a config serving the credential probe, with a credential-injecting rule
+/// for the reflecting endpoint on `port`.
+async fn probe_setup(port: u16, name: &str) -> (DevStack, Config, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("delegate-e2e-cred-{}-{name}", std::process::id()));
     let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
     let audit = dir.join("audit.jsonl");
     let mut toml = stack.delegate_config(
@@ -97,6 +101,39 @@ async fn no_credential_reaches_the_plugin_the_logs_or_the_audit() {
         ids::CONNECTOR_SCOPE
     ));
     let config = Config::from_toml(&toml, &dir).unwrap();
+    (stack, config, audit)
+}
+
+fn token_a(stack: &DevStack) -> delegate_secret::Secret {
+    stack
+        .idp
+        .idp()
+        .mint_access_token(
+            ids::JANE,
+            ids::AGENT_APP_ID,
+            ids::AGENT_APP_ID,
+            &[ids::AGENT_SCOPE],
+            Duration::from_secs(900),
+        )
+        .unwrap()
+}
+
+fn probe_payload(port: u16) -> serde_json::Value {
+    json!({
+        "url": format!("http://localhost:{port}/reflect"),
+        "redirect": format!("http://localhost:{port}/reflect/redirect"),
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credential_reaches_the_plugin_the_logs_or_the_audit() {
+    let logs = captured_logs();
+    let (port, received) = reflect_server().await;
+    let (stack, config, audit) = probe_setup(port, "leak").await;
     let host = Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.unwrap();
     let token_a = stack
         .idp
@@ -112,10 +149,7 @@ async fn no_credential_reaches_the_plugin_the_logs_or_the_audit() {
     let resp = client()
         .post(format!("http://{}/invocations", host.addr))
         .bearer_auth(token_a.expose())
-        .json(&json!({
-            "url": format!("http://localhost:{port}/reflect"),
-            "redirect": format!("http://localhost:{port}/reflect/redirect"),
-        }))
+        .json(&probe_payload(port))
         .send()
         .await
         .unwrap();
@@ -165,4 +199,64 @@ async fn no_credential_reaches_the_plugin_the_logs_or_the_audit() {
         }
     }
     let _ = host.shutdown(Duration::from_secs(5)).await;
+}
+
+/// After the probe's invocation, its linear memory (read through wasmtime's guest-debug
+/// inspection) holds none of the credentials, while it does hold what the plugin was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_memory_holds_no_credential_after_the_invocation() {
+    let (port, received) = reflect_server().await;
+    let (stack, config, _audit) = probe_setup(port, "memory").await;
+    let settings = config.default_plugin();
+    let runtime = delegate_runtime::Runtime::new(&delegate_runtime::RuntimeOptions {
+        guest_debug: true,
+        ..delegate_runtime::RuntimeOptions::new(&config.engine, &config.plugins)
+    })
+    .unwrap();
+    let outbound = delegate_outbound::build_client(&config.outbound).unwrap();
+    let vault = Arc::new(delegate_vault::TokenVault::new(config.vault.clone(), outbound.clone()));
+    let memories: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let sink = Arc::clone(&memories);
+    let plugin = runtime
+        .load_plugin(settings, None)
+        .unwrap()
+        .with_egress(delegate_runtime::EgressAccess {
+            gateway: delegate_egress::EgressGateway::new(
+                vault,
+                outbound,
+                Arc::new(delegate_egress::AuditSink::Discard),
+            ),
+            policy: Arc::new(settings.egress.clone()),
+            limits: delegate_egress::EgressLimits::default(),
+        })
+        .with_memory_inspector(Arc::new(move |_, bytes| sink.lock().unwrap().push(bytes.to_vec())));
+    let state = delegate_server::AppState::new(
+        plugin,
+        devstack_authorizer(&stack.idp),
+        delegate_server::ServerOptions::from_settings(&config.server),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/invocations", listener.local_addr().unwrap());
+    tokio::spawn(delegate_server::serve(listener, delegate_server::router(state), std::future::pending()));
+    let token_a = token_a(&stack);
+    let resp =
+        client().post(&url).bearer_auth(token_a.expose()).json(&probe_payload(port)).send().await.unwrap();
+    let seen = collect(resp).await;
+    assert!(seen.result.is_some(), "probe failed: {:?}", seen.error_type);
+    let token_b = received.lock().unwrap()[0].strip_prefix("Bearer ").unwrap().to_owned();
+    let memories = memories.lock().unwrap();
+    assert!(!memories.is_empty(), "no guest memory was inspected");
+    let all: Vec<u8> = memories.concat();
+    // Positive controls: the scan sees what the plugin did receive.
+    assert!(find(&all, b"x-reflect-x-probe"), "the scan cannot see response headers the plugin read");
+    assert!(find(&all, b"[redacted]"));
+    for (what, secret) in [
+        ("Token A", token_a.expose()),
+        ("Token B", token_b.as_str()),
+        ("client secret", ids::AGENT_APP_SECRET),
+    ] {
+        assert!(!find(&all, secret.as_bytes()), "{what} is in guest memory");
+        let tail = secret.rsplit('.').next().unwrap();
+        assert!(!find(&all, tail.as_bytes()), "{what}'s signature is in guest memory");
+    }
 }
