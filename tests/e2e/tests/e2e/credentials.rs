@@ -247,9 +247,8 @@ async fn guest_memory_holds_no_credential_after_the_invocation() {
     let memories = memories.lock().unwrap();
     assert!(!memories.is_empty(), "no guest memory was inspected");
     let all: Vec<u8> = memories.concat();
-    // Positive controls: the scan sees what the plugin did receive.
+    // Positive control: the scan sees what the plugin did receive.
     assert!(find(&all, b"x-reflect-x-probe"), "the scan cannot see response headers the plugin read");
-    assert!(find(&all, b"[redacted]"));
     for (what, secret) in [
         ("Token A", token_a.expose()),
         ("Token B", token_b.as_str()),
@@ -259,4 +258,6 @@ async fn guest_memory_holds_no_credential_after_the_invocation() {
         let tail = secret.rsplit('.').next().unwrap();
         assert!(!find(&all, tail.as_bytes()), "{what}'s signature is in guest memory");
     }
+    // And the reflected token is in there in its scrubbed form.
+    assert!(find(&all, b"[redacted]"));
 }
