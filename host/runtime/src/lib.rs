@@ -322,6 +322,8 @@ pub struct InvocationOutcome {
     pub elapsed: Duration,
     /// Bytes of text emitted.
     pub output_bytes: u64,
+    /// Model calls and tokens used.
+    pub model_usage: delegate_model::BudgetUsage,
 }
 
 /// Why an invocation failed. [`InvocationError::code`] is the stable code clients see.
@@ -508,7 +510,9 @@ impl Plugin {
                     plugin = %inner.name, %invocation_id, outcome = "ok",
                     cpu_us = u64::try_from(o.cpu.as_micros()).unwrap_or(u64::MAX),
                     elapsed_ms = u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX),
-                    output_bytes = o.output_bytes, "invocation finished"
+                    output_bytes = o.output_bytes, model_calls = o.model_usage.calls,
+                    input_tokens = o.model_usage.input_tokens, output_tokens = o.model_usage.output_tokens,
+                    "invocation finished"
                 ),
                 Err(e) => tracing::warn!(
                     plugin = %inner.name, %invocation_id, outcome = e.code(),
@@ -631,6 +635,7 @@ async fn run(
             cpu: data.meter.used(),
             elapsed: started.elapsed(),
             output_bytes: data.output_used,
+            model_usage: data.budget.used(),
         }),
         Ok(Err(e)) => Err(InvocationError::PluginError {
             code: sanitize_code(&e.code),
