@@ -102,8 +102,23 @@ pub(crate) fn token(user: &str, idp: &str, ca: Option<&Path>, tenant: &str) -> R
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+    let token = rt.block_on(fetch_token(user, idp, ca, tenant))?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{token}");
+    }
+    Ok(())
+}
+
+/// A Token A for `user` from the devstack IdP (password grant).
+pub(crate) async fn fetch_token(
+    user: &str,
+    idp: &str,
+    ca: Option<&Path>,
+    tenant: &str,
+) -> Result<String, Failure> {
     let ca = ca.map_or_else(default_ca_path, Path::to_owned);
-    rt.block_on(async {
+    {
         let outbound = delegate_outbound::OutboundConfig {
             extra_ca_pem_files: if ca.is_file() { vec![ca.clone()] } else { Vec::new() },
             ..Default::default()
@@ -138,10 +153,6 @@ pub(crate) fn token(user: &str, idp: &str, ca: Option<&Path>, tenant: &str) -> R
         let token = body["access_token"]
             .as_str()
             .ok_or_else(|| Failure::failed("identity provider answer has no access_token"))?;
-        #[allow(clippy::print_stdout)]
-        {
-            println!("{token}");
-        }
-        Ok(())
-    })
+        Ok(token.to_owned())
+    }
 }

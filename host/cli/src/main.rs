@@ -5,6 +5,7 @@
 
 mod check;
 mod demo;
+mod invoke;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,31 @@ enum Command {
         /// Write audit records (one JSON line per credential use or denial) here.
         #[arg(long)]
         audit_log: Option<PathBuf>,
+    },
+    /// Send a prompt to /invocations and print the answer as it streams (exit 1 on failure).
+    ///
+    /// Example: delegate invoke --user jane.smith@company.com "Show me 5 incidents assigned to me"
+    Invoke {
+        /// Base URL of the host.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Bearer token (Token A) to send.
+        #[arg(long, conflicts_with = "user")]
+        token: Option<String>,
+        /// Get a Token A for this devstack user from the demo's identity provider.
+        #[arg(long)]
+        user: Option<String>,
+        /// Base URL of the devstack identity provider (with --user).
+        #[arg(long, default_value = demo::DEFAULT_IDP)]
+        idp: String,
+        /// AgentCore session id (33-256 characters).
+        #[arg(long)]
+        session: Option<String>,
+        /// Ask for one JSON answer instead of a stream.
+        #[arg(long)]
+        json: bool,
+        /// The prompt.
+        prompt: String,
     },
     /// Print a Token A (access token for the agent) for a devstack demo user.
     ///
@@ -142,6 +168,9 @@ fn main() -> ExitCode {
                 bedrock: bedrock_listen,
                 audit_log,
             })
+        }
+        Command::Invoke { url, token, user, idp, session, json, prompt } => {
+            invoke::run(&invoke::InvokeOptions { url, token, user, idp, session, json, prompt })
         }
         Command::Token { user, idp, ca, tenant } => demo::token(&user, &idp, ca.as_deref(), &tenant),
         Command::Serve { config } => serve::run(&config),
