@@ -422,3 +422,76 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/delegate.toml"));
     }
 }
+
+/// `docs/config.md` lists exactly the keys the parser accepts: each table is compared with the
+/// field list serde reports for an unknown key in that section.
+#[cfg(test)]
+mod docs_drift {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Section id in the docs → TOML that puts an unknown key (or variant) in that section.
+    const PROBES: &[(&str, &str)] = &[
+        ("root", "zz = 1"),
+        ("server", "[server]\nzz = 1"),
+        ("engine", "[engine]\nzz = 1"),
+        ("limits", "[limits]\nzz = 1"),
+        ("plugin", "[[plugin]]\nzz = 1"),
+        ("plugin.egress", "[[plugin]]\n[plugin.egress]\nzz = 1"),
+        ("plugin.egress.rules", "[[plugin]]\n[[plugin.egress.rules]]\nzz = 1"),
+        ("model", "[model]\nzz = 1"),
+        ("auth", "[auth]\nzz = 1"),
+        ("auth.claim_rules", "[auth]\n[[auth.claim_rules]]\nzz = 1"),
+        ("outbound", "[outbound]\nzz = 1"),
+        ("vault", "[vault]\nzz = 1"),
+        ("vault.cache", "[vault.cache]\nzz = 1"),
+        ("vault.providers.kind", "[vault.providers.a]\nkind = \"zz\""),
+        ("vault.providers.entra_obo", "[vault.providers.a]\nkind = \"entra_obo\"\nzz = 1"),
+        ("vault.providers.token_exchange", "[vault.providers.a]\nkind = \"token_exchange\"\nzz = 1"),
+        ("secret_ref", "[vault.providers.a]\nkind = \"entra_obo\"\nclient_secret = { zz = 1 }"),
+        ("certificate", "[vault.providers.a]\nkind = \"entra_obo\"\nclient_certificate = { zz = 1 }"),
+        ("audit", "[audit]\nzz = 1"),
+    ];
+
+    /// The backticked names in serde's "expected ..." list.
+    fn accepted(probe: &str) -> BTreeSet<String> {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let err = crate::Config::from_toml(probe, base).unwrap_err().to_string();
+        let expected = err.split_once("expected").unwrap_or_else(|| panic!("{probe:?}: {err}")).1;
+        expected.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+    }
+
+    /// Section id → the first backticked word of each table row after `<!-- keys: id -->`.
+    fn documented() -> BTreeMap<String, BTreeSet<String>> {
+        let doc = include_str!("../../../docs/config.md");
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for line in doc.lines() {
+            if let Some(id) = line.strip_prefix("<!-- keys: ").and_then(|l| l.strip_suffix(" -->")) {
+                current = Some(id.to_owned());
+                out.entry(id.to_owned()).or_default();
+            } else if let (Some(id), Some(row)) = (&current, line.strip_prefix("| `")) {
+                let key = row.split('`').next().unwrap();
+                out.get_mut(id).unwrap().insert(key.to_owned());
+            } else if !line.starts_with('|') && !line.trim().is_empty() {
+                current = None;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn docs_config_md_lists_every_key() {
+        let docs = documented();
+        for (id, probe) in PROBES {
+            let accepted = accepted(probe);
+            let listed =
+                docs.get(*id).unwrap_or_else(|| panic!("docs/config.md has no `<!-- keys: {id} -->` table"));
+            assert_eq!(listed, &accepted, "docs/config.md section {id} differs from the parser");
+        }
+        let probed: BTreeSet<&str> = PROBES.iter().map(|(id, _)| *id).collect();
+        for id in docs.keys() {
+            assert!(probed.contains(id.as_str()), "docs/config.md section {id} is not checked");
+        }
+    }
+}
