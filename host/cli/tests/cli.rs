@@ -246,3 +246,39 @@ fn demo_then_invoke_shows_jane_her_five_incidents() {
     let status = demo.wait().unwrap();
     assert!(status.success(), "demo exit {status}");
 }
+
+/// No Docker engine runs in CI, so the Dockerfile is kept correct by checking what matters:
+/// multi-stage, a locked release build with the wasm target, a non-root runtime stage that
+/// exposes 8080 and runs `delegate serve`.
+#[test]
+fn dockerfile_is_multi_stage_non_root_and_listens_on_8080() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Dockerfile")).unwrap();
+    let lines: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    let stages: Vec<usize> =
+        lines.iter().enumerate().filter(|(_, l)| l.starts_with("FROM ")).map(|(i, _)| i).collect();
+    assert!(stages.len() >= 2, "not multi-stage");
+    let build = &lines[stages[0]..stages[1]];
+    let runtime = &lines[*stages.last().unwrap()..];
+    assert!(build.iter().any(|l| l.contains("rustup target add wasm32-wasip2")));
+    assert!(build.iter().any(|l| l.contains("cargo build --release --locked -p delegate")));
+    let user = runtime.iter().find(|l| l.starts_with("USER ")).expect("runtime stage sets no USER");
+    let name = user.trim_start_matches("USER ").split(':').next().unwrap();
+    assert!(name != "root" && name != "0", "runtime stage runs as {name}");
+    assert!(runtime.contains(&"EXPOSE 8080"));
+    assert!(runtime.iter().any(|l| l.starts_with("ENTRYPOINT") && l.contains("delegate")));
+    assert!(runtime.iter().any(|l| l.starts_with("CMD") && l.contains("\"serve\"")));
+    // The image's default listener is the config default, which must stay AgentCore's.
+    let config = delegate_config::Config::from_toml(
+        &format!(
+            "[auth]\ndiscovery_url = \"https://idp.example/t/v2.0/.well-known/openid-configuration\"\nallowed_audiences = [\"a\"]\nallowed_clients = [\"c\"]\n[[plugin]]\nname = \"p\"\ncomponent = \"{}\"\n",
+            delegate_artifacts::ECHO
+        ),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+    let ignore =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target"), "the build context would include target/");
+}
