@@ -1,7 +1,29 @@
 //! `delegate invoke`: send a prompt to `/invocations` and render the answer as it streams.
 
 use crate::Failure;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// Awaits `fut`, showing a spinner on stderr meanwhile when `enabled` (stderr is a terminal
+/// and nothing has been printed yet).
+#[allow(clippy::print_stderr)]
+async fn with_spinner<F: Future>(enabled: bool, fut: F) -> F::Output {
+    if !enabled {
+        return fut.await;
+    }
+    let mut fut = std::pin::pin!(fut);
+    let mut tick = tokio::time::interval(Duration::from_millis(120));
+    for frame in ['|', '/', '-', '\\'].into_iter().cycle() {
+        tokio::select! {
+            out = &mut fut => {
+                eprint!("\r\x1b[2K");
+                return out;
+            }
+            _ = tick.tick() => eprint!("\r{frame} waiting for the agent..."),
+        }
+    }
+    fut.await
+}
 
 /// What to send.
 pub(crate) struct InvokeOptions {
@@ -61,7 +83,10 @@ async fn invoke(options: &InvokeOptions) -> Result<(), Failure> {
     if options.json {
         req = req.header("accept", "application/json");
     }
-    let mut resp = req.send().await.map_err(|e| Failure::failed(format!("cannot reach {url}: {e}")))?;
+    let mut waiting = std::io::stderr().is_terminal();
+    let mut resp = with_spinner(waiting, req.send())
+        .await
+        .map_err(|e| Failure::failed(format!("cannot reach {url}: {e}")))?;
     let status = resp.status().as_u16();
     if status != 200 {
         let body = resp.bytes().await.unwrap_or_default();
@@ -77,7 +102,9 @@ async fn invoke(options: &InvokeOptions) -> Result<(), Failure> {
     }
     let mut buf = String::new();
     loop {
-        let chunk = resp.chunk().await.map_err(|e| Failure::failed(format!("stream broke: {e}")))?;
+        let chunk = with_spinner(waiting, resp.chunk())
+            .await
+            .map_err(|e| Failure::failed(format!("stream broke: {e}")))?;
         let Some(chunk) = chunk else { break };
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find("\n\n") {
@@ -88,6 +115,7 @@ async fn invoke(options: &InvokeOptions) -> Result<(), Failure> {
             }
             match serde_json::from_str::<serde_json::Value>(&data.join("\n")) {
                 Ok(serde_json::Value::String(text)) => {
+                    waiting = false;
                     print!("{text}");
                     let _ = out.flush();
                 }

@@ -262,6 +262,26 @@ fn transport_cause(e: &reqwest::Error) -> &'static str {
 }
 
 fn write_audit(sink: &AuditSink, record: &AuditRecord) {
+    // One readable line per outbound request for people watching the log (the audit sink keeps
+    // the full record): which user, which credential (cache hit or an IdP exchange), what status.
+    tracing::info!(
+        target: "delegate::egress",
+        invocation_id = %record.invocation_id,
+        user = record.caller_username.as_deref().unwrap_or(&record.caller_subject),
+        provider = record.provider.as_deref().unwrap_or("none"),
+        token = match record.cache {
+            Some(crate::audit::CacheOutcome::Hit) => "cached",
+            Some(crate::audit::CacheOutcome::Miss) => "exchanged",
+            None => "-",
+        },
+        decision = ?record.decision,
+        reason = record.reason.as_deref().unwrap_or(""),
+        status = record.status.unwrap_or(0),
+        "{} {}{}",
+        record.method,
+        record.host,
+        record.path
+    );
     if let Err(e) = sink.write(record) {
         // The audit trail is a requirement, but failing the user's request because the disk
         // is full would not make the request un-happen; shout instead.
