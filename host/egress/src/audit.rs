@@ -181,6 +181,59 @@ pub enum AuditError {
     Serialize(#[source] serde_json::Error),
 }
 
+/// One audit line per invocation, written when it ends: who, which plugin version, the
+/// outcome, and what it consumed (model tokens, outbound requests). Never a token or payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InvocationRecord {
+    /// RFC 3339 UTC time the invocation ended.
+    pub time: String,
+    /// Always `"invocation"` (request records have no `kind`).
+    pub kind: &'static str,
+    /// Invocation id.
+    pub invocation_id: String,
+    /// Verified caller subject.
+    pub caller_subject: String,
+    /// Caller sign-in name.
+    pub caller_username: Option<String>,
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin digest.
+    pub plugin_digest: String,
+    /// `ok` or the stable error code.
+    pub outcome: String,
+    /// Wall-clock duration in milliseconds.
+    pub duration_ms: u64,
+    /// Model calls made.
+    pub model_calls: u32,
+    /// Model input tokens.
+    pub input_tokens: u64,
+    /// Model output tokens.
+    pub output_tokens: u64,
+    /// Outbound HTTP requests made.
+    pub egress_requests: u32,
+}
+
+impl InvocationRecord {
+    /// A record for `ctx`, stamped now.
+    pub fn new(ctx: &AuditContext, outcome: &str, duration: Duration) -> Self {
+        Self {
+            time: rfc3339(SystemTime::now()),
+            kind: "invocation",
+            invocation_id: ctx.invocation_id.clone(),
+            caller_subject: ctx.caller_subject.clone(),
+            caller_username: ctx.caller_username.clone(),
+            plugin: ctx.plugin.clone(),
+            plugin_digest: ctx.plugin_digest.clone(),
+            outcome: outcome.to_owned(),
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            model_calls: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            egress_requests: 0,
+        }
+    }
+}
+
 /// Where audit lines go.
 #[derive(Debug)]
 pub enum AuditSink {
@@ -214,6 +267,15 @@ impl AuditSink {
     /// Writes one record as one line, in one `write` so concurrent writers (and several
     /// processes appending to one file) do not interleave within a line.
     pub fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        self.write_line(record)
+    }
+
+    /// Writes the end-of-invocation record, one line like [`AuditSink::write`].
+    pub fn write_invocation(&self, record: &InvocationRecord) -> Result<(), AuditError> {
+        self.write_line(record)
+    }
+
+    fn write_line(&self, record: &impl Serialize) -> Result<(), AuditError> {
         let mut line = serde_json::to_vec(record).map_err(AuditError::Serialize)?;
         line.push(b'\n');
         match self {

@@ -235,6 +235,13 @@ impl EgressGateway {
     fn audit(&self, record: &AuditRecord) {
         write_audit(&self.sink, record);
     }
+
+    /// Writes the end-of-invocation record to the audit sink.
+    pub fn audit_invocation(&self, record: &crate::audit::InvocationRecord) {
+        if let Err(e) = self.sink.write_invocation(record) {
+            tracing::error!(target: "delegate::audit", error = %e, "audit record could not be written");
+        }
+    }
 }
 
 fn invalid_token_value() -> VaultError {

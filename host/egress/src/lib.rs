@@ -28,7 +28,9 @@ mod gateway_tests;
 #[cfg(test)]
 mod tests;
 
-pub use audit::{AuditContext, AuditDecision, AuditError, AuditRecord, AuditSink, CacheOutcome};
+pub use audit::{
+    AuditContext, AuditDecision, AuditError, AuditRecord, AuditSink, CacheOutcome, InvocationRecord,
+};
 pub use budget::{BudgetExceeded, EgressBudget, EgressLimits};
 pub use config::{CredentialConfig, EgressConfig, InvalidSetting, ProviderCredentialConfig, RuleConfig};
 pub use gateway::{EgressBody, EgressBodyError, EgressError, EgressGateway, InvocationEgress, MeteredBody};

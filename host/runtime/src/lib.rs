@@ -466,8 +466,15 @@ impl Plugin {
     /// without calling the plugin: the per-invocation setup cost, for benchmarks.
     pub async fn instantiate_only(&self, caller: &VerifiedCaller) -> Result<(), InvocationError> {
         let (tx, _rx) = mpsc::channel(1);
-        let state =
-            new_state(&self.inner, caller, "bench", None, tx, &http_hooks::CredentialFailure::default());
+        let state = new_state(
+            &self.inner,
+            caller,
+            "bench",
+            None,
+            tx,
+            &http_hooks::CredentialFailure::default(),
+            None,
+        );
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
@@ -487,8 +494,16 @@ impl Plugin {
             let started = Instant::now();
             let wall = inner.limits.wall_clock;
             let credential_failure = http_hooks::CredentialFailure::default();
-            let state =
-                new_state(&inner, &caller, &invocation_id, session_id, tx.clone(), &credential_failure);
+            let egress = invocation_egress(&inner, &caller, &invocation_id);
+            let state = new_state(
+                &inner,
+                &caller,
+                &invocation_id,
+                session_id,
+                tx.clone(),
+                &credential_failure,
+                egress.as_ref(),
+            );
             let run = run(&inner, state, payload, started);
             let mut result = tokio::select! {
                 r = tokio::time::timeout(wall, run) => r.unwrap_or(Err(InvocationError::Timeout)),
@@ -520,12 +535,53 @@ impl Plugin {
                     "invocation failed: {e}"
                 ),
             }
+            if let Some((gateway, egress)) = &egress {
+                let outcome = match &result {
+                    Ok(_) => "ok",
+                    Err(e) => e.code(),
+                };
+                let mut record =
+                    delegate_egress::InvocationRecord::new(&egress.audit, outcome, started.elapsed());
+                if let Ok(o) = &result {
+                    record.model_calls = o.model_usage.calls;
+                    record.input_tokens = o.model_usage.input_tokens;
+                    record.output_tokens = o.model_usage.output_tokens;
+                }
+                record.egress_requests = egress.budget.requests();
+                gateway.audit_invocation(&record);
+            }
             let _ = tx.send(InvocationEvent::Finished(result)).await;
         });
         Invocation { events: rx }
     }
 }
 
+/// The egress context of one invocation (rules, caller, audit identity, fresh budget).
+fn invocation_egress(
+    inner: &PluginInner,
+    caller: &VerifiedCaller,
+    invocation_id: &str,
+) -> Option<(delegate_egress::EgressGateway, delegate_egress::InvocationEgress)> {
+    inner.egress.as_ref().map(|e| {
+        (
+            e.gateway.clone(),
+            delegate_egress::InvocationEgress {
+                policy: Arc::clone(&e.policy),
+                caller: Arc::new(caller.clone()),
+                audit: delegate_egress::AuditContext {
+                    invocation_id: invocation_id.to_owned(),
+                    caller_subject: caller.subject().to_owned(),
+                    caller_username: caller.username().map(str::to_owned),
+                    plugin: inner.name.to_string(),
+                    plugin_digest: inner.digest.clone(),
+                },
+                budget: Arc::new(delegate_egress::EgressBudget::new(e.limits)),
+            },
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn new_state(
     inner: &PluginInner,
     caller: &VerifiedCaller,
@@ -533,6 +589,7 @@ fn new_state(
     session_id: Option<String>,
     events: mpsc::Sender<InvocationEvent>,
     credential_failure: &http_hooks::CredentialFailure,
+    egress: Option<&(delegate_egress::EgressGateway, delegate_egress::InvocationEgress)>,
 ) -> StoreState {
     let invocation: Arc<str> = invocation_id.into();
     let logs = stdio::LogPipe::pair(inner.limits.log_bytes, Arc::clone(&inner.name), Arc::clone(&invocation));
@@ -561,23 +618,7 @@ fn new_state(
         hooks: http_hooks::EgressHooks {
             plugin: Arc::clone(&inner.name),
             invocation_id: Arc::clone(&invocation),
-            egress: inner.egress.as_ref().map(|e| {
-                (
-                    e.gateway.clone(),
-                    delegate_egress::InvocationEgress {
-                        policy: Arc::clone(&e.policy),
-                        caller: Arc::new(caller.clone()),
-                        audit: delegate_egress::AuditContext {
-                            invocation_id: invocation_id.to_owned(),
-                            caller_subject: caller.subject().to_owned(),
-                            caller_username: caller.username().map(str::to_owned),
-                            plugin: inner.name.to_string(),
-                            plugin_digest: inner.digest.clone(),
-                        },
-                        budget: Arc::new(delegate_egress::EgressBudget::new(e.limits)),
-                    },
-                )
-            }),
+            egress: egress.cloned(),
             credential_failure: credential_failure.clone(),
         },
         settings: Arc::clone(&inner.settings),

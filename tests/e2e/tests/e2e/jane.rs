@@ -111,8 +111,18 @@ async fn jane_sees_exactly_her_five_incidents() {
         assert!(!seen.result.as_deref().unwrap_or("").contains(hidden));
     }
     // ServiceNow saw Jane, through Token B obtained On-Behalf-Of her, and the audit says so.
-    let audit = chain.audit_lines();
+    let (invocations, audit): (Vec<_>, Vec<_>) =
+        chain.audit_lines().into_iter().partition(|l| l["kind"] == "invocation");
     assert!(!audit.is_empty());
+    // One record for the invocation itself, with what it consumed.
+    assert_eq!(invocations.len(), 1, "{invocations:?}");
+    let inv = &invocations[0];
+    assert_eq!(inv["outcome"], "ok");
+    assert_eq!(inv["caller_username"], ids::JANE);
+    assert_eq!(inv["plugin_digest"], chain.host.plugin.digest());
+    assert_eq!(inv["model_calls"], 2);
+    assert!(inv["input_tokens"].as_u64().unwrap() > 0 && inv["output_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(inv["egress_requests"].as_u64().unwrap(), audit.len() as u64);
     for line in &audit {
         assert_eq!(line["caller_username"], ids::JANE);
         assert_eq!(line["provider"], "servicenow");
@@ -162,6 +172,13 @@ async fn jane_updates_her_incident_as_herself_and_is_refused_on_another() {
     assert!(refused.text.to_lowercase().contains("access denied"), "{}", refused.text);
     assert!(chain.stack.servicenow.audit_records(seed::READ_ONLY_FOR_JANE.sys_id).unwrap().is_empty());
     let patches: Vec<_> = chain.audit_lines().into_iter().filter(|l| l["method"] == "PATCH").collect();
+    let outcomes: Vec<_> = chain
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["kind"] == "invocation")
+        .map(|l| l["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("ok"), json!("ok")]);
     assert_eq!(patches.len(), 2);
     assert!(patches.iter().any(|l| l["status"] == 403));
 }
