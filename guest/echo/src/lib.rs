@@ -3,7 +3,8 @@
 //! Payload: `{"prompt": "text", "chunk_size": 8, "pause_ms": 0}`. Each chunk is one emitted
 //! event; `pause_ms` waits between chunks (on the host's clock, not by spinning), which lets
 //! tests observe streaming while the plugin is still running. The result is
-//! `{"chunks": N, "bytes": M, "caller": "<subject>"}`.
+//! `{"chunks": N, "bytes": M, "caller": "<subject>", "tag": <the `tag` setting or null>}`; the
+//! tag lets lifecycle tests see which deployed version (with which settings) answered.
 
 use delegate_sdk::bindings::wasi::clocks::monotonic_clock;
 use delegate_sdk::{PluginError, emit};
@@ -30,7 +31,9 @@ impl delegate_sdk::Guest for Echo {
             chunks += 1;
         }
         let caller = delegate_sdk::caller();
-        Ok(serde_json::json!({"chunks": chunks, "bytes": prompt.len(), "caller": caller.subject}).to_string())
+        let tag = delegate_sdk::settings::get("tag");
+        Ok(serde_json::json!({"chunks": chunks, "bytes": prompt.len(), "caller": caller.subject, "tag": tag})
+            .to_string())
     }
 }
 

@@ -3,14 +3,16 @@
 //! `delegate serve`, `delegate demo` and the end-to-end tests all start the host through
 //! [`Host::start`], so the demo and the tests exercise exactly the production wiring.
 
+mod deploy;
 mod wiring;
 
 use delegate_config::Config;
-use delegate_runtime::{Runtime, RuntimeOptions};
+use delegate_runtime::{PluginRegistry, Runtime, RuntimeOptions};
 use delegate_server::{AppState, ServerOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use deploy::{Deployer, UNVERSIONED};
 pub use delegate_runtime::Plugin;
 
 /// Why the host could not start. `usage` errors are the operator's (bad config, port in use).
@@ -33,16 +35,19 @@ impl StartError {
     }
 }
 
-/// A running host: the server task and its state.
+/// A running host: the server task(s) and their state.
 pub struct Host {
-    /// Where it listens.
+    /// Where the AgentCore-contract listener listens.
     pub addr: SocketAddr,
+    /// Where the admin API listens, if `[admin]` is configured.
+    pub admin_addr: Option<SocketAddr>,
     /// Handler state (draining, load).
     pub state: Arc<AppState>,
-    /// The plugin it serves.
-    pub plugin: Plugin,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The plugins served and their versions.
+    pub registry: Arc<PluginRegistry>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    admin_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Host {
@@ -61,40 +66,75 @@ impl Host {
         component: Option<&[u8]>,
         aws_credentials: delegate_model::AwsCredentials,
     ) -> Result<Self, StartError> {
-        let runtime = Runtime::new(&RuntimeOptions::new(&config.engine, &config.plugins))
-            .map_err(StartError::failed)?;
-        let settings = config.default_plugin();
-        let model = wiring::model_access(config, settings, aws_credentials).await?;
-        let sink = wiring::audit_sink(config)?;
-        let egress = wiring::egress_access(config, settings, sink)?;
-        let plugin = match component {
-            Some(bytes) => {
-                runtime.load_plugin_bytes(&settings.name, bytes, settings.limits, &settings.settings, model)
-            }
-            None => runtime.load_plugin(settings, model),
-        }
-        .map_err(|e| StartError::usage(format!("plugin {}: {e}", settings.name)))?
-        .with_egress(egress);
+        let mut options = RuntimeOptions::new(&config.engine, &config.plugins);
+        options.cache_dir.clone_from(&config.engine.cache_dir);
+        let runtime = Runtime::new(&options).map_err(StartError::failed)?;
+        let registry = Arc::new(
+            PluginRegistry::new(config.plugins.iter().map(|p| p.name.clone()), &config.default_plugin().name)
+                .map_err(StartError::usage)?,
+        );
+        let model = wiring::model_provider(config, aws_credentials).await?;
+        let gateway = wiring::egress_gateway(config, wiring::audit_sink(config)?)?;
+        let deployer =
+            Arc::new(Deployer::new(runtime, Arc::clone(&registry), Arc::new(config.clone()), model, gateway));
+        deployer.load_configured(component)?;
         let authorizer = wiring::authorizer(config).await?;
-        let state = AppState::new(plugin.clone(), authorizer, ServerOptions::from_settings(&config.server));
+        let state =
+            AppState::new(Arc::clone(&registry), authorizer, ServerOptions::from_settings(&config.server));
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| StartError::usage(format!("cannot listen on {}: {e}", config.server.listen)))?;
         let addr = listener.local_addr().map_err(StartError::failed)?;
-        tracing::info!(listen = %addr, plugin = %settings.name, digest = plugin.digest(), "delegate is serving");
+
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let (admin_addr, admin_task) = match &config.admin {
+            None => (None, None),
+            Some(admin) => {
+                let token = wiring::admin_token(admin)?;
+                let admin_listener = tokio::net::TcpListener::bind(admin.listen)
+                    .await
+                    .map_err(|e| StartError::usage(format!("admin: cannot listen on {}: {e}", admin.listen)))?;
+                let admin_addr = admin_listener.local_addr().map_err(StartError::failed)?;
+                let router = delegate_server::admin::router(
+                    Arc::clone(&registry),
+                    Arc::clone(&deployer) as Arc<dyn delegate_server::admin::PluginAdmin>,
+                    delegate_server::admin::AdminOptions { token, max_component_bytes: admin.max_component_bytes },
+                );
+                tracing::info!(listen = %admin_addr, "admin API is serving");
+                let task = tokio::spawn(delegate_server::serve(admin_listener, router, stopped(rx.clone())));
+                (Some(admin_addr), Some(task))
+            }
+        };
+        let default = registry.default_plugin();
+        tracing::info!(
+            listen = %addr,
+            plugin = %registry.default_name(),
+            version = default.as_ref().map(Plugin::version),
+            digest = default.as_ref().map(Plugin::digest),
+            "delegate is serving"
+        );
         let router = delegate_server::router(Arc::clone(&state));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(delegate_server::serve(listener, router, async move {
-            let _ = rx.await;
-        }));
-        Ok(Self { addr, state, plugin, shutdown: Some(tx), task })
+        let task = tokio::spawn(delegate_server::serve(listener, router, stopped(rx)));
+        Ok(Self { addr, admin_addr, state, registry, shutdown: Some(tx), task, admin_task })
+    }
+
+    /// The active version of the default plugin.
+    pub fn plugin(&self) -> Option<Plugin> {
+        self.registry.default_plugin()
     }
 
     /// Stops taking new invocations, lets in-flight ones finish (up to `grace`), then stops.
     pub async fn shutdown(mut self, grace: std::time::Duration) -> Result<(), StartError> {
         self.state.start_draining();
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
+        }
+        if let Some(admin) = self.admin_task.take() {
+            // The admin API has no long-lived requests; it stops with the public listener.
+            let _ = tokio::time::timeout(grace, admin).await;
         }
         match tokio::time::timeout(grace, self.task).await {
             Ok(Ok(Ok(()))) => Ok(()),

@@ -1,26 +1,20 @@
 //! Builds the policy components (authorizer, model provider) from validated config.
 
 use crate::StartError as Failure;
-use delegate_config::{Config, PluginSettings};
-use delegate_runtime::ModelAccess;
+use delegate_config::Config;
 use std::sync::Arc;
 
-/// The model access for `plugin`, if a `[model]` section is configured.
-pub(crate) async fn model_access(
+/// The model provider, if a `[model]` section is configured (shared by every plugin; each
+/// gets its own model id).
+pub(crate) async fn model_provider(
     config: &Config,
-    plugin: &PluginSettings,
     credentials: delegate_model::AwsCredentials,
-) -> Result<Option<ModelAccess>, Failure> {
+) -> Result<Option<Arc<dyn delegate_model::ModelProvider>>, Failure> {
     let Some(settings) = &config.model else { return Ok(None) };
-    let model_id = plugin.model_id.clone().unwrap_or_else(|| settings.model_id.clone());
     let provider = delegate_model::BedrockProvider::connect(settings.clone(), credentials)
         .await
         .map_err(|e| Failure::usage(format!("model: {e}")))?;
-    Ok(Some(ModelAccess {
-        provider: Arc::new(provider),
-        model_id,
-        request_limits: delegate_model::RequestLimits::default(),
-    }))
+    Ok(Some(Arc::new(provider)))
 }
 
 /// The inbound JWT authorizer, with its background JWKS refresh started.
@@ -33,22 +27,32 @@ pub(crate) async fn authorizer(config: &Config) -> Result<Arc<dyn delegate_serve
     Ok(Arc::new(authorizer))
 }
 
-/// The egress path for `plugin`: the token vault, the pooled outbound client, the audit sink
-/// and the plugin's rules and caps. Plugins without rules still get it, so their denied
-/// requests are audited.
-pub(crate) fn egress_access(
+/// The egress path shared by every plugin: the token vault, the pooled outbound client and
+/// the audit sink. Each plugin version adds its own rules and caps.
+pub(crate) fn egress_gateway(
     config: &Config,
-    plugin: &PluginSettings,
     sink: Arc<delegate_egress::AuditSink>,
-) -> Result<delegate_runtime::EgressAccess, Failure> {
+) -> Result<delegate_egress::EgressGateway, Failure> {
     let client = delegate_outbound::build_client(&config.outbound)
         .map_err(|e| Failure::usage(format!("outbound: {e}")))?;
     let vault = Arc::new(delegate_vault::TokenVault::new(config.vault.clone(), client.clone()));
-    Ok(delegate_runtime::EgressAccess {
-        gateway: delegate_egress::EgressGateway::new(vault, client, sink),
-        policy: Arc::new(plugin.egress.clone()),
-        limits: egress_limits(&plugin.limits),
-    })
+    Ok(delegate_egress::EgressGateway::new(vault, client, sink))
+}
+
+/// The admin bearer token, read from its file or environment variable.
+pub(crate) fn admin_token(admin: &delegate_config::AdminSettings) -> Result<delegate_secret::Secret, Failure> {
+    let value = match &admin.token {
+        delegate_config::AdminTokenSource::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("admin.token_file {}: {e}", path.display())))?,
+        delegate_config::AdminTokenSource::Env(name) => std::env::var(name)
+            .map_err(|_| Failure::usage(format!("admin.token_env: the environment variable {name} is not set")))?,
+    };
+    let token = delegate_secret::Secret::new(value.trim());
+    // A short token could be guessed over a loopback connection in reasonable time.
+    if token.len() < 32 {
+        return Err(Failure::usage("the admin token must be at least 32 characters"));
+    }
+    Ok(token)
 }
 
 /// The egress caps of a plugin's limits.

@@ -16,6 +16,7 @@ pub(crate) fn plugin(file: &Path) -> Result<(), Failure> {
         max_memory_bytes: 64 << 20,
         max_table_elements: 20_000,
         guest_debug: false,
+        cache_dir: None,
     })
     .map_err(Failure::failed)?;
     let report = runtime.inspect(&bytes).map_err(|e| Failure::failed(format!("{}: {e}", file.display())))?;

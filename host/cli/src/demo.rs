@@ -70,7 +70,7 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
 
     println!("delegate demo is running (Ctrl-C stops it)\n");
     println!("  agent host (AgentCore contract)  http://{listen}/invocations   http://{listen}/ping");
-    println!("  plugin                           servicenow-agent ({})", host.plugin.digest());
+    println!("  plugin                           servicenow-agent ({})", host.plugin().map(|p| p.digest().to_owned()).unwrap_or_default());
     println!("  identity provider (Entra-like)   {}  tenant {}", stack.idp.url(), defaults::TENANT_ID);
     println!("  ServiceNow sandbox               {}", stack.servicenow_url);
     println!("  Bedrock-compatible endpoint      {}", stack.bedrock_url);

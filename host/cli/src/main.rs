@@ -6,6 +6,7 @@
 mod check;
 mod demo;
 mod invoke;
+mod plugin;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -116,6 +117,60 @@ enum PluginCommand {
         /// The component (.wasm) file.
         file: PathBuf,
     },
+    /// Deploy a plugin version (its manifest and the component it names) without a restart.
+    ///
+    /// Example: delegate plugin deploy --name servicenow-agent plugins/servicenow/plugin.toml
+    Deploy {
+        /// The operator's plugin name (the manifest must carry the same name).
+        #[arg(long)]
+        name: String,
+        /// The manifest (.toml); its `component` file is uploaded with it.
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List every plugin with its active and previous version and digest.
+    ///
+    /// Example: delegate plugin list
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the previous version active again (a second rollback undoes the first).
+    ///
+    /// Example: delegate plugin rollback servicenow-agent
+    Rollback {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove every version of a non-default plugin (requests naming it get 404).
+    ///
+    /// Example: delegate plugin remove experimental-agent
+    Remove {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// How to reach the admin API.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// Base URL of the admin API.
+    #[arg(long, env = "DELEGATE_ADMIN_URL", default_value = "http://127.0.0.1:9901")]
+    admin_url: String,
+    /// File holding the admin token (default: the DELEGATE_ADMIN_TOKEN environment variable).
+    #[arg(long, env = "DELEGATE_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn client(self) -> plugin::AdminClient {
+        plugin::AdminClient { url: self.admin_url, token_file: self.token_file }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,7 +229,13 @@ fn main() -> ExitCode {
         }
         Command::Token { user, idp, ca, tenant } => demo::token(&user, &idp, ca.as_deref(), &tenant),
         Command::Serve { config } => serve::run(&config),
-        Command::Plugin { command: PluginCommand::Check { file } } => check::plugin(&file),
+        Command::Plugin { command } => match command {
+            PluginCommand::Check { file } => check::plugin(&file),
+            PluginCommand::Deploy { name, file, admin } => plugin::deploy(&admin.client(), &name, &file),
+            PluginCommand::List { admin } => plugin::list(&admin.client()),
+            PluginCommand::Rollback { name, admin } => plugin::rollback(&admin.client(), &name),
+            PluginCommand::Remove { name, admin } => plugin::remove(&admin.client(), &name),
+        },
         Command::Config { command: ConfigCommand::Check { file } } => check::config(&file),
     };
     match result {

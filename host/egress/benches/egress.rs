@@ -65,6 +65,7 @@ fn main() {
                 caller_username: None,
                 plugin: "p".into(),
                 plugin_digest: "sha256:0".into(),
+                plugin_version: "1.0.0".into(),
             },
             budget: Arc::new(EgressBudget::new(EgressLimits { max_requests: u32::MAX, max_response_bytes: u64::MAX, ..EgressLimits::default() })),
         };

@@ -50,6 +50,8 @@ pub struct AuditRecord {
     pub plugin: String,
     /// Plugin component digest (`sha256:…`).
     pub plugin_digest: String,
+    /// Version of the plugin (from its manifest).
+    pub plugin_version: String,
     /// Vault provider used, if a credential was injected.
     pub provider: Option<String>,
     /// Cache hit or miss for the credential, if one was injected.
@@ -89,6 +91,8 @@ pub struct AuditContext {
     pub plugin: String,
     /// Plugin digest.
     pub plugin_digest: String,
+    /// Version of the plugin (from its manifest).
+    pub plugin_version: String,
 }
 
 impl AuditRecord {
@@ -120,6 +124,7 @@ impl AuditRecord {
             caller_username: ctx.caller_username.clone(),
             plugin: ctx.plugin.clone(),
             plugin_digest: ctx.plugin_digest.clone(),
+            plugin_version: ctx.plugin_version.clone(),
             provider,
             cache: None,
             method: method.as_str().to_owned(),
@@ -199,6 +204,8 @@ pub struct InvocationRecord {
     pub plugin: String,
     /// Plugin digest.
     pub plugin_digest: String,
+    /// Version of the plugin (from its manifest).
+    pub plugin_version: String,
     /// `ok` or the stable error code.
     pub outcome: String,
     /// Wall-clock duration in milliseconds.
@@ -224,6 +231,7 @@ impl InvocationRecord {
             caller_username: ctx.caller_username.clone(),
             plugin: ctx.plugin.clone(),
             plugin_digest: ctx.plugin_digest.clone(),
+            plugin_version: ctx.plugin_version.clone(),
             outcome: outcome.to_owned(),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             model_calls: 0,

@@ -120,6 +120,7 @@ fn invocation(port: u16, limits: EgressLimits) -> InvocationEgress {
             caller_username: Some("jane@contoso.example".into()),
             plugin: "servicenow-agent".into(),
             plugin_digest: "sha256:00".into(),
+            plugin_version: "1.0.0".into(),
         },
         budget: Arc::new(EgressBudget::new(limits)),
     }

@@ -482,6 +482,7 @@ fn audit_record_never_contains_query_or_headers() {
         caller_username: Some("jane@contoso.example".into()),
         plugin: "servicenow-agent".into(),
         plugin_digest: "sha256:abcd".into(),
+        plugin_version: "1.0.0".into(),
     };
     let p = policy();
     let dir = std::env::temp_dir().join(format!("egress-audit-{}", std::process::id()));

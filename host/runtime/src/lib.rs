@@ -11,12 +11,17 @@
 //! plugin code runs.
 
 mod bindings;
+mod cache;
 mod host_impl;
 mod http_hooks;
 mod limits;
 mod model_map;
+mod registry;
 mod state;
 mod stdio;
+
+pub use cache::CacheError;
+pub use registry::{CompileInfo, Deployment, PluginRegistry, RegistryError, Rollback, Slot};
 
 use bindings::{Agent, AgentPre};
 use delegate_auth::VerifiedCaller;
@@ -50,6 +55,8 @@ pub struct RuntimeOptions {
     /// Compile with guest-debug instrumentation so tests can inspect guest memory. Slower;
     /// never enable in production.
     pub guest_debug: bool,
+    /// Directory of the compiled-plugin cache (`None`: compile every deploy).
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl RuntimeOptions {
@@ -61,6 +68,7 @@ impl RuntimeOptions {
             max_memory_bytes: plugins.iter().map(|p| p.limits.memory_bytes).max().unwrap_or(64 << 20),
             max_table_elements: plugins.iter().map(|p| p.limits.table_elements).max().unwrap_or(20_000),
             guest_debug: false,
+            cache_dir: None,
         }
     }
 }
@@ -116,9 +124,12 @@ pub enum PluginLoadError {
         /// The OS error.
         message: String,
     },
-    /// Not a valid component (or not compilable).
-    #[error("not a valid wasm component: {0}")]
+    /// A component that does not validate or compile.
+    #[error("the component does not compile: {0}")]
     Compile(String),
+    /// The bytes are not a wasm component (a core module, or not wasm at all).
+    #[error("not a wasm component (a core wasm module or other bytes); build with `--target wasm32-wasip2`")]
+    NotAComponent,
     /// The component needs imports delegate does not provide, or lacks the `invoke` export.
     #[error("component does not fit the delegate:agent world: {0}")]
     World(String),
@@ -137,10 +148,82 @@ pub struct ComponentReport {
     pub exports: Vec<String>,
 }
 
-/// The wasm engine and linker shared by every plugin.
+/// The wasm engine and linker shared by every plugin. Cheap to clone (compiles can run on
+/// a blocking thread with their own handle).
+#[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<StoreState>,
+    linker: Arc<Linker<StoreState>>,
+    cache: Option<cache::ArtifactCache>,
+}
+
+/// A component compiled (or loaded from the cache) and type-checked against the
+/// `delegate:agent` world, not yet bound to a name, version or rights.
+pub struct CompiledPlugin {
+    pre: AgentPre<StoreState>,
+    engine: Engine,
+    digest: String,
+    size: usize,
+    info: CompileInfo,
+}
+
+impl CompiledPlugin {
+    /// `sha256:<hex>` of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Size of the component in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether it came from the cache, and how long compiling or loading took.
+    pub fn info(&self) -> CompileInfo {
+        self.info
+    }
+
+    /// Binds the compiled code to its name, version and the rights the operator granted.
+    pub fn into_plugin(self, spec: PluginSpec) -> Plugin {
+        tracing::info!(
+            plugin = %spec.name, version = %spec.version, digest = %self.digest, size = self.size,
+            from_cache = self.info.from_cache,
+            took_ms = u64::try_from(self.info.took.as_millis()).unwrap_or(u64::MAX),
+            "plugin loaded"
+        );
+        Plugin {
+            inner: Arc::new(PluginInner {
+                name: spec.name.into(),
+                version: spec.version.into(),
+                digest: self.digest,
+                pre: self.pre,
+                limits: spec.limits,
+                settings: Arc::new(spec.settings.iter().collect()),
+                engine: self.engine,
+                model: spec.model,
+                egress: spec.egress,
+                inspector: None,
+                instances: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// The name, version and granted rights a [`CompiledPlugin`] runs with.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// The operator's plugin name.
+    pub name: String,
+    /// The version label (from the manifest).
+    pub version: String,
+    /// Per-invocation limits.
+    pub limits: Limits,
+    /// Settings given through `wasi:config/store`.
+    pub settings: BTreeMap<String, String>,
+    /// Model access (`None`: model calls answer `unavailable`).
+    pub model: Option<ModelAccess>,
+    /// Outbound HTTP (`None`: every request is denied).
+    pub egress: Option<EgressAccess>,
 }
 
 impl Runtime {
@@ -176,32 +259,56 @@ impl Runtime {
         bindings::model::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s).map_err(err)?;
         bindings::output::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(err)?;
-        Ok(Self { engine, linker })
+        let cache = match &options.cache_dir {
+            Some(dir) => Some(cache::ArtifactCache::open(dir, &engine).map_err(|e| RuntimeError(e.to_string()))?),
+            None => None,
+        };
+        Ok(Self { engine, linker: Arc::new(linker), cache })
     }
 
-    fn compile(&self, bytes: &[u8]) -> Result<(Component, AgentPre<StoreState>), PluginLoadError> {
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
+    fn type_check(&self, component: &Component) -> Result<AgentPre<StoreState>, PluginLoadError> {
         let pre =
-            self.linker.instantiate_pre(&component).map_err(|e| PluginLoadError::World(format!("{e:#}")))?;
-        let pre = AgentPre::new(pre).map_err(|e| PluginLoadError::World(format!("{e:#}")))?;
-        Ok((component, pre))
+            self.linker.instantiate_pre(component).map_err(|e| PluginLoadError::World(format!("{e:#}")))?;
+        AgentPre::new(pre).map_err(|e| PluginLoadError::World(format!("{e:#}")))
     }
 
-    /// Compiles and type-checks a plugin's component from its configured file.
-    pub fn load_plugin(
-        &self,
-        settings: &PluginSettings,
-        model: Option<ModelAccess>,
-    ) -> Result<Plugin, PluginLoadError> {
-        let bytes = std::fs::read(&settings.component).map_err(|e| PluginLoadError::Read {
-            path: settings.component.display().to_string(),
-            message: e.to_string(),
-        })?;
-        self.load_plugin_bytes(&settings.name, &bytes, settings.limits, &settings.settings, model)
+    /// Compiles `bytes` (or loads their compilation from the cache) and type-checks the
+    /// component against the `delegate:agent` world. CPU-heavy for a cache miss (seconds for
+    /// a large component): call it from a blocking thread when a server is running.
+    pub fn compile_plugin(&self, bytes: &[u8]) -> Result<CompiledPlugin, PluginLoadError> {
+        let started = Instant::now();
+        let sha = Sha256::digest(bytes);
+        let sha_hex = hex::encode(sha);
+        let cached = self.cache.as_ref().and_then(|c| c.load(&self.engine, &sha_hex));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                // Checked first so that a core module or random bytes get a clear error
+                // instead of a parser message about component sections.
+                if !is_component_binary(bytes) {
+                    return Err(PluginLoadError::NotAComponent);
+                }
+                let c = Component::new(&self.engine, bytes)
+                    .map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.store(&sha_hex, &c);
+                }
+                c
+            }
+        };
+        let pre = self.type_check(&component)?;
+        Ok(CompiledPlugin {
+            pre,
+            engine: self.engine.clone(),
+            digest: format!("sha256:{sha_hex}"),
+            size: bytes.len(),
+            info: CompileInfo { from_cache, took: started.elapsed() },
+        })
     }
 
-    /// Compiles and type-checks a plugin from component bytes.
+    /// Compiles and type-checks a plugin from component bytes, with version `0.0.0` and no
+    /// egress (tests, benchmarks, `delegate plugin check`).
     pub fn load_plugin_bytes(
         &self,
         name: &str,
@@ -210,39 +317,40 @@ impl Runtime {
         settings: &BTreeMap<String, String>,
         model: Option<ModelAccess>,
     ) -> Result<Plugin, PluginLoadError> {
-        let (_component, pre) = self.compile(bytes)?;
-        let digest = digest(bytes);
-        tracing::info!(plugin = name, %digest, size = bytes.len(), "plugin loaded");
-        Ok(Plugin {
-            inner: Arc::new(PluginInner {
-                name: name.into(),
-                digest,
-                pre,
-                limits,
-                settings: Arc::new(settings.iter().collect()),
-                engine: self.engine.clone(),
-                model,
-                egress: None,
-                inspector: None,
-                instances: AtomicU64::new(0),
-            }),
-        })
+        Ok(self.compile_plugin(bytes)?.into_plugin(PluginSpec {
+            name: name.to_owned(),
+            version: "0.0.0".to_owned(),
+            limits,
+            settings: settings.clone(),
+            model,
+            egress: None,
+        }))
     }
 
     /// Checks that `bytes` is a component delegate can run and lists its imports and exports.
     pub fn inspect(&self, bytes: &[u8]) -> Result<ComponentReport, PluginLoadError> {
+        if !is_component_binary(bytes) {
+            return Err(PluginLoadError::NotAComponent);
+        }
         let component =
             Component::new(&self.engine, bytes).map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
         let ty = component.component_type();
         let imports = ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
         let exports = ty.exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
-        self.compile(bytes)?;
-        Ok(ComponentReport { digest: digest(bytes), size: bytes.len(), imports, exports })
+        self.type_check(&component)?;
+        Ok(ComponentReport {
+            digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+            size: bytes.len(),
+            imports,
+            exports,
+        })
     }
 }
 
-fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+/// Whether `bytes` start with the header of a component (magic, then version 0x0d and layer
+/// 1), as opposed to a core module (layer 0) or anything else.
+fn is_component_binary(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [0x0d, 0x00, 0x01, 0x00]
 }
 
 /// Increments the engine's epoch every `tick` from a thread that ends with the engine.
@@ -264,6 +372,7 @@ fn start_epoch_ticker(engine: &Engine, tick: Duration) {
 
 struct PluginInner {
     name: Arc<str>,
+    version: Arc<str>,
     digest: String,
     pre: AgentPre<StoreState>,
     limits: Limits,
@@ -284,7 +393,11 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.inner.name).field("digest", &self.inner.digest).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.inner.name)
+            .field("version", &self.inner.version)
+            .field("digest", &self.inner.digest)
+            .finish()
     }
 }
 
@@ -417,6 +530,11 @@ impl Plugin {
         &self.inner.name
     }
 
+    /// The version label from its manifest (`0.0.0` when it was loaded without one).
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
     /// `sha256:<hex>` of the component.
     pub fn digest(&self) -> &str {
         &self.inner.digest
@@ -432,6 +550,7 @@ impl Plugin {
         Self {
             inner: Arc::new(PluginInner {
                 name: Arc::clone(&inner.name),
+                version: Arc::clone(&inner.version),
                 digest: inner.digest.clone(),
                 pre: inner.pre.clone(),
                 limits: inner.limits,
@@ -522,7 +641,7 @@ impl Plugin {
             }
             match &result {
                 Ok(o) => tracing::info!(
-                    plugin = %inner.name, %invocation_id, outcome = "ok",
+                    plugin = %inner.name, version = %inner.version, %invocation_id, outcome = "ok",
                     cpu_us = u64::try_from(o.cpu.as_micros()).unwrap_or(u64::MAX),
                     elapsed_ms = u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX),
                     output_bytes = o.output_bytes, model_calls = o.model_usage.calls,
@@ -530,7 +649,7 @@ impl Plugin {
                     "invocation finished"
                 ),
                 Err(e) => tracing::warn!(
-                    plugin = %inner.name, %invocation_id, outcome = e.code(),
+                    plugin = %inner.name, version = %inner.version, %invocation_id, outcome = e.code(),
                     elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "invocation failed: {e}"
                 ),
@@ -574,6 +693,7 @@ fn invocation_egress(
                     caller_username: caller.username().map(str::to_owned),
                     plugin: inner.name.to_string(),
                     plugin_digest: inner.digest.clone(),
+                    plugin_version: inner.version.to_string(),
                 },
                 budget: Arc::new(delegate_egress::EgressBudget::new(e.limits)),
             },

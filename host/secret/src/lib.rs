@@ -5,6 +5,7 @@
 //! secrets takes constant time. Reading the value requires an explicit, greppable
 //! [`Secret::expose`] call, so every place a credential leaves its box can be reviewed.
 
+use sha2::{Digest, Sha256};
 use std::fmt;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -37,8 +38,12 @@ impl Secret {
     }
 
     /// Constant-time comparison with a candidate value (for admin tokens and the like).
+    /// Both sides are hashed first, so neither the content nor the length of the secret
+    /// shows in the time taken.
     pub fn matches(&self, candidate: &str) -> bool {
-        self.0.as_bytes().ct_eq(candidate.as_bytes()).into()
+        let expected = Sha256::digest(self.0.as_bytes());
+        let given = Sha256::digest(candidate.as_bytes());
+        expected.as_slice().ct_eq(given.as_slice()).into()
     }
 }
 

@@ -43,6 +43,10 @@ pub enum ApiError {
     },
     /// The server is shutting down and takes no new invocations.
     ShuttingDown,
+    /// The plugin-selection header is malformed.
+    InvalidPluginName,
+    /// The request names a plugin that is not configured or has no version deployed.
+    PluginNotFound,
     /// The invocation failed.
     Invocation(InvocationError),
 }
@@ -103,6 +107,14 @@ impl ApiError {
             }
             Self::ShuttingDown => {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down".into())
+            }
+            Self::InvalidPluginName => (
+                StatusCode::BAD_REQUEST,
+                "invalid_plugin_name",
+                "X-Delegate-Plugin must be one plugin name of 1-64 characters [a-z0-9-]".into(),
+            ),
+            Self::PluginNotFound => {
+                (StatusCode::NOT_FOUND, "plugin_not_found", "no such plugin is deployed on this runtime".into())
             }
             Self::Invocation(e) => (invocation_status(e), e.code(), e.to_string()),
         }
@@ -188,5 +200,76 @@ impl IntoResponse for ErrorResponse {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         ErrorResponse { error: self, request_id: None }.into_response()
+    }
+}
+
+/// Every failure an admin API caller can see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminError {
+    /// Missing or wrong admin token.
+    Unauthenticated,
+    /// No such route.
+    NotFound,
+    /// Route exists, method does not.
+    MethodNotAllowed,
+    /// The request body is malformed.
+    BadRequest(String),
+    /// A deploy was refused; the active version keeps serving.
+    Refused(crate::admin::DeployRefusal),
+    /// Rollback or remove cannot be done.
+    Registry(delegate_runtime::RegistryError),
+}
+
+impl AdminError {
+    /// HTTP status, stable code and message. Admin callers are the operator: messages
+    /// carry the detail needed to fix a deploy (never a secret: none is involved).
+    pub fn parts(&self) -> (StatusCode, &'static str, String) {
+        use crate::admin::DeployRefusal as D;
+        use delegate_runtime::RegistryError as R;
+        match self {
+            Self::Unauthenticated => {
+                (StatusCode::UNAUTHORIZED, "unauthenticated", "missing or wrong admin token".into())
+            }
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such admin route".into()),
+            Self::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".into())
+            }
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+            Self::Refused(r) => {
+                let (status, code) = match r {
+                    D::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "plugin_not_found"),
+                    D::InvalidManifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
+                    D::NameMismatch { .. } => (StatusCode::BAD_REQUEST, "name_mismatch"),
+                    D::DigestMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch"),
+                    D::NotGranted(_) => (StatusCode::FORBIDDEN, "not_granted"),
+                    D::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "component_too_large"),
+                    D::NotAComponent => (StatusCode::UNPROCESSABLE_ENTITY, "not_a_component"),
+                    D::Compile(_) => (StatusCode::UNPROCESSABLE_ENTITY, "compile_error"),
+                    D::World(_) => (StatusCode::UNPROCESSABLE_ENTITY, "world_mismatch"),
+                    D::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "deploy_failed"),
+                };
+                (status, code, r.to_string())
+            }
+            Self::Registry(e) => {
+                let (status, code) = match e {
+                    R::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "plugin_not_found"),
+                    R::NoPreviousVersion(_) => (StatusCode::CONFLICT, "no_previous_version"),
+                    R::NotDeployed(_) => (StatusCode::CONFLICT, "not_deployed"),
+                    R::DefaultPlugin(_) => (StatusCode::CONFLICT, "default_plugin"),
+                };
+                (status, code, e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let mut resp = (status, axum::Json(error_body(code, &message, None))).into_response();
+        if self == Self::Unauthenticated {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"delegate-admin\""));
+        }
+        resp
     }
 }

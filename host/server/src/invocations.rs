@@ -2,7 +2,8 @@
 
 use crate::errors::{ApiError, ErrorResponse, error_body};
 use crate::{
-    AppState, AuthRejection, INVOCATION_ID_HEADER, PLUGIN_HEADER, REQUEST_ID_HEADER, SESSION_ID_HEADER,
+    AGENTCORE_PLUGIN_HEADER, AppState, AuthRejection, INVOCATION_ID_HEADER, PLUGIN_HEADER,
+    PLUGIN_VERSION_HEADER, REQUEST_ID_HEADER, SESSION_ID_HEADER,
 };
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -40,6 +41,24 @@ fn session_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(v.to_owned()))
 }
 
+/// The plugin the request names, if it names one (either header, not both with different
+/// values).
+fn requested_plugin(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut named = None;
+    for name in [PLUGIN_HEADER, AGENTCORE_PLUGIN_HEADER] {
+        for value in headers.get_all(name) {
+            let v = value.to_str().map_err(|_| ApiError::InvalidPluginName)?;
+            let ok = (1..=64).contains(&v.len())
+                && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok || named.as_deref().is_some_and(|n: &str| n != v) {
+                return Err(ApiError::InvalidPluginName);
+            }
+            named = Some(v.to_owned());
+        }
+    }
+    Ok(named)
+}
+
 /// Whether the client asked for one JSON answer instead of an event stream.
 fn wants_json(headers: &HeaderMap) -> bool {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -71,6 +90,7 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
     }
     let (parts, body) = request.into_parts();
     let session = session_id(&parts.headers)?;
+    let plugin_name = requested_plugin(&parts.headers)?;
 
     // Authorization comes before reading the body and long before any plugin code.
     let caller = state.authorizer.authorize(&parts.headers).await.map_err(|r| {
@@ -91,10 +111,15 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
         return Err(ApiError::InvalidJson);
     }
 
+    // The version is fixed here: a deploy or rollback from now on affects later requests only.
+    let plugin = match &plugin_name {
+        Some(name) => state.plugins.active(name),
+        None => state.plugins.default_plugin(),
+    }
+    .ok_or(ApiError::PluginNotFound)?;
     let permit =
         state.load.try_acquire().ok_or(ApiError::Busy { retry_after: state.options.retry_after_seconds })?;
     let invocation_id = rid.to_owned();
-    let plugin = &state.plugin;
     let mut invocation = plugin.invoke(InvocationRequest {
         caller,
         invocation_id: invocation_id.clone(),
@@ -121,6 +146,9 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
     }
     if let Ok(v) = HeaderValue::from_str(&plugin_tag) {
         headers.insert(PLUGIN_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(plugin.version()) {
+        headers.insert(PLUGIN_VERSION_HEADER, v);
     }
     Ok(resp)
 }

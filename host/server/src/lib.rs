@@ -6,6 +6,7 @@
 //! server-sent events (or one JSON answer if the client asks for `application/json`).
 //! Every error is mapped in [`errors`].
 
+pub mod admin;
 pub mod errors;
 mod invocations;
 pub mod load;
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use delegate_auth::VerifiedCaller;
-use delegate_runtime::Plugin;
+use delegate_runtime::PluginRegistry;
 use errors::ApiError;
 use load::Load;
 use std::future::Future;
@@ -28,8 +29,14 @@ pub const SESSION_ID_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-session-id
 pub const REQUEST_ID_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-request-id";
 /// Response header: the invocation id used in logs and audit records.
 pub const INVOCATION_ID_HEADER: &str = "x-delegate-invocation-id";
-/// Response header: `name@sha256:…` of the plugin that served the invocation.
+/// Request header: the plugin to invoke (default: the runtime's default plugin). Response
+/// header: `name@sha256:…` of the plugin version that served the invocation.
 pub const PLUGIN_HEADER: &str = "x-delegate-plugin";
+/// Request header naming the plugin as AgentCore Runtime forwards it: only
+/// `X-Amzn-Bedrock-AgentCore-Runtime-Custom-*` headers pass its allow-list.
+pub const AGENTCORE_PLUGIN_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-custom-delegate-plugin";
+/// Response header: the version (from its manifest) of the plugin that served the invocation.
+pub const PLUGIN_VERSION_HEADER: &str = "x-delegate-plugin-version";
 
 /// A rejected bearer token, as the authorizer classifies it. `reason` names the failed check
 /// for the log only; callers see one generic code per class, so a response never tells an
@@ -106,7 +113,7 @@ impl ServerOptions {
 
 /// Shared state of the HTTP handlers.
 pub struct AppState {
-    pub(crate) plugin: Plugin,
+    pub(crate) plugins: Arc<PluginRegistry>,
     pub(crate) authorizer: Arc<dyn Authorize>,
     pub(crate) load: Arc<Load>,
     pub(crate) options: ServerOptions,
@@ -114,10 +121,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State serving `plugin` as the default plugin.
-    pub fn new(plugin: Plugin, authorizer: Arc<dyn Authorize>, options: ServerOptions) -> Arc<Self> {
+    /// State serving the plugins of `plugins`.
+    pub fn new(
+        plugins: Arc<PluginRegistry>,
+        authorizer: Arc<dyn Authorize>,
+        options: ServerOptions,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            plugin,
+            plugins,
             authorizer,
             load: Load::new(options.max_concurrency),
             options,
@@ -128,6 +139,11 @@ impl AppState {
     /// Stops taking new invocations (503) while in-flight ones finish.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The plugins served.
+    pub fn plugins(&self) -> &Arc<PluginRegistry> {
+        &self.plugins
     }
 
     /// The concurrency tracker.

@@ -36,6 +36,7 @@ fn main() {
             max_memory_bytes: 64 << 20,
             max_table_elements: 20_000,
             guest_debug: false,
+            cache_dir: None,
         })
         .unwrap();
         let echo = std::fs::read(delegate_artifacts::ECHO).unwrap();

@@ -81,6 +81,7 @@ impl TestServer {
             max_memory_bytes: spec.limits.memory_bytes,
             max_table_elements: spec.limits.table_elements,
             guest_debug: false,
+            cache_dir: None,
         })
         .unwrap();
         let bytes = std::fs::read(spec.component).unwrap();
@@ -88,7 +89,7 @@ impl TestServer {
             .load_plugin_bytes("test-plugin", &bytes, spec.limits, &spec.settings, spec.model.clone())
             .unwrap();
         let state = AppState::new(
-            plugin.clone(),
+            delegate_runtime::PluginRegistry::single(plugin.clone()),
             spec.authorizer.clone().unwrap_or_else(|| Arc::new(TestAuthorizer)),
             ServerOptions {
                 max_body_bytes: spec.max_body_bytes,

@@ -217,8 +217,12 @@ async fn guest_memory_holds_no_credential_after_the_invocation() {
     let vault = Arc::new(delegate_vault::TokenVault::new(config.vault.clone(), outbound.clone()));
     let memories: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let sink = Arc::clone(&memories);
+    let component = match &settings.source {
+        Some(delegate_config::PluginSource::Component(path)) => std::fs::read(path).unwrap(),
+        other => panic!("the credential test config names a component, not {other:?}"),
+    };
     let plugin = runtime
-        .load_plugin(settings, None)
+        .load_plugin_bytes(&settings.name, &component, settings.limits, &settings.settings, None)
         .unwrap()
         .with_egress(delegate_runtime::EgressAccess {
             gateway: delegate_egress::EgressGateway::new(
@@ -231,7 +235,7 @@ async fn guest_memory_holds_no_credential_after_the_invocation() {
         })
         .with_memory_inspector(Arc::new(move |_, bytes| sink.lock().unwrap().push(bytes.to_vec())));
     let state = delegate_server::AppState::new(
-        plugin,
+        delegate_runtime::PluginRegistry::single(plugin),
         devstack_authorizer(&stack.idp),
         delegate_server::ServerOptions::from_settings(&config.server),
     );

@@ -119,7 +119,7 @@ async fn jane_sees_exactly_her_five_incidents() {
     let inv = &invocations[0];
     assert_eq!(inv["outcome"], "ok");
     assert_eq!(inv["caller_username"], ids::JANE);
-    assert_eq!(inv["plugin_digest"], chain.host.plugin.digest());
+    assert_eq!(inv["plugin_digest"], chain.host.plugin().unwrap().digest());
     assert_eq!(inv["model_calls"], 2);
     assert!(inv["input_tokens"].as_u64().unwrap() > 0 && inv["output_tokens"].as_u64().unwrap() > 0);
     assert_eq!(inv["egress_requests"].as_u64().unwrap(), audit.len() as u64);

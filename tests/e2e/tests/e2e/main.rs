@@ -6,6 +6,7 @@ mod auth;
 mod contract;
 mod credentials;
 mod jane;
+mod lifecycle;
 mod limits;
 mod sandbox;
 mod streaming;

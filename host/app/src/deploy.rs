@@ -1,0 +1,176 @@
+//! Deploying plugin versions: manifest → digest → operator grants → compile → swap.
+//!
+//! The same path serves the plugins named in the config at start-up and the admin API's
+//! deploys, so a version deployed at run time is checked exactly like one configured before
+//! start. The operator's `[[plugin]]` entry is the authority: a manifest can only ask for
+//! less (see `PluginSettings::grant`).
+
+use delegate_config::{Config, Grant, Manifest, PluginSettings, PluginSource};
+use delegate_runtime::{
+    CompiledPlugin, Deployment, EgressAccess, ModelAccess, PluginLoadError, PluginRegistry, PluginSpec, Runtime,
+};
+use delegate_server::admin::{DeployFuture, DeployOutcome, DeployRefusal, DeployRequest, PluginAdmin};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Version label of a plugin configured by `component =` without a manifest.
+pub const UNVERSIONED: &str = "unversioned";
+
+/// Builds and activates plugin versions for the registry.
+pub struct Deployer {
+    runtime: Runtime,
+    registry: Arc<PluginRegistry>,
+    config: Arc<Config>,
+    model: Option<Arc<dyn delegate_model::ModelProvider>>,
+    gateway: delegate_egress::EgressGateway,
+    /// One deploy at a time, so "the version it replaced" is always exact.
+    deploying: tokio::sync::Mutex<()>,
+}
+
+impl Deployer {
+    pub(crate) fn new(
+        runtime: Runtime,
+        registry: Arc<PluginRegistry>,
+        config: Arc<Config>,
+        model: Option<Arc<dyn delegate_model::ModelProvider>>,
+        gateway: delegate_egress::EgressGateway,
+    ) -> Self {
+        Self { runtime, registry, config, model, gateway, deploying: tokio::sync::Mutex::new(()) }
+    }
+
+    fn settings(&self, name: &str) -> Result<&PluginSettings, DeployRefusal> {
+        self.config
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| DeployRefusal::UnknownPlugin(name.to_owned()))
+    }
+
+    fn default_model_id(&self) -> Option<&str> {
+        self.config.model.as_ref().map(|m| m.model_id.as_str())
+    }
+
+    /// The spec a plugin runs with: the operator's settings, narrowed by a manifest's grant.
+    fn spec(&self, settings: &PluginSettings, version: &str, grant: Option<Grant>) -> PluginSpec {
+        let (limits, plugin_settings, model_id, policy) = match grant {
+            Some(g) => (g.limits, g.settings, g.model_id, g.egress),
+            None => (settings.limits, settings.settings.clone(), settings.model_id.clone(), settings.egress.clone()),
+        };
+        let model = self.model.as_ref().zip(model_id.as_deref().or(self.default_model_id())).map(
+            |(provider, id)| ModelAccess {
+                provider: Arc::clone(provider),
+                model_id: id.to_owned(),
+                request_limits: delegate_model::RequestLimits::default(),
+            },
+        );
+        PluginSpec {
+            name: settings.name.clone(),
+            version: version.to_owned(),
+            limits,
+            settings: plugin_settings,
+            model,
+            egress: Some(EgressAccess {
+                gateway: self.gateway.clone(),
+                policy: Arc::new(policy),
+                limits: crate::wiring::egress_limits(&limits),
+            }),
+        }
+    }
+
+    /// Checks a manifest and component against the operator's grants for `name`, without
+    /// compiling: everything that can be refused cheaply is refused here.
+    fn check(&self, name: &str, manifest: &Manifest, component: &[u8]) -> Result<(PluginSpec, String), DeployRefusal> {
+        let settings = self.settings(name)?;
+        if manifest.name != name {
+            return Err(DeployRefusal::NameMismatch { target: name.to_owned(), manifest: manifest.name.clone() });
+        }
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(component)));
+        if actual != manifest.digest {
+            return Err(DeployRefusal::DigestMismatch { expected: manifest.digest.clone(), actual });
+        }
+        let grant =
+            settings.grant(manifest, self.default_model_id()).map_err(|e| DeployRefusal::NotGranted(e.to_string()))?;
+        Ok((self.spec(settings, &manifest.version, Some(grant)), actual))
+    }
+
+    fn compiled(runtime: &Runtime, bytes: &[u8]) -> Result<CompiledPlugin, DeployRefusal> {
+        runtime.compile_plugin(bytes).map_err(|e| match e {
+            PluginLoadError::NotAComponent => DeployRefusal::NotAComponent,
+            PluginLoadError::Compile(m) => DeployRefusal::Compile(m),
+            PluginLoadError::World(m) => DeployRefusal::World(m),
+            PluginLoadError::Read { path, message } => DeployRefusal::Internal(format!("{path}: {message}")),
+        })
+    }
+
+    /// Loads the configured version of every plugin that has a source, and activates it.
+    /// `embedded` replaces the default plugin's component (the demo's built-in agent).
+    pub(crate) fn load_configured(&self, embedded: Option<&[u8]>) -> Result<(), crate::StartError> {
+        for settings in &self.config.plugins {
+            let fail = |m: String| crate::StartError::usage(format!("plugin {}: {m}", settings.name));
+            let embedded = embedded.filter(|_| settings.default);
+            let (bytes, spec) = match (&settings.source, embedded) {
+                (_, Some(bytes)) => (bytes.to_vec(), self.spec(settings, UNVERSIONED, None)),
+                (None, None) => continue,
+                (Some(PluginSource::Component(path)), None) => {
+                    (read(path).map_err(fail)?, self.spec(settings, UNVERSIONED, None))
+                }
+                (Some(PluginSource::Manifest(path)), None) => {
+                    let manifest = Manifest::load(path).map_err(|e| fail(e.to_string()))?;
+                    let component = manifest.component.as_deref().ok_or_else(|| {
+                        fail(format!("manifest {} names no `component` file", path.display()))
+                    })?;
+                    let bytes = read(component).map_err(fail)?;
+                    let (spec, _) = self.check(&settings.name, &manifest, &bytes).map_err(|e| fail(e.to_string()))?;
+                    (bytes, spec)
+                }
+            };
+            let compiled = Self::compiled(&self.runtime, &bytes).map_err(|e| fail(e.to_string()))?;
+            let compile = compiled.info();
+            let plugin = compiled.into_plugin(spec);
+            self.registry
+                .activate(Deployment { plugin, deployed_at: SystemTime::now(), compile })
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn deploy_request(&self, name: &str, request: DeployRequest) -> Result<DeployOutcome, DeployRefusal> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let manifest = Manifest::from_toml(&request.manifest, Path::new("."))
+            .map_err(|e| DeployRefusal::InvalidManifest(e.to_string()))?;
+        let (spec, digest) = self.check(name, &manifest, &request.component)?;
+        if let Some(active) = self.registry.active(name) {
+            if active.digest() == digest && active.version() == spec.version {
+                let slot = self.registry.snapshot().get(name).cloned().unwrap_or_default();
+                if let Some(active) = slot.active {
+                    return Ok(DeployOutcome { active, replaced: None, unchanged: true });
+                }
+            }
+        }
+        // Compiling takes a core for up to seconds: keep it off the threads serving requests.
+        let runtime = self.runtime.clone();
+        let component = request.component;
+        let compiled = tokio::task::spawn_blocking(move || Self::compiled(&runtime, &component))
+            .await
+            .map_err(|e| DeployRefusal::Internal(format!("the compile task failed: {e}")))??;
+        let compile = compiled.info();
+        let active = Deployment { plugin: compiled.into_plugin(spec), deployed_at: SystemTime::now(), compile };
+        let replaced = self
+            .registry
+            .activate(active.clone())
+            .map_err(|_| DeployRefusal::UnknownPlugin(name.to_owned()))?;
+        Ok(DeployOutcome { active, replaced, unchanged: false })
+    }
+}
+
+impl PluginAdmin for Deployer {
+    fn deploy<'a>(&'a self, name: &'a str, request: DeployRequest) -> DeployFuture<'a> {
+        Box::pin(self.deploy_request(name, request))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}

@@ -1,0 +1,143 @@
+//! `delegate plugin deploy | list | rollback | remove`: clients of the admin API.
+//!
+//! The admin token is read from a file or the environment, never from the command line
+//! (where every user of the machine could read it in the process list).
+
+use crate::Failure;
+use base64::Engine as _;
+use std::path::{Path, PathBuf};
+
+/// Where the admin API is and how to authenticate.
+pub(crate) struct AdminClient {
+    /// Base URL, e.g. `http://127.0.0.1:9901`.
+    pub url: String,
+    /// File holding the admin token (else `DELEGATE_ADMIN_TOKEN`).
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminClient {
+    fn token(&self) -> Result<String, Failure> {
+        match &self.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| Failure::usage(format!("cannot read the admin token file {}: {e}", path.display()))),
+            None => std::env::var("DELEGATE_ADMIN_TOKEN").map(|t| t.trim().to_owned()).map_err(|_| {
+                Failure::usage("no admin token: pass --token-file FILE or set DELEGATE_ADMIN_TOKEN")
+            }),
+        }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, Failure> {
+        let token = self.token()?;
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| Failure::failed(format!("cannot build an HTTP client: {e}")))?;
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let mut request = client.request(method, &url).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response =
+            request.send().await.map_err(|e| Failure::failed(format!("cannot reach the admin API at {url}: {e}")))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| Failure::failed(format!("admin API: {e}")))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            return Err(Failure::failed(format!(
+                "HTTP {} {}: {}",
+                status.as_u16(),
+                value["error_type"].as_str().unwrap_or("error"),
+                value["error"].as_str().unwrap_or("(no message)")
+            )));
+        }
+        Ok(value)
+    }
+}
+
+fn block_on<T>(fut: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?
+        .block_on(fut)
+}
+
+fn describe(v: &serde_json::Value) -> String {
+    if v.is_null() {
+        return "-".to_owned();
+    }
+    let digest = v["digest"].as_str().unwrap_or("");
+    let short = digest.get(..19).unwrap_or(digest);
+    format!("{} ({short}…)", v["version"].as_str().unwrap_or("?"))
+}
+
+/// Deploys the manifest `file` (and the component it names) as plugin `name`.
+#[allow(clippy::print_stdout)]
+pub(crate) fn deploy(client: &AdminClient, name: &str, file: &Path) -> Result<(), Failure> {
+    if file.extension().is_some_and(|e| e == "wasm") {
+        return Err(Failure::usage(format!(
+            "{} is a component; deploy its manifest (a .toml naming it, its version and digest; see docs/plugins.md)",
+            file.display()
+        )));
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::usage(format!("cannot read the manifest {}: {e}", file.display())))?;
+    let base = file.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let manifest = delegate_config::Manifest::from_toml(&text, &base)
+        .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+    let component = manifest.component.as_deref().ok_or_else(|| {
+        Failure::usage(format!("{}: the manifest names no `component` file to upload", file.display()))
+    })?;
+    let bytes = std::fs::read(component)
+        .map_err(|e| Failure::usage(format!("cannot read the component {}: {e}", component.display())))?;
+    let body = serde_json::json!({
+        "manifest": text,
+        "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
+    });
+    let answer = block_on(client.send(reqwest::Method::PUT, &format!("/admin/plugins/{name}"), Some(body)))?;
+    if answer["unchanged"].as_bool() == Some(true) {
+        println!("{name}: {} is already active; nothing changed", describe(&answer["active"]));
+    } else {
+        println!(
+            "{name}: {} is active (was {}; {} in {} ms)",
+            describe(&answer["active"]),
+            describe(&answer["previous"]),
+            if answer["active"]["from_cache"].as_bool() == Some(true) { "loaded from the cache" } else { "compiled" },
+            answer["active"]["load_ms"]
+        );
+    }
+    Ok(())
+}
+
+/// Lists the plugins and their versions.
+#[allow(clippy::print_stdout)]
+pub(crate) fn list(client: &AdminClient) -> Result<(), Failure> {
+    let answer = block_on(client.send(reqwest::Method::GET, "/admin/plugins", None))?;
+    println!("{:<24} {:<8} {:<36} {}", "PLUGIN", "DEFAULT", "ACTIVE", "PREVIOUS");
+    for p in answer["plugins"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<8} {:<36} {}",
+            p["name"].as_str().unwrap_or("?"),
+            if p["default"].as_bool() == Some(true) { "yes" } else { "" },
+            describe(&p["active"]),
+            describe(&p["previous"])
+        );
+    }
+    Ok(())
+}
+
+/// Swaps the active and the previous version of `name`.
+#[allow(clippy::print_stdout)]
+pub(crate) fn rollback(client: &AdminClient, name: &str) -> Result<(), Failure> {
+    let answer = block_on(client.send(reqwest::Method::POST, &format!("/admin/plugins/{name}/rollback"), None))?;
+    println!("{name}: {} is active (was {})", describe(&answer["active"]), describe(&answer["previous"]));
+    Ok(())
+}
+
+/// Empties the slot of non-default plugin `name`.
+#[allow(clippy::print_stdout)]
+pub(crate) fn remove(client: &AdminClient, name: &str) -> Result<(), Failure> {
+    let answer = block_on(client.send(reqwest::Method::DELETE, &format!("/admin/plugins/{name}"), None))?;
+    println!("{name}: removed {}", describe(&answer["removed"]));
+    Ok(())
+}
