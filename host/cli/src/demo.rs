@@ -32,6 +32,7 @@ pub(crate) struct DemoOptions {
     pub idp: SocketAddr,
     pub servicenow: SocketAddr,
     pub bedrock: SocketAddr,
+    pub admin: SocketAddr,
     pub audit_log: Option<PathBuf>,
 }
 
@@ -58,8 +59,31 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
     let component = dir.join("servicenow_agent.wasm");
     std::fs::write(&component, delegate_artifacts::bytes::SERVICENOW_AGENT)
         .map_err(|e| Failure::failed(format!("cannot write {}: {e}", component.display())))?;
+    // The agent is deployed like a third-party plugin: through a digest-pinned manifest that
+    // asks for less than the operator grants.
+    let manifest = dir.join("servicenow-agent.toml");
+    let manifest_text = stack.servicenow_manifest(
+        &component,
+        delegate_artifacts::bytes::SERVICENOW_AGENT,
+        env!("CARGO_PKG_VERSION"),
+    );
+    std::fs::write(&manifest, manifest_text)
+        .map_err(|e| Failure::failed(format!("cannot write {}: {e}", manifest.display())))?;
+    let token_file = dir.join("admin-token");
+    delegate_devstack::write_admin_token(&token_file)
+        .map_err(|e| Failure::failed(format!("cannot write {}: {e}", token_file.display())))?;
     let audit = options.audit_log.clone().unwrap_or_else(|| dir.join("audit.jsonl"));
-    let toml = stack.delegate_config(options.listen, &component, &audit.display().to_string());
+    let toml = stack
+        .delegate_config(options.listen, &component, &audit.display().to_string())
+        .replace(
+            &format!("component = {:?}", component.display().to_string()),
+            &format!("manifest = {:?}", manifest.display().to_string()),
+        )
+        + &format!(
+            "\n[admin]\nlisten = \"{}\"\ntoken_file = {:?}\n",
+            options.admin,
+            token_file.display().to_string()
+        );
     let config_path = dir.join("delegate.toml");
     std::fs::write(&config_path, &toml)
         .map_err(|e| Failure::failed(format!("cannot write {}: {e}", config_path.display())))?;
@@ -70,7 +94,17 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
 
     println!("delegate demo is running (Ctrl-C stops it)\n");
     println!("  agent host (AgentCore contract)  http://{listen}/invocations   http://{listen}/ping");
-    println!("  plugin                           servicenow-agent ({})", host.plugin().map(|p| p.digest().to_owned()).unwrap_or_default());
+    let plugin = host.plugin();
+    println!(
+        "  plugin                           servicenow-agent {} ({})",
+        plugin.as_ref().map_or("", |p| p.version()),
+        plugin.as_ref().map_or("", |p| p.digest())
+    );
+    println!(
+        "  admin API (loopback only)        http://{}   token file {}",
+        host.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+        token_file.display()
+    );
     println!("  identity provider (Entra-like)   {}  tenant {}", stack.idp.url(), defaults::TENANT_ID);
     println!("  ServiceNow sandbox               {}", stack.servicenow_url);
     println!("  Bedrock-compatible endpoint      {}", stack.bedrock_url);
@@ -88,7 +122,12 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
         defaults::JANE
     );
     println!(
-        "    curl -i http://{listen}/invocations -d '{{\"prompt\":\"no token\"}}'   # 401, no plugin code runs\n"
+        "    curl -i http://{listen}/invocations -d '{{\"prompt\":\"no token\"}}'   # 401, no plugin code runs"
+    );
+    println!(
+        "    {exe} plugin list --admin-url http://{} --token-file {}\n",
+        host.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+        token_file.display()
     );
 
     crate::serve::shutdown_signal().await;

@@ -42,6 +42,9 @@ enum Command {
         /// Address of the devstack Bedrock endpoint (HTTPS).
         #[arg(long, default_value = "127.0.0.1:8445")]
         bedrock_listen: std::net::SocketAddr,
+        /// Address of the admin API (deploy, rollback; loopback only).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin_listen: std::net::SocketAddr,
         /// Write audit records (one JSON line per credential use or denial) here.
         #[arg(long)]
         audit_log: Option<PathBuf>,
@@ -215,12 +218,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let result = match cli.command {
-        Command::Demo { listen, idp_listen, servicenow_listen, bedrock_listen, audit_log } => {
+        Command::Demo { listen, idp_listen, servicenow_listen, bedrock_listen, admin_listen, audit_log } => {
             demo::run(&demo::DemoOptions {
                 listen,
                 idp: idp_listen,
                 servicenow: servicenow_listen,
                 bedrock: bedrock_listen,
+                admin: admin_listen,
                 audit_log,
             })
         }

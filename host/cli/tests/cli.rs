@@ -191,13 +191,14 @@ fn free_port() -> u16 {
 #[test]
 fn demo_then_invoke_shows_jane_her_five_incidents() {
     use std::time::{Duration, Instant};
-    let (host, idp, sn, br) = (free_port(), free_port(), free_port(), free_port());
+    let (host, idp, sn, br, admin) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let started = Instant::now();
     let mut demo = Command::new(env!("CARGO_BIN_EXE_delegate"))
         .args(["demo", "--listen", &format!("127.0.0.1:{host}")])
         .args(["--idp-listen", &format!("127.0.0.1:{idp}")])
         .args(["--servicenow-listen", &format!("127.0.0.1:{sn}")])
         .args(["--bedrock-listen", &format!("127.0.0.1:{br}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .env("DELEGATE_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -242,6 +243,36 @@ fn demo_then_invoke_shows_jane_her_five_incidents() {
     let o = delegate(&["invoke", "--url", &url, "no token"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stderr(&o).trim(), "delegate: HTTP 401 invalid_token: missing or invalid bearer token");
+
+    // The operator's side: list, deploy a new version of the agent, roll it back.
+    let dir = std::env::temp_dir().join("delegate-demo");
+    let token_file = dir.join("admin-token").display().to_string();
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let admin_args = ["--admin-url", admin_url.as_str(), "--token-file", token_file.as_str()];
+    let o = delegate(&[&["plugin", "list"][..], &admin_args].concat());
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(out.contains("servicenow-agent") && out.contains(&format!("{version} (sha256:")), "{out}");
+    let manifest = std::fs::read_to_string(dir.join("servicenow-agent.toml")).unwrap();
+    let next = dir.join("servicenow-agent-next.toml");
+    std::fs::write(&next, manifest.replace(&format!("version = \"{version}\""), "version = \"9.9.9\"")).unwrap();
+    let next = next.display().to_string();
+    let o = delegate(&[&["plugin", "deploy", "--name", "servicenow-agent", next.as_str()][..], &admin_args].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("9.9.9"), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = delegate(&["invoke", "--url", &url, "--idp", &idp_url, "--user", "jane.smith@company.com", "Show me 5 incidents assigned to me"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("INC0012478"), "{}", stderr(&o));
+    let o = delegate(&[&["plugin", "rollback", "servicenow-agent"][..], &admin_args].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("{version} (sha256:")));
+    let o = delegate(&["plugin", "list", "--admin-url", &admin_url]);
+    assert_eq!(o.status.code(), Some(2), "no token: {}", stderr(&o));
+    let wrong = dir.join("wrong-token");
+    std::fs::write(&wrong, "not-the-admin-token").unwrap();
+    let o = delegate(&["plugin", "list", "--admin-url", &admin_url, "--token-file", &wrong.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("HTTP 401"), "{}", stderr(&o));
     let _ = std::process::Command::new("kill").args(["-INT", &demo.id().to_string()]).status();
     let status = demo.wait().unwrap();
     assert!(status.success(), "demo exit {status}");

@@ -17,7 +17,7 @@ const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
 
 struct Fleet {
     stack: DevStack,
-    host: Host,
+    _host: Host,
     url: String,
     admin: String,
     dir: PathBuf,
@@ -50,7 +50,8 @@ async fn fleet(extra_engine: &str) -> Fleet {
             Path::new(delegate_artifacts::SERVICENOW_AGENT),
             &audit.display().to_string(),
         )
-        .replace("[server]\n", &format!("[server]\nmax_concurrency = 64\n\n[engine]\n{extra_engine}\n"))
+        .replace("[server]\n", &format!("[engine]\n{extra_engine}\n\n[server]\nmax_concurrency = 64\n"))
+        .replace("name = \"servicenow-agent\"\n", "name = \"servicenow-agent\"\ndefault = true\n")
         + &format!(
             r#"
 [admin]
@@ -74,7 +75,7 @@ path_prefix = "/api/now/table/incident"
     let host = Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.unwrap();
     let url = format!("http://{}", host.addr);
     let admin = format!("http://{}", host.admin_addr.unwrap());
-    Fleet { stack, host, url, admin, dir, audit }
+    Fleet { stack, _host: host, url, admin, dir, audit }
 }
 
 /// The echo component with a custom section appended: the same code under another digest,
@@ -86,7 +87,8 @@ fn echo_build(label: &str) -> Vec<u8> {
         data: std::borrow::Cow::Borrowed(label.as_bytes()),
     };
     use wasm_encoder::Encode;
-    let mut encoded = Vec::new();
+    // `encode` writes the section's size and contents; the id (0, custom) comes first.
+    let mut encoded = vec![0u8];
     section.encode(&mut encoded);
     bytes.extend_from_slice(&encoded);
     bytes
@@ -102,7 +104,7 @@ fn hex_lower(bytes: &[u8]) -> String {
 
 fn manifest(name: &str, version: &str, bytes: &[u8], extra: &str) -> String {
     format!(
-        "name = {name:?}\nversion = {version:?}\ndigest = {:?}\n\n[settings]\ntag = {version:?}\n{extra}",
+        "name = {name:?}\nversion = {version:?}\ndigest = {:?}\n{extra}\n[settings]\ntag = {version:?}\n",
         digest(bytes)
     )
 }
