@@ -5,6 +5,7 @@
 //! validates it into domain types that cannot hold an invalid value. Every error names the key
 //! it is about, in one line.
 
+mod manifest;
 mod raw;
 mod validate;
 
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use manifest::{Grant, LimitRequest, Manifest};
 pub use validate::ConfigError;
 
 /// A validated configuration.
@@ -35,6 +37,41 @@ pub struct Config {
     pub vault: delegate_vault::VaultSettings,
     /// Where audit records (one JSON line per credential use and per denial) go.
     pub audit: AuditTarget,
+    /// The admin API (deploy, roll back, remove plugins), if an `[admin]` section is present.
+    pub admin: Option<AdminSettings>,
+}
+
+/// The admin API listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Address to listen on; a loopback address unless `allow_remote`.
+    pub listen: SocketAddr,
+    /// Where the admin bearer token comes from (read by the app at start, not by the config).
+    pub token: AdminTokenSource,
+    /// Whether `listen` may be a non-loopback address.
+    pub allow_remote: bool,
+    /// Largest component accepted by the admin API, in bytes.
+    pub max_component_bytes: usize,
+}
+
+/// Where the admin API's bearer token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    /// A file (resolved against the config file's directory); a trailing newline is not part
+    /// of the token.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
+}
+
+/// Where a plugin's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// A component file (`component = "..."`), resolved against the config file's directory.
+    Component(PathBuf),
+    /// A plugin manifest (`manifest = "..."`, see [`Manifest`]), resolved against the config
+    /// file's directory; the manifest names the component and its digest.
+    Manifest(PathBuf),
 }
 
 /// Where audit records are written.
@@ -70,6 +107,9 @@ pub struct EngineSettings {
     pub epoch_tick: Duration,
     /// Pool slots for concurrently live instances (defaults to `server.max_concurrency`).
     pub pool_instances: u32,
+    /// Where precompiled plugin artifacts are cached (resolved against the config file's
+    /// directory); `None` compiles every component at load.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Per-invocation limits.
@@ -125,8 +165,9 @@ impl Default for Limits {
 pub struct PluginSettings {
     /// Name: 1-64 characters of `[a-z0-9-]`.
     pub name: String,
-    /// Path of the component file (resolved against the config file's directory).
-    pub component: PathBuf,
+    /// Where the plugin's code comes from. `None` (only for a non-default plugin) is an empty
+    /// slot, filled through the admin API.
+    pub source: Option<PluginSource>,
     /// Whether `/invocations` uses this plugin when the request names none.
     pub default: bool,
     /// Limits for this plugin's invocations (the file's `[limits]` with this plugin's overrides).
@@ -135,6 +176,9 @@ pub struct PluginSettings {
     pub settings: BTreeMap<String, String>,
     /// Model id for this plugin (overrides `model.model_id`).
     pub model_id: Option<String>,
+    /// Further model ids a plugin's manifest may choose (the allow-list; the operator's own
+    /// model id is always allowed). See [`PluginSettings::grant`].
+    pub model_ids: Vec<String>,
     /// The operator's egress rules for this plugin (deny by default).
     pub egress: delegate_egress::EgressPolicy,
 }

@@ -22,6 +22,18 @@ pub(crate) struct RawConfig {
     pub vault: delegate_vault::VaultConfig,
     #[serde(default)]
     pub audit: RawAudit,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: Option<String>,
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub allow_remote: bool,
+    pub max_component_mib: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -55,6 +67,7 @@ pub(crate) struct RawServer {
 pub(crate) struct RawEngine {
     pub epoch_tick_ms: Option<u64>,
     pub pool_instances: Option<u64>,
+    pub cache_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -78,7 +91,8 @@ pub(crate) struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPlugin {
     pub name: String,
-    pub component: String,
+    pub component: Option<String>,
+    pub manifest: Option<String>,
     #[serde(default)]
     pub default: bool,
     #[serde(default)]
@@ -86,6 +100,26 @@ pub(crate) struct RawPlugin {
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
     pub model_id: Option<String>,
+    #[serde(default)]
+    pub model_ids: Vec<String>,
+    #[serde(default)]
+    pub egress: delegate_egress::EgressConfig,
+}
+
+/// A plugin manifest (`plugin.toml`), exactly.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawManifest {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub component: Option<String>,
+    pub digest: Option<String>,
+    pub model_id: Option<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
     #[serde(default)]
     pub egress: delegate_egress::EgressConfig,
 }

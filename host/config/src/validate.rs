@@ -1,7 +1,11 @@
 //! Raw config → domain types, with one-line errors that name the key.
 
-use crate::raw::{RawConfig, RawLimits};
-use crate::{Config, EngineSettings, Limits, PluginSettings, ServerSettings};
+use crate::raw::{RawAdmin, RawConfig, RawLimits};
+use crate::{
+    AdminSettings, AdminTokenSource, Config, EngineSettings, LimitRequest, Limits, PluginSettings,
+    PluginSource, ServerSettings,
+};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,7 +87,13 @@ impl ConfigError {
     }
 }
 
-fn ranged(key: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+pub(crate) fn ranged(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let v = value.unwrap_or(default);
     if v < min || v > max {
         return Err(ConfigError::invalid(key, format!("must be between {min} and {max}, got {v}")));
@@ -91,66 +101,223 @@ fn ranged(key: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Re
     Ok(v)
 }
 
-fn limits(prefix: &str, raw: &RawLimits, base: &Limits) -> Result<Limits, ConfigError> {
-    let k = |name: &str| format!("{prefix}{name}");
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    Ok(Limits {
-        memory_bytes: ranged(&k("memory_mib"), raw.memory_mib, base.memory_bytes >> 20, 1, 4096)? << 20,
-        table_elements: ranged(&k("table_elements"), raw.table_elements, base.table_elements, 1, 10_000_000)?,
-        cpu: Duration::from_millis(ranged(&k("cpu_ms"), raw.cpu_ms, ms(base.cpu), 1, 3_600_000)?),
-        wall_clock: Duration::from_millis(ranged(
-            &k("wall_clock_ms"),
-            raw.wall_clock_ms,
-            ms(base.wall_clock),
-            1,
-            3_600_000,
-        )?),
-        output_bytes: ranged(&k("output_kib"), raw.output_kib, base.output_bytes >> 10, 1, 10 << 20)? << 10,
-        log_bytes: ranged(&k("log_kib"), raw.log_kib, base.log_bytes >> 10, 1, 1 << 20)? << 10,
-        model_calls: u32::try_from(ranged(
-            &k("model_calls"),
-            raw.model_calls,
-            u64::from(base.model_calls),
-            0,
-            10_000,
-        )?)
-        .unwrap_or(10_000),
-        model_tokens: ranged(&k("model_tokens"), raw.model_tokens, base.model_tokens, 0, 100_000_000)?,
-        egress_requests: u32::try_from(ranged(
-            &k("egress_requests"),
-            raw.egress_requests,
-            u64::from(base.egress_requests),
-            0,
-            100_000,
-        )?)
-        .unwrap_or(100_000),
-        egress_request_bytes: ranged(
-            &k("egress_request_kib"),
-            raw.egress_request_kib,
-            base.egress_request_bytes >> 10,
-            0,
-            1 << 20,
-        )? << 10,
-        egress_response_bytes: ranged(
-            &k("egress_response_kib"),
-            raw.egress_response_kib,
-            base.egress_response_bytes >> 10,
-            0,
-            4 << 20,
-        )? << 10,
-        egress_request_timeout: Duration::from_millis(ranged(
-            &k("egress_timeout_ms"),
-            raw.egress_timeout_ms,
-            ms(base.egress_request_timeout),
-            1,
-            600_000,
-        )?),
-    })
+/// One `[limits]` key: its range and how it maps onto [`Limits`], in the file's units.
+pub(crate) struct LimitKey {
+    /// The key, e.g. `cpu_ms`.
+    pub name: &'static str,
+    pub min: u64,
+    pub max: u64,
+    /// The value a request (file or manifest) gives, if any.
+    pub requested: fn(&LimitRequest) -> Option<u64>,
+    /// The value of `Limits` in the key's unit.
+    pub get: fn(&Limits) -> u64,
+    /// Sets `Limits` from a value in the key's unit (already range-checked).
+    pub set: fn(&mut Limits, u64),
 }
 
-fn plugin_name_ok(name: &str) -> bool {
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn small(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Every `[limits]` key, in file order.
+pub(crate) const LIMIT_KEYS: &[LimitKey] = &[
+    LimitKey {
+        name: "memory_mib",
+        min: 1,
+        max: 4096,
+        requested: |r| r.memory_mib,
+        get: |l| l.memory_bytes >> 20,
+        set: |l, v| l.memory_bytes = v << 20,
+    },
+    LimitKey {
+        name: "table_elements",
+        min: 1,
+        max: 10_000_000,
+        requested: |r| r.table_elements,
+        get: |l| l.table_elements,
+        set: |l, v| l.table_elements = v,
+    },
+    LimitKey {
+        name: "cpu_ms",
+        min: 1,
+        max: 3_600_000,
+        requested: |r| r.cpu_ms,
+        get: |l| ms(l.cpu),
+        set: |l, v| l.cpu = Duration::from_millis(v),
+    },
+    LimitKey {
+        name: "wall_clock_ms",
+        min: 1,
+        max: 3_600_000,
+        requested: |r| r.wall_clock_ms,
+        get: |l| ms(l.wall_clock),
+        set: |l, v| l.wall_clock = Duration::from_millis(v),
+    },
+    LimitKey {
+        name: "output_kib",
+        min: 1,
+        max: 10 << 20,
+        requested: |r| r.output_kib,
+        get: |l| l.output_bytes >> 10,
+        set: |l, v| l.output_bytes = v << 10,
+    },
+    LimitKey {
+        name: "log_kib",
+        min: 1,
+        max: 1 << 20,
+        requested: |r| r.log_kib,
+        get: |l| l.log_bytes >> 10,
+        set: |l, v| l.log_bytes = v << 10,
+    },
+    LimitKey {
+        name: "model_calls",
+        min: 0,
+        max: 10_000,
+        requested: |r| r.model_calls,
+        get: |l| u64::from(l.model_calls),
+        set: |l, v| l.model_calls = small(v),
+    },
+    LimitKey {
+        name: "model_tokens",
+        min: 0,
+        max: 100_000_000,
+        requested: |r| r.model_tokens,
+        get: |l| l.model_tokens,
+        set: |l, v| l.model_tokens = v,
+    },
+    LimitKey {
+        name: "egress_requests",
+        min: 0,
+        max: 100_000,
+        requested: |r| r.egress_requests,
+        get: |l| u64::from(l.egress_requests),
+        set: |l, v| l.egress_requests = small(v),
+    },
+    LimitKey {
+        name: "egress_request_kib",
+        min: 0,
+        max: 1 << 20,
+        requested: |r| r.egress_request_kib,
+        get: |l| l.egress_request_bytes >> 10,
+        set: |l, v| l.egress_request_bytes = v << 10,
+    },
+    LimitKey {
+        name: "egress_response_kib",
+        min: 0,
+        max: 4 << 20,
+        requested: |r| r.egress_response_kib,
+        get: |l| l.egress_response_bytes >> 10,
+        set: |l, v| l.egress_response_bytes = v << 10,
+    },
+    LimitKey {
+        name: "egress_timeout_ms",
+        min: 1,
+        max: 600_000,
+        requested: |r| r.egress_timeout_ms,
+        get: |l| ms(l.egress_request_timeout),
+        set: |l, v| l.egress_request_timeout = Duration::from_millis(v),
+    },
+];
+
+/// `base` with the values `request` gives, each range-checked under `{prefix}{key}`.
+pub(crate) fn limits(prefix: &str, request: &LimitRequest, base: &Limits) -> Result<Limits, ConfigError> {
+    let mut out = *base;
+    for k in LIMIT_KEYS {
+        let v = ranged(&format!("{prefix}{}", k.name), (k.requested)(request), (k.get)(base), k.min, k.max)?;
+        (k.set)(&mut out, v);
+    }
+    Ok(out)
+}
+
+impl From<&RawLimits> for LimitRequest {
+    fn from(r: &RawLimits) -> Self {
+        Self {
+            memory_mib: r.memory_mib,
+            table_elements: r.table_elements,
+            cpu_ms: r.cpu_ms,
+            wall_clock_ms: r.wall_clock_ms,
+            output_kib: r.output_kib,
+            log_kib: r.log_kib,
+            model_calls: r.model_calls,
+            model_tokens: r.model_tokens,
+            egress_requests: r.egress_requests,
+            egress_request_kib: r.egress_request_kib,
+            egress_response_kib: r.egress_response_kib,
+            egress_timeout_ms: r.egress_timeout_ms,
+        }
+    }
+}
+
+pub(crate) fn plugin_name_ok(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Setting names are 1-256 characters.
+pub(crate) fn check_settings(key: &str, settings: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for k in settings.keys() {
+        if k.is_empty() || k.len() > 256 {
+            return Err(ConfigError::invalid(key, format!("setting names are 1-256 characters, got {k:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn admin(raw: RawAdmin, base: &Path, server: &ServerSettings) -> Result<AdminSettings, ConfigError> {
+    let listen_text = raw.listen.as_deref().unwrap_or("127.0.0.1:9901");
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        ConfigError::invalid("admin.listen", format!("not an address like 127.0.0.1:9901: {listen_text:?}"))
+    })?;
+    if !listen.ip().is_loopback() && !raw.allow_remote {
+        return Err(ConfigError::invalid(
+            "admin.listen",
+            format!("{listen} is not a loopback address; set allow_remote = true to expose the admin API"),
+        ));
+    }
+    let overlaps = listen.port() != 0
+        && listen.port() == server.listen.port()
+        && (listen.ip() == server.listen.ip()
+            || listen.ip().is_unspecified()
+            || server.listen.ip().is_unspecified());
+    if overlaps {
+        return Err(ConfigError::invalid(
+            "admin.listen",
+            format!("{listen} overlaps server.listen ({}); the admin API needs its own port", server.listen),
+        ));
+    }
+    let token = match (raw.token_file, raw.token_env) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid("admin", "set one of token_file and token_env, not both"));
+        }
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                "admin",
+                "the admin bearer token is required: set token_file or token_env",
+            ));
+        }
+        (Some(file), None) if file.trim().is_empty() => {
+            return Err(ConfigError::invalid("admin.token_file", "must not be empty"));
+        }
+        (Some(file), None) => AdminTokenSource::File(base.join(file)),
+        (None, Some(name)) if name.is_empty() || name.contains(['=', '\0']) => {
+            return Err(ConfigError::invalid(
+                "admin.token_env",
+                format!("not an environment variable name: {name:?}"),
+            ));
+        }
+        (None, Some(name)) => AdminTokenSource::Env(name),
+    };
+    let max_component_mib = ranged("admin.max_component_mib", raw.max_component_mib, 64, 1, 1024)?;
+    Ok(AdminSettings {
+        listen,
+        token,
+        allow_remote: raw.allow_remote,
+        max_component_bytes: usize::try_from(max_component_mib << 20).unwrap_or(usize::MAX),
+    })
 }
 
 pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
@@ -198,8 +365,15 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             10_000,
         )?)
         .unwrap_or(10_000),
+        cache_dir: match raw.engine.cache_dir.as_deref() {
+            None => None,
+            Some(d) if d.trim().is_empty() => {
+                return Err(ConfigError::invalid("engine.cache_dir", "must not be empty"));
+            }
+            Some(d) => Some(base.join(d)),
+        },
     };
-    let defaults = limits("limits.", &raw.limits, &Limits::default())?;
+    let defaults = limits("limits.", &LimitRequest::from(&raw.limits), &Limits::default())?;
 
     if raw.plugins.is_empty() {
         return Err(ConfigError::invalid("plugin", "at least one [[plugin]] is required"));
@@ -216,32 +390,42 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         if plugins.iter().any(|q: &PluginSettings| q.name == p.name) {
             return Err(ConfigError::invalid(key("name"), format!("duplicate plugin name {:?}", p.name)));
         }
-        let component = base.join(&p.component);
-        if !component.is_file() {
-            return Err(ConfigError::invalid(
-                key("component"),
-                format!("no such file: {}", component.display()),
-            ));
-        }
-        for k in p.settings.keys() {
-            if k.is_empty() || k.len() > 256 {
+        let file = |what: &str, path: &str| {
+            let path = base.join(path);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(ConfigError::invalid(key(what), format!("no such file: {}", path.display())))
+            }
+        };
+        let source = match (&p.component, &p.manifest) {
+            (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
-                    key("settings"),
-                    format!("setting names are 1-256 characters, got {k:?}"),
+                    key("manifest"),
+                    "set either component or manifest, not both",
                 ));
             }
-        }
+            (Some(c), None) => Some(PluginSource::Component(file("component", c)?)),
+            (None, Some(m)) => Some(PluginSource::Manifest(file("manifest", m)?)),
+            (None, None) => None,
+        };
+        check_settings(&key("settings"), &p.settings)?;
         if let Some(id) = &p.model_id {
             delegate_model::validate_model_id(id)
                 .map_err(|e| ConfigError::invalid(key("model_id"), e.message))?;
         }
+        for (j, id) in p.model_ids.iter().enumerate() {
+            delegate_model::validate_model_id(id)
+                .map_err(|e| ConfigError::invalid(key(&format!("model_ids[{j}]")), e.message))?;
+        }
         plugins.push(PluginSettings {
             name: p.name.clone(),
-            component,
+            source,
             default: p.default,
-            limits: limits(&format!("plugin[{i}].limits."), &p.limits, &defaults)?,
+            limits: limits(&format!("plugin[{i}].limits."), &LimitRequest::from(&p.limits), &defaults)?,
             settings: p.settings.clone(),
             model_id: p.model_id.clone(),
+            model_ids: p.model_ids.clone(),
             egress: p
                 .egress
                 .clone()
@@ -259,6 +443,12 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         }
         1 => {}
         _ => return Err(ConfigError::invalid("plugin", "only one plugin may have default = true")),
+    }
+    if let Some(i) = plugins.iter().position(|p| p.default && p.source.is_none()) {
+        return Err(ConfigError::invalid(
+            format!("plugin[{i}]"),
+            "the default plugin needs component or manifest (only other plugins may be empty slots)",
+        ));
     }
     let model = match raw.model {
         Some(m) => {
@@ -323,13 +513,14 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         Some("") => return Err(ConfigError::invalid("audit.sink", "\"stdout\" or a file path")),
         Some(path) => crate::AuditTarget::File(base.join(path)),
     };
-    Ok(Config { server, engine, plugins, model, auth, outbound, vault, audit })
+    let admin = raw.admin.map(|a| admin(a, base, &server)).transpose()?;
+    Ok(Config { server, engine, plugins, model, auth, outbound, vault, audit, admin })
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use crate::{Config, ConfigError};
+    use crate::{AdminSettings, AdminTokenSource, Config, ConfigError, PluginSource};
     use std::path::Path;
 
     fn base() -> &'static Path {
@@ -416,6 +607,122 @@ mod tests {
     }
 
     #[test]
+    fn plugin_sources() {
+        let c = Config::from_toml(&format!("{PLUGIN}{AUTH}"), base()).unwrap();
+        assert_eq!(c.plugins[0].source, Some(PluginSource::Component(base().join("Cargo.toml"))));
+        let m = Config::from_toml(
+            &format!("[[plugin]]\nname = \"a\"\nmanifest = \"Cargo.toml\"\n{AUTH}"),
+            base(),
+        )
+        .unwrap();
+        assert_eq!(m.plugins[0].source, Some(PluginSource::Manifest(base().join("Cargo.toml"))));
+        assert_eq!(
+            err("[[plugin]]\nname = \"a\"\ncomponent = \"Cargo.toml\"\nmanifest = \"Cargo.toml\"\n"),
+            "plugin[0].manifest: set either component or manifest, not both"
+        );
+        assert!(
+            err("[[plugin]]\nname = \"a\"\nmanifest = \"missing.toml\"\n")
+                .starts_with("plugin[0].manifest: no such file")
+        );
+        // the only plugin is the default, so it needs a source
+        assert!(err("[[plugin]]\nname = \"a\"\n").starts_with("plugin[0]: the default plugin needs"));
+        let e = err(&format!("[[plugin]]\nname = \"slot\"\ndefault = true\n{PLUGIN}"));
+        assert!(e.starts_with("plugin[0]: the default plugin needs"), "{e}");
+        // a non-default plugin without a source is an empty slot
+        let c = Config::from_toml(
+            &format!("[[plugin]]\nname = \"slot\"\n{PLUGIN}default = true\n{AUTH}"),
+            base(),
+        )
+        .unwrap();
+        assert_eq!(c.plugins[0].source, None);
+        assert_eq!(c.default_plugin().name, "echo");
+    }
+
+    #[test]
+    fn model_ids_are_validated() {
+        let c = Config::from_toml(&format!("{PLUGIN}model_ids = [\"a\", \"b\"]\n{AUTH}"), base()).unwrap();
+        assert_eq!(c.plugins[0].model_ids, ["a", "b"]);
+        assert!(
+            Config::from_toml(&format!("{PLUGIN}{AUTH}"), base()).unwrap().plugins[0].model_ids.is_empty()
+        );
+        let e = err(&format!("{PLUGIN}model_ids = [\"a\", \"\"]\n"));
+        assert!(e.starts_with("plugin[0].model_ids[1]:"), "{e}");
+    }
+
+    #[test]
+    fn engine_cache_dir() {
+        let c = Config::from_toml(&format!("{PLUGIN}{AUTH}"), base()).unwrap();
+        assert_eq!(c.engine.cache_dir, None);
+        let c =
+            Config::from_toml(&format!("[engine]\ncache_dir = \"cache\"\n{PLUGIN}{AUTH}"), base()).unwrap();
+        assert_eq!(c.engine.cache_dir, Some(base().join("cache")));
+        assert!(err(&format!("[engine]\ncache_dir = \"\"\n{PLUGIN}")).starts_with("engine.cache_dir:"));
+    }
+
+    fn admin(section: &str) -> Result<Option<AdminSettings>, ConfigError> {
+        Config::from_toml(&format!("{PLUGIN}{AUTH}{section}"), base()).map(|c| c.admin)
+    }
+
+    #[test]
+    fn admin_section() {
+        assert_eq!(admin("").unwrap(), None);
+        let a = admin("[admin]\ntoken_env = \"DELEGATE_ADMIN_TOKEN\"\n").unwrap().unwrap();
+        assert_eq!(
+            a,
+            AdminSettings {
+                listen: "127.0.0.1:9901".parse().unwrap(),
+                token: AdminTokenSource::Env("DELEGATE_ADMIN_TOKEN".into()),
+                allow_remote: false,
+                max_component_bytes: 64 << 20,
+            }
+        );
+        let a = admin(
+            "[admin]\nlisten = \"[::1]:7000\"\ntoken_file = \"admin.token\"\nmax_component_mib = 1024\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.token, AdminTokenSource::File(base().join("admin.token")));
+        assert_eq!(a.listen.port(), 7000);
+        assert_eq!(a.max_component_bytes, 1024 << 20);
+
+        let key = |s: &str| admin(s).unwrap_err().key().map(str::to_owned);
+        // non-loopback only with allow_remote
+        let remote = "[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"T\"\n";
+        let e = admin(remote).unwrap_err().to_string();
+        assert!(e.starts_with("admin.listen: 0.0.0.0:9901 is not a loopback address"), "{e}");
+        let a = admin(&format!("{remote}allow_remote = true\n")).unwrap().unwrap();
+        assert!(a.allow_remote);
+        assert_eq!(
+            key("[admin]\nlisten = \"10.0.0.1:1\"\ntoken_env = \"T\"\n").as_deref(),
+            Some("admin.listen")
+        );
+        assert_eq!(
+            key("[admin]\nlisten = \"localhost:1\"\ntoken_env = \"T\"\n").as_deref(),
+            Some("admin.listen")
+        );
+        // the public listener's port (0.0.0.0:8080 by default) is not the admin one
+        let e = admin("[admin]\nlisten = \"127.0.0.1:8080\"\ntoken_env = \"T\"\n").unwrap_err().to_string();
+        assert!(e.contains("overlaps server.listen"), "{e}");
+        // exactly one token source, never empty
+        assert_eq!(key("[admin]\n").as_deref(), Some("admin"));
+        assert_eq!(key("[admin]\ntoken_env = \"T\"\ntoken_file = \"f\"\n").as_deref(), Some("admin"));
+        assert_eq!(key("[admin]\ntoken_env = \"\"\n").as_deref(), Some("admin.token_env"));
+        assert_eq!(key("[admin]\ntoken_env = \"A=B\"\n").as_deref(), Some("admin.token_env"));
+        assert_eq!(key("[admin]\ntoken_file = \" \"\n").as_deref(), Some("admin.token_file"));
+        // size range
+        assert_eq!(
+            key("[admin]\ntoken_env = \"T\"\nmax_component_mib = 0\n").as_deref(),
+            Some("admin.max_component_mib")
+        );
+        assert_eq!(
+            key("[admin]\ntoken_env = \"T\"\nmax_component_mib = 1025\n").as_deref(),
+            Some("admin.max_component_mib")
+        );
+        let e = admin("[admin]\ntoken_env = \"T\"\ntoken = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `token`"), "{e}");
+    }
+
+    #[test]
     fn file_errors_name_the_file() {
         let e = Config::load(Path::new("/nonexistent/delegate.toml")).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }));
@@ -451,19 +758,25 @@ mod docs_drift {
         ("secret_ref", "[vault.providers.a]\nkind = \"entra_obo\"\nclient_secret = { zz = 1 }"),
         ("certificate", "[vault.providers.a]\nkind = \"entra_obo\"\nclient_certificate = { zz = 1 }"),
         ("audit", "[audit]\nzz = 1"),
+        ("admin", "[admin]\nzz = 1"),
+    ];
+
+    /// Section id in docs/plugins.md → manifest TOML that puts an unknown key in that section.
+    const MANIFEST_PROBES: &[(&str, &str)] = &[
+        ("manifest", "zz = 1"),
+        ("manifest.limits", "[limits]\nzz = 1"),
+        ("manifest.egress", "[egress]\nzz = 1"),
+        ("manifest.egress.rules", "[[egress.rules]]\nzz = 1"),
     ];
 
     /// The backticked names in serde's "expected ..." list.
-    fn accepted(probe: &str) -> BTreeSet<String> {
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let err = crate::Config::from_toml(probe, base).unwrap_err().to_string();
+    fn accepted(probe: &str, err: &str) -> BTreeSet<String> {
         let expected = err.split_once("expected").unwrap_or_else(|| panic!("{probe:?}: {err}")).1;
         expected.split('`').skip(1).step_by(2).map(str::to_owned).collect()
     }
 
     /// Section id → the first backticked word of each table row after `<!-- keys: id -->`.
-    fn documented() -> BTreeMap<String, BTreeSet<String>> {
-        let doc = include_str!("../../../docs/config.md");
+    fn documented(doc: &str) -> BTreeMap<String, BTreeSet<String>> {
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut current: Option<String> = None;
         for line in doc.lines() {
@@ -480,18 +793,35 @@ mod docs_drift {
         out
     }
 
+    /// Every probed section is documented exactly, and every documented section is probed.
+    fn check(name: &str, doc: &str, probes: &[(&str, &str)], parse: impl Fn(&str) -> String) {
+        let docs = documented(doc);
+        for (id, probe) in probes {
+            let accepted = accepted(probe, &parse(probe));
+            let listed = docs.get(*id).unwrap_or_else(|| panic!("{name} has no `<!-- keys: {id} -->` table"));
+            assert_eq!(listed, &accepted, "{name} section {id} differs from the parser");
+        }
+        let probed: BTreeSet<&str> = probes.iter().map(|(id, _)| *id).collect();
+        for id in docs.keys() {
+            assert!(probed.contains(id.as_str()), "{name} section {id} is not checked");
+        }
+    }
+
+    fn base() -> &'static std::path::Path {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    }
+
     #[test]
     fn docs_config_md_lists_every_key() {
-        let docs = documented();
-        for (id, probe) in PROBES {
-            let accepted = accepted(probe);
-            let listed =
-                docs.get(*id).unwrap_or_else(|| panic!("docs/config.md has no `<!-- keys: {id} -->` table"));
-            assert_eq!(listed, &accepted, "docs/config.md section {id} differs from the parser");
-        }
-        let probed: BTreeSet<&str> = PROBES.iter().map(|(id, _)| *id).collect();
-        for id in docs.keys() {
-            assert!(probed.contains(id.as_str()), "docs/config.md section {id} is not checked");
-        }
+        check("docs/config.md", include_str!("../../../docs/config.md"), PROBES, |probe| {
+            crate::Config::from_toml(probe, base()).unwrap_err().to_string()
+        });
+    }
+
+    #[test]
+    fn docs_plugins_md_lists_every_manifest_key() {
+        check("docs/plugins.md", include_str!("../../../docs/plugins.md"), MANIFEST_PROBES, |probe| {
+            crate::Manifest::from_toml(probe, base()).unwrap_err().to_string()
+        });
     }
 }

@@ -5,6 +5,8 @@
 //! - [`EgressConfig`] (operator config, per plugin) validates into an [`EgressPolicy`];
 //!   [`EgressPolicy::decide_request`] refuses host-only headers ([`check_headers`]) and
 //!   matches the normalised URL against the rules. Deny by default.
+//!   [`EgressPolicy::narrowed`] intersects the operator's rules with the ones a plugin
+//!   requested (its manifest); the operator's rules still choose the credential.
 //! - [`Scrubber`] / [`ScrubbedBody`] replace any credential the host handled in response
 //!   headers and bodies before the guest reads them.
 //! - [`AuditRecord`] / [`AuditSink`]: one JSON line per credential use and per denial.
@@ -26,6 +28,8 @@ mod url;
 #[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]
+mod narrow_tests;
+#[cfg(test)]
 mod tests;
 
 pub use audit::{
@@ -34,5 +38,7 @@ pub use audit::{
 pub use budget::{BudgetExceeded, EgressBudget, EgressLimits};
 pub use config::{CredentialConfig, EgressConfig, InvalidSetting, ProviderCredentialConfig, RuleConfig};
 pub use gateway::{EgressBody, EgressBodyError, EgressError, EgressGateway, InvocationEgress, MeteredBody};
-pub use policy::{CredentialRef, Decision, DenyReason, EgressPolicy, Target, check_headers};
+pub use policy::{
+    CredentialRef, Decision, DenyReason, EgressPolicy, NotGranted, NotGrantedReason, Target, check_headers,
+};
 pub use scrub::{REDACTED, ScrubbedBody, Scrubber};

@@ -147,14 +147,108 @@ impl fmt::Display for DenyReason {
 
 /// The validated egress rules of one plugin. Deny by default: a request is allowed only when
 /// a rule matches its scheme, host, port, path prefix and method.
+///
+/// A policy can be [narrowed](EgressPolicy::narrowed) to the rules a plugin requested: it then
+/// allows a request only if the requested rules allow it too, and the credential always comes
+/// from the first operator rule that matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EgressPolicy {
+    /// The operator's rules, in order: the first match decides the credential.
     rules: Vec<EgressRule>,
+    /// Further rule lists each of which must also allow a request (what a plugin requested);
+    /// they only ever narrow, their credentials are never used.
+    within: Vec<Vec<EgressRule>>,
+}
+
+/// Why a requested egress rule is not covered by any operator rule
+/// (see [`EgressPolicy::narrowed`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("requested rule {rule_index}: {reason}")]
+pub struct NotGranted {
+    /// Index of the refused rule in the requested policy.
+    pub rule_index: usize,
+    /// What is missing.
+    pub reason: NotGrantedReason,
+}
+
+/// What an operator rule would need for a requested rule to be covered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotGrantedReason {
+    /// No operator rule has this scheme, host and port.
+    NoRuleForHost {
+        /// `https` or `http`.
+        scheme: &'static str,
+        /// Canonical host.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// Operator rules for the host exist, but none has a path prefix the requested one is
+    /// equal to or below.
+    PathOutsidePrefixes {
+        /// The requested prefix.
+        path: String,
+        /// The prefixes the operator grants on this host and port.
+        granted: Vec<String>,
+    },
+    /// No operator rule covering the path allows this method.
+    MethodNotGranted(http::Method),
+    /// The requested rule allows IP literals; no covering operator rule does.
+    IpLiteralNotGranted,
+}
+
+impl fmt::Display for NotGrantedReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoRuleForHost { scheme, host, port } => {
+                write!(f, "no operator rule for {scheme} {host}:{port}")
+            }
+            Self::PathOutsidePrefixes { path, granted } => {
+                write!(f, "path {path} is outside the granted prefixes {}", granted.join(", "))
+            }
+            Self::MethodNotGranted(m) => write!(f, "method {m} is not granted for this path"),
+            Self::IpLiteralNotGranted => {
+                f.write_str("allow_ip_literal is not granted by the operator rule for this host")
+            }
+        }
+    }
+}
+
+/// A request's URL in canonical parts, compared with rules.
+struct Parsed {
+    https: bool,
+    host: HostName,
+    port: u16,
+    path: String,
 }
 
 impl EgressPolicy {
     pub(crate) fn new(rules: Vec<EgressRule>) -> Self {
-        Self { rules }
+        Self { rules, within: Vec::new() }
+    }
+
+    /// This (operator) policy narrowed to `requested`, e.g. the rules a plugin's manifest asks
+    /// for. Every requested rule must be covered by one operator rule (same scheme, host and
+    /// port; its methods a subset; its path prefix equal to or below the operator's at a `/`
+    /// boundary; `allow_ip_literal` only if the operator's rule has it), else
+    /// [`NotGranted`] names the first one that is not.
+    ///
+    /// The result allows a request only if both the requested rules and the operator rules
+    /// allow it; the credential, the rule index and the target always come from the first
+    /// operator rule that matches, never from a requested rule. A request outside the
+    /// requested rules is denied with [`DenyReason::NoMatchingRule`] or
+    /// [`DenyReason::MethodNotAllowed`]. [`EgressPolicy::credential_providers`] still reports
+    /// the operator's providers. An empty `requested` policy denies everything.
+    pub fn narrowed(&self, requested: &EgressPolicy) -> Result<EgressPolicy, NotGranted> {
+        for (rule_index, rule) in requested.rules.iter().enumerate() {
+            for rules in std::iter::once(&self.rules).chain(&self.within) {
+                covered(rules, rule).map_err(|reason| NotGranted { rule_index, reason })?;
+            }
+        }
+        let mut within = self.within.clone();
+        within.push(requested.rules.iter().map(|r| EgressRule { credential: None, ..r.clone() }).collect());
+        within.extend(requested.within.iter().cloned());
+        Ok(EgressPolicy { rules: self.rules.clone(), within })
     }
 
     /// A policy that denies everything.
@@ -185,58 +279,117 @@ impl EgressPolicy {
     }
 
     fn decide_inner(&self, method: &http::Method, uri: &http::Uri) -> Result<Decision, DenyReason> {
-        let https = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(DenyReason::UnsupportedScheme),
-        };
-        let authority = uri.authority().ok_or(DenyReason::MissingHost)?;
-        if authority.as_str().contains('@') {
-            return Err(DenyReason::Userinfo);
+        let parsed = parse_request(uri)?;
+        for rules in &self.within {
+            first_match(rules, method, &parsed)?;
         }
-        let raw_host = authority.host();
-        if raw_host.is_empty() {
-            return Err(DenyReason::MissingHost);
-        }
-        let host = parse_host(raw_host).map_err(|_| DenyReason::InvalidHost)?;
-        let port = match authority.port() {
-            None if authority.as_str().ends_with(':') => return Err(DenyReason::InvalidPort),
-            None => default_port(https),
-            Some(p) => match p.as_u16() {
-                0 => return Err(DenyReason::InvalidPort),
-                n => n,
-            },
-        };
-        let path = normalize_path(uri.path())?;
-
-        let mut method_mismatch = false;
-        for (rule_index, rule) in self.rules.iter().enumerate() {
-            if rule.https != https || rule.port != port || rule.host != host {
-                continue;
-            }
-            if matches!(host, HostName::Ip(_)) && !rule.allow_ip_literal {
-                continue;
-            }
-            if !prefix_matches(&rule.path_prefix, &path) {
-                continue;
-            }
-            if !rule.methods.contains(method) {
-                method_mismatch = true;
-                continue;
-            }
-            let target = build_target(https, &host, port, path, uri.query())?;
-            return Ok(Decision::Allow { rule_index, credential: rule.credential.clone(), target });
-        }
-        if method_mismatch {
-            Err(DenyReason::MethodNotAllowed(method.clone()))
-        } else if matches!(host, HostName::Ip(_))
-            && !self.rules.iter().any(|r| r.allow_ip_literal && r.host == host)
-        {
-            Err(DenyReason::IpLiteral)
-        } else {
-            Err(DenyReason::NoMatchingRule)
-        }
+        let (rule_index, rule) = first_match(&self.rules, method, &parsed)?;
+        let target = build_target(parsed.https, &parsed.host, parsed.port, parsed.path, uri.query())?;
+        Ok(Decision::Allow { rule_index, credential: rule.credential.clone(), target })
     }
+}
+
+/// Splits a request URL into canonical scheme, host, port and path, or says why it cannot be
+/// sent at all.
+fn parse_request(uri: &http::Uri) -> Result<Parsed, DenyReason> {
+    let https = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(DenyReason::UnsupportedScheme),
+    };
+    let authority = uri.authority().ok_or(DenyReason::MissingHost)?;
+    if authority.as_str().contains('@') {
+        return Err(DenyReason::Userinfo);
+    }
+    let raw_host = authority.host();
+    if raw_host.is_empty() {
+        return Err(DenyReason::MissingHost);
+    }
+    let host = parse_host(raw_host).map_err(|_| DenyReason::InvalidHost)?;
+    let port = match authority.port() {
+        None if authority.as_str().ends_with(':') => return Err(DenyReason::InvalidPort),
+        None => default_port(https),
+        Some(p) => match p.as_u16() {
+            0 => return Err(DenyReason::InvalidPort),
+            n => n,
+        },
+    };
+    let path = normalize_path(uri.path())?;
+    Ok(Parsed { https, host, port, path })
+}
+
+/// The first rule of `rules` that allows `method` on the request, or why none does.
+fn first_match<'a>(
+    rules: &'a [EgressRule],
+    method: &http::Method,
+    req: &Parsed,
+) -> Result<(usize, &'a EgressRule), DenyReason> {
+    let mut method_mismatch = false;
+    for (rule_index, rule) in rules.iter().enumerate() {
+        if rule.https != req.https || rule.port != req.port || rule.host != req.host {
+            continue;
+        }
+        if matches!(req.host, HostName::Ip(_)) && !rule.allow_ip_literal {
+            continue;
+        }
+        if !prefix_matches(&rule.path_prefix, &req.path) {
+            continue;
+        }
+        if !rule.methods.contains(method) {
+            method_mismatch = true;
+            continue;
+        }
+        return Ok((rule_index, rule));
+    }
+    if method_mismatch {
+        Err(DenyReason::MethodNotAllowed(method.clone()))
+    } else if matches!(req.host, HostName::Ip(_))
+        && !rules.iter().any(|r| r.allow_ip_literal && r.host == req.host)
+    {
+        Err(DenyReason::IpLiteral)
+    } else {
+        Err(DenyReason::NoMatchingRule)
+    }
+}
+
+/// Whether one rule of `rules` covers `wanted` (see [`EgressPolicy::narrowed`]); otherwise the
+/// most specific reason it is not.
+fn covered(rules: &[EgressRule], wanted: &EgressRule) -> Result<(), NotGrantedReason> {
+    let same_origin: Vec<&EgressRule> = rules
+        .iter()
+        .filter(|r| r.https == wanted.https && r.host == wanted.host && r.port == wanted.port)
+        .collect();
+    if same_origin.is_empty() {
+        return Err(NotGrantedReason::NoRuleForHost {
+            scheme: if wanted.https { "https" } else { "http" },
+            host: wanted.host.as_str().to_owned(),
+            port: wanted.port,
+        });
+    }
+    let below: Vec<&EgressRule> =
+        same_origin.iter().copied().filter(|r| prefix_matches(&r.path_prefix, &wanted.path_prefix)).collect();
+    if below.is_empty() {
+        let mut granted: Vec<String> = Vec::new();
+        for r in &same_origin {
+            if !granted.contains(&r.path_prefix) {
+                granted.push(r.path_prefix.clone());
+            }
+        }
+        return Err(NotGrantedReason::PathOutsidePrefixes { path: wanted.path_prefix.clone(), granted });
+    }
+    let missing = |r: &EgressRule| -> Vec<http::Method> {
+        wanted.methods.iter().filter(|m| !r.methods.contains(m)).cloned().collect()
+    };
+    let all_methods: Vec<&EgressRule> = below.iter().copied().filter(|r| missing(r).is_empty()).collect();
+    if all_methods.is_empty() {
+        let fewest = below.iter().map(|r| missing(r)).min_by_key(Vec::len).unwrap_or_default();
+        let method = fewest.into_iter().next().unwrap_or(http::Method::GET);
+        return Err(NotGrantedReason::MethodNotGranted(method));
+    }
+    if wanted.allow_ip_literal && !all_methods.iter().any(|r| r.allow_ip_literal) {
+        return Err(NotGrantedReason::IpLiteralNotGranted);
+    }
+    Ok(())
 }
 
 fn default_port(https: bool) -> u16 {
