@@ -7,7 +7,8 @@
 
 use delegate_config::{Config, Grant, Manifest, PluginSettings, PluginSource};
 use delegate_runtime::{
-    CompiledPlugin, Deployment, EgressAccess, ModelAccess, PluginLoadError, PluginRegistry, PluginSpec, Runtime,
+    CompiledPlugin, Deployment, EgressAccess, ModelAccess, PluginLoadError, PluginRegistry, PluginSpec,
+    Runtime,
 };
 use delegate_server::admin::{DeployFuture, DeployOutcome, DeployRefusal, DeployRequest, PluginAdmin};
 use sha2::{Digest, Sha256};
@@ -56,15 +57,21 @@ impl Deployer {
     fn spec(&self, settings: &PluginSettings, version: &str, grant: Option<Grant>) -> PluginSpec {
         let (limits, plugin_settings, model_id, policy) = match grant {
             Some(g) => (g.limits, g.settings, g.model_id, g.egress),
-            None => (settings.limits, settings.settings.clone(), settings.model_id.clone(), settings.egress.clone()),
+            None => (
+                settings.limits,
+                settings.settings.clone(),
+                settings.model_id.clone(),
+                settings.egress.clone(),
+            ),
         };
-        let model = self.model.as_ref().zip(model_id.as_deref().or(self.default_model_id())).map(
-            |(provider, id)| ModelAccess {
-                provider: Arc::clone(provider),
-                model_id: id.to_owned(),
-                request_limits: delegate_model::RequestLimits::default(),
-            },
-        );
+        let model =
+            self.model.as_ref().zip(model_id.as_deref().or(self.default_model_id())).map(|(provider, id)| {
+                ModelAccess {
+                    provider: Arc::clone(provider),
+                    model_id: id.to_owned(),
+                    request_limits: delegate_model::RequestLimits::default(),
+                }
+            });
         PluginSpec {
             name: settings.name.clone(),
             version: version.to_owned(),
@@ -81,17 +88,26 @@ impl Deployer {
 
     /// Checks a manifest and component against the operator's grants for `name`, without
     /// compiling: everything that can be refused cheaply is refused here.
-    fn check(&self, name: &str, manifest: &Manifest, component: &[u8]) -> Result<(PluginSpec, String), DeployRefusal> {
+    fn check(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        component: &[u8],
+    ) -> Result<(PluginSpec, String), DeployRefusal> {
         let settings = self.settings(name)?;
         if manifest.name != name {
-            return Err(DeployRefusal::NameMismatch { target: name.to_owned(), manifest: manifest.name.clone() });
+            return Err(DeployRefusal::NameMismatch {
+                target: name.to_owned(),
+                manifest: manifest.name.clone(),
+            });
         }
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(component)));
         if actual != manifest.digest {
             return Err(DeployRefusal::DigestMismatch { expected: manifest.digest.clone(), actual });
         }
-        let grant =
-            settings.grant(manifest, self.default_model_id()).map_err(|e| DeployRefusal::NotGranted(e.to_string()))?;
+        let grant = settings
+            .grant(manifest, self.default_model_id())
+            .map_err(|e| DeployRefusal::NotGranted(e.to_string()))?;
         Ok((self.spec(settings, &manifest.version, Some(grant)), actual))
     }
 
@@ -122,7 +138,8 @@ impl Deployer {
                         fail(format!("manifest {} names no `component` file", path.display()))
                     })?;
                     let bytes = read(component).map_err(fail)?;
-                    let (spec, _) = self.check(&settings.name, &manifest, &bytes).map_err(|e| fail(e.to_string()))?;
+                    let (spec, _) =
+                        self.check(&settings.name, &manifest, &bytes).map_err(|e| fail(e.to_string()))?;
                     (bytes, spec)
                 }
             };
@@ -136,18 +153,20 @@ impl Deployer {
         Ok(())
     }
 
-    async fn deploy_request(&self, name: &str, request: DeployRequest) -> Result<DeployOutcome, DeployRefusal> {
+    async fn deploy_request(
+        &self,
+        name: &str,
+        request: DeployRequest,
+    ) -> Result<DeployOutcome, DeployRefusal> {
         let _one_at_a_time = self.deploying.lock().await;
         let manifest = Manifest::from_toml(&request.manifest, Path::new("."))
             .map_err(|e| DeployRefusal::InvalidManifest(e.to_string()))?;
         let (spec, digest) = self.check(name, &manifest, &request.component)?;
-        if let Some(active) = self.registry.active(name) {
-            if active.digest() == digest && active.version() == spec.version {
-                let slot = self.registry.snapshot().get(name).cloned().unwrap_or_default();
-                if let Some(active) = slot.active {
-                    return Ok(DeployOutcome { active, replaced: None, unchanged: true });
-                }
-            }
+        let current = self.registry.snapshot().get(name).and_then(|slot| slot.active.clone());
+        if let Some(active) =
+            current.filter(|d| d.plugin.digest() == digest && d.plugin.version() == spec.version)
+        {
+            return Ok(DeployOutcome { active, replaced: None, unchanged: true });
         }
         // Compiling takes a core for up to seconds: keep it off the threads serving requests.
         let runtime = self.runtime.clone();
@@ -156,7 +175,8 @@ impl Deployer {
             .await
             .map_err(|e| DeployRefusal::Internal(format!("the compile task failed: {e}")))??;
         let compile = compiled.info();
-        let active = Deployment { plugin: compiled.into_plugin(spec), deployed_at: SystemTime::now(), compile };
+        let active =
+            Deployment { plugin: compiled.into_plugin(spec), deployed_at: SystemTime::now(), compile };
         let replaced = self
             .registry
             .activate(active.clone())

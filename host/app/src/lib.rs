@@ -12,8 +12,8 @@ use delegate_server::{AppState, ServerOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use deploy::{Deployer, UNVERSIONED};
 pub use delegate_runtime::Plugin;
+pub use deploy::{Deployer, UNVERSIONED};
 
 /// Why the host could not start. `usage` errors are the operator's (bad config, port in use).
 #[derive(Debug, thiserror::Error)]
@@ -94,14 +94,17 @@ impl Host {
             None => (None, None),
             Some(admin) => {
                 let token = wiring::admin_token(admin)?;
-                let admin_listener = tokio::net::TcpListener::bind(admin.listen)
-                    .await
-                    .map_err(|e| StartError::usage(format!("admin: cannot listen on {}: {e}", admin.listen)))?;
+                let admin_listener = tokio::net::TcpListener::bind(admin.listen).await.map_err(|e| {
+                    StartError::usage(format!("admin: cannot listen on {}: {e}", admin.listen))
+                })?;
                 let admin_addr = admin_listener.local_addr().map_err(StartError::failed)?;
                 let router = delegate_server::admin::router(
                     Arc::clone(&registry),
                     Arc::clone(&deployer) as Arc<dyn delegate_server::admin::PluginAdmin>,
-                    delegate_server::admin::AdminOptions { token, max_component_bytes: admin.max_component_bytes },
+                    delegate_server::admin::AdminOptions {
+                        token,
+                        max_component_bytes: admin.max_component_bytes,
+                    },
                 );
                 tracing::info!(listen = %admin_addr, "admin API is serving");
                 let task = tokio::spawn(delegate_server::serve(admin_listener, router, stopped(rx.clone())));

@@ -40,12 +40,15 @@ pub(crate) fn egress_gateway(
 }
 
 /// The admin bearer token, read from its file or environment variable.
-pub(crate) fn admin_token(admin: &delegate_config::AdminSettings) -> Result<delegate_secret::Secret, Failure> {
+pub(crate) fn admin_token(
+    admin: &delegate_config::AdminSettings,
+) -> Result<delegate_secret::Secret, Failure> {
     let value = match &admin.token {
         delegate_config::AdminTokenSource::File(path) => std::fs::read_to_string(path)
             .map_err(|e| Failure::usage(format!("admin.token_file {}: {e}", path.display())))?,
-        delegate_config::AdminTokenSource::Env(name) => std::env::var(name)
-            .map_err(|_| Failure::usage(format!("admin.token_env: the environment variable {name} is not set")))?,
+        delegate_config::AdminTokenSource::Env(name) => std::env::var(name).map_err(|_| {
+            Failure::usage(format!("admin.token_env: the environment variable {name} is not set"))
+        })?,
     };
     let token = delegate_secret::Secret::new(value.trim());
     // A short token could be guessed over a loopback connection in reasonable time.

@@ -73,17 +73,14 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
     delegate_devstack::write_admin_token(&token_file)
         .map_err(|e| Failure::failed(format!("cannot write {}: {e}", token_file.display())))?;
     let audit = options.audit_log.clone().unwrap_or_else(|| dir.join("audit.jsonl"));
-    let toml = stack
-        .delegate_config(options.listen, &component, &audit.display().to_string())
-        .replace(
-            &format!("component = {:?}", component.display().to_string()),
-            &format!("manifest = {:?}", manifest.display().to_string()),
-        )
-        + &format!(
-            "\n[admin]\nlisten = \"{}\"\ntoken_file = {:?}\n",
-            options.admin,
-            token_file.display().to_string()
-        );
+    let toml = stack.delegate_config(options.listen, &component, &audit.display().to_string()).replace(
+        &format!("component = {:?}", component.display().to_string()),
+        &format!("manifest = {:?}", manifest.display().to_string()),
+    ) + &format!(
+        "\n[admin]\nlisten = \"{}\"\ntoken_file = {:?}\n",
+        options.admin,
+        token_file.display().to_string()
+    );
     let config_path = dir.join("delegate.toml");
     std::fs::write(&config_path, &toml)
         .map_err(|e| Failure::failed(format!("cannot write {}: {e}", config_path.display())))?;

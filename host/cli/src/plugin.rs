@@ -18,16 +18,21 @@ pub(crate) struct AdminClient {
 impl AdminClient {
     fn token(&self) -> Result<String, Failure> {
         match &self.token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map(|t| t.trim().to_owned())
-                .map_err(|e| Failure::usage(format!("cannot read the admin token file {}: {e}", path.display()))),
+            Some(path) => std::fs::read_to_string(path).map(|t| t.trim().to_owned()).map_err(|e| {
+                Failure::usage(format!("cannot read the admin token file {}: {e}", path.display()))
+            }),
             None => std::env::var("DELEGATE_ADMIN_TOKEN").map(|t| t.trim().to_owned()).map_err(|_| {
                 Failure::usage("no admin token: pass --token-file FILE or set DELEGATE_ADMIN_TOKEN")
             }),
         }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, Failure> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, Failure> {
         let token = self.token()?;
         let client = reqwest::Client::builder()
             .build()
@@ -37,8 +42,10 @@ impl AdminClient {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response =
-            request.send().await.map_err(|e| Failure::failed(format!("cannot reach the admin API at {url}: {e}")))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::failed(format!("cannot reach the admin API at {url}: {e}")))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| Failure::failed(format!("admin API: {e}")))?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
@@ -102,7 +109,11 @@ pub(crate) fn deploy(client: &AdminClient, name: &str, file: &Path) -> Result<()
             "{name}: {} is active (was {}; {} in {} ms)",
             describe(&answer["active"]),
             describe(&answer["previous"]),
-            if answer["active"]["from_cache"].as_bool() == Some(true) { "loaded from the cache" } else { "compiled" },
+            if answer["active"]["from_cache"].as_bool() == Some(true) {
+                "loaded from the cache"
+            } else {
+                "compiled"
+            },
             answer["active"]["load_ms"]
         );
     }
@@ -113,7 +124,7 @@ pub(crate) fn deploy(client: &AdminClient, name: &str, file: &Path) -> Result<()
 #[allow(clippy::print_stdout)]
 pub(crate) fn list(client: &AdminClient) -> Result<(), Failure> {
     let answer = block_on(client.send(reqwest::Method::GET, "/admin/plugins", None))?;
-    println!("{:<24} {:<8} {:<36} {}", "PLUGIN", "DEFAULT", "ACTIVE", "PREVIOUS");
+    println!("{:<24} {:<8} {:<36} PREVIOUS", "PLUGIN", "DEFAULT", "ACTIVE");
     for p in answer["plugins"].as_array().into_iter().flatten() {
         println!(
             "{:<24} {:<8} {:<36} {}",
@@ -129,7 +140,8 @@ pub(crate) fn list(client: &AdminClient) -> Result<(), Failure> {
 /// Swaps the active and the previous version of `name`.
 #[allow(clippy::print_stdout)]
 pub(crate) fn rollback(client: &AdminClient, name: &str) -> Result<(), Failure> {
-    let answer = block_on(client.send(reqwest::Method::POST, &format!("/admin/plugins/{name}/rollback"), None))?;
+    let answer =
+        block_on(client.send(reqwest::Method::POST, &format!("/admin/plugins/{name}/rollback"), None))?;
     println!("{name}: {} is active (was {})", describe(&answer["active"]), describe(&answer["previous"]));
     Ok(())
 }

@@ -256,13 +256,29 @@ fn demo_then_invoke_shows_jane_her_five_incidents() {
     assert!(out.contains("servicenow-agent") && out.contains(&format!("{version} (sha256:")), "{out}");
     let manifest = std::fs::read_to_string(dir.join("servicenow-agent.toml")).unwrap();
     let next = dir.join("servicenow-agent-next.toml");
-    std::fs::write(&next, manifest.replace(&format!("version = \"{version}\""), "version = \"9.9.9\"")).unwrap();
+    std::fs::write(&next, manifest.replace(&format!("version = \"{version}\""), "version = \"9.9.9\""))
+        .unwrap();
     let next = next.display().to_string();
-    let o = delegate(&[&["plugin", "deploy", "--name", "servicenow-agent", next.as_str()][..], &admin_args].concat());
+    let o = delegate(
+        &[&["plugin", "deploy", "--name", "servicenow-agent", next.as_str()][..], &admin_args].concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("9.9.9"), "{}", String::from_utf8_lossy(&o.stdout));
-    let o = delegate(&["invoke", "--url", &url, "--idp", &idp_url, "--user", "jane.smith@company.com", "Show me 5 incidents assigned to me"]);
-    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("INC0012478"), "{}", stderr(&o));
+    let o = delegate(&[
+        "invoke",
+        "--url",
+        &url,
+        "--idp",
+        &idp_url,
+        "--user",
+        "jane.smith@company.com",
+        "Show me 5 incidents assigned to me",
+    ]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("INC0012478"),
+        "{}",
+        stderr(&o)
+    );
     let o = delegate(&[&["plugin", "rollback", "servicenow-agent"][..], &admin_args].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("{version} (sha256:")));
@@ -270,7 +286,14 @@ fn demo_then_invoke_shows_jane_her_five_incidents() {
     assert_eq!(o.status.code(), Some(2), "no token: {}", stderr(&o));
     let wrong = dir.join("wrong-token");
     std::fs::write(&wrong, "not-the-admin-token").unwrap();
-    let o = delegate(&["plugin", "list", "--admin-url", &admin_url, "--token-file", &wrong.display().to_string()]);
+    let o = delegate(&[
+        "plugin",
+        "list",
+        "--admin-url",
+        &admin_url,
+        "--token-file",
+        &wrong.display().to_string(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("HTTP 401"), "{}", stderr(&o));
     let _ = std::process::Command::new("kill").args(["-INT", &demo.id().to_string()]).status();

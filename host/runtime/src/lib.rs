@@ -260,7 +260,9 @@ impl Runtime {
         bindings::output::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(err)?;
         let cache = match &options.cache_dir {
-            Some(dir) => Some(cache::ArtifactCache::open(dir, &engine).map_err(|e| RuntimeError(e.to_string()))?),
+            Some(dir) => {
+                Some(cache::ArtifactCache::open(dir, &engine).map_err(|e| RuntimeError(e.to_string()))?)
+            }
             None => None,
         };
         Ok(Self { engine, linker: Arc::new(linker), cache })

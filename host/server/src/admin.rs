@@ -119,7 +119,11 @@ struct AdminState {
 }
 
 /// The admin router (serve it on the admin listener only).
-pub fn router(registry: Arc<PluginRegistry>, deployer: Arc<dyn PluginAdmin>, options: AdminOptions) -> Router {
+pub fn router(
+    registry: Arc<PluginRegistry>,
+    deployer: Arc<dyn PluginAdmin>,
+    options: AdminOptions,
+) -> Router {
     // Base64 grows the component by 4/3; the manifest and JSON framing get 1 MiB.
     let body_limit = options.max_component_bytes.saturating_mul(4) / 3 + (1 << 20);
     let state = Arc::new(AdminState { registry, deployer, options });
@@ -211,16 +215,17 @@ async fn deploy(
         .decode(body.component.as_bytes())
         .map_err(|e| AdminError::BadRequest(format!("`component` is not standard base64: {e}")))?;
     if component.len() > state.options.max_component_bytes {
-        return Err(AdminError::Refused(DeployRefusal::TooLarge { limit: state.options.max_component_bytes }));
+        return Err(AdminError::Refused(DeployRefusal::TooLarge {
+            limit: state.options.max_component_bytes,
+        }));
     }
-    let outcome = state
-        .deployer
-        .deploy(&name, DeployRequest { manifest: body.manifest, component })
-        .await
-        .map_err(|refusal| {
-            tracing::warn!(plugin = %name, error = %refusal, "deploy refused");
-            AdminError::Refused(refusal)
-        })?;
+    let outcome =
+        state.deployer.deploy(&name, DeployRequest { manifest: body.manifest, component }).await.map_err(
+            |refusal| {
+                tracing::warn!(plugin = %name, error = %refusal, "deploy refused");
+                AdminError::Refused(refusal)
+            },
+        )?;
     tracing::info!(
         plugin = %name,
         version = outcome.active.plugin.version(),
@@ -238,7 +243,10 @@ async fn deploy(
     .into_response())
 }
 
-async fn rollback(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Result<Response, AdminError> {
+async fn rollback(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Response, AdminError> {
     let done = state.registry.rollback(&name).map_err(AdminError::Registry)?;
     tracing::info!(
         plugin = %name, from = done.from.plugin.version(), to = done.to.plugin.version(),
@@ -252,7 +260,10 @@ async fn rollback(State(state): State<Arc<AdminState>>, Path(name): Path<String>
     .into_response())
 }
 
-async fn remove(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Result<Response, AdminError> {
+async fn remove(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Response, AdminError> {
     let removed = state.registry.remove(&name).map_err(AdminError::Registry)?;
     tracing::info!(plugin = %name, version = removed.plugin.version(), "plugin removed");
     Ok(axum::Json(serde_json::json!({ "name": name, "removed": version_json(&removed) })).into_response())

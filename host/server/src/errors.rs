@@ -113,9 +113,11 @@ impl ApiError {
                 "invalid_plugin_name",
                 "X-Delegate-Plugin must be one plugin name of 1-64 characters [a-z0-9-]".into(),
             ),
-            Self::PluginNotFound => {
-                (StatusCode::NOT_FOUND, "plugin_not_found", "no such plugin is deployed on this runtime".into())
-            }
+            Self::PluginNotFound => (
+                StatusCode::NOT_FOUND,
+                "plugin_not_found",
+                "no such plugin is deployed on this runtime".into(),
+            ),
             Self::Invocation(e) => (invocation_status(e), e.code(), e.to_string()),
         }
     }
@@ -231,9 +233,11 @@ impl AdminError {
                 (StatusCode::UNAUTHORIZED, "unauthenticated", "missing or wrong admin token".into())
             }
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such admin route".into()),
-            Self::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".into())
-            }
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route".into(),
+            ),
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
             Self::Refused(r) => {
                 let (status, code) = match r {
@@ -268,7 +272,10 @@ impl IntoResponse for AdminError {
         let (status, code, message) = self.parts();
         let mut resp = (status, axum::Json(error_body(code, &message, None))).into_response();
         if self == Self::Unauthenticated {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"delegate-admin\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"delegate-admin\""),
+            );
         }
         resp
     }

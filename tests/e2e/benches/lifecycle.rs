@@ -1,8 +1,8 @@
 //! Plugin swap latency through the real admin API (`cargo bench -p delegate-e2e --bench lifecycle`).
 //!
-//! Each figure is one admin call on loopback, client to last byte: for a deploy that is JSON
-//! + base64 decode, sha256 of the component, the manifest and grant checks, compiling (or
-//! loading from the artifact cache) and type-checking against the world, and the atomic
+//! Each figure is one admin call on loopback, client to last byte: for a deploy that is the
+//! JSON and base64 decode, sha256 of the component, the manifest and grant checks, compiling
+//! (or loading from the artifact cache) and type-checking against the world, and the atomic
 //! swap. After the call returns, every new invocation gets the new version.
 //!
 //! 1. deploy from source wasm: every build is new (a custom section changes its digest), so
@@ -70,8 +70,15 @@ fn main() {
         std::fs::write(&token_file, TOKEN).unwrap();
         let cache = dir.join("cache");
         let toml = stack
-            .delegate_config("127.0.0.1:0".parse().unwrap(), Path::new(delegate_artifacts::SERVICENOW_AGENT), "stdout")
-            .replace("[server]\n", &format!("[engine]\ncache_dir = {:?}\n\n[server]\n", cache.display().to_string()))
+            .delegate_config(
+                "127.0.0.1:0".parse().unwrap(),
+                Path::new(delegate_artifacts::SERVICENOW_AGENT),
+                "stdout",
+            )
+            .replace(
+                "[server]\n",
+                &format!("[engine]\ncache_dir = {:?}\n\n[server]\n", cache.display().to_string()),
+            )
             + &format!(
                 "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
                 token_file.display().to_string()
@@ -95,7 +102,11 @@ fn main() {
         let agent = std::fs::read(delegate_artifacts::SERVICENOW_AGENT).unwrap();
         let mut from_source = Vec::new();
         for i in 0..8 {
-            let (took, answer) = put("servicenow-agent", body("servicenow-agent", &format!("src.{i}"), &build(&agent, &i.to_string()))).await;
+            let (took, answer) = put(
+                "servicenow-agent",
+                body("servicenow-agent", &format!("src.{i}"), &build(&agent, &i.to_string())),
+            )
+            .await;
             assert_eq!(answer["active"]["from_cache"], false);
             from_source.push(took);
         }
@@ -112,7 +123,12 @@ fn main() {
         let mut rollbacks = Vec::new();
         for _ in 0..200 {
             let started = Instant::now();
-            let resp = client.post(format!("{admin}/servicenow-agent/rollback")).bearer_auth(TOKEN).send().await.unwrap();
+            let resp = client
+                .post(format!("{admin}/servicenow-agent/rollback"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
             assert!(resp.status().is_success());
             resp.bytes().await.unwrap();
             rollbacks.push(started.elapsed());

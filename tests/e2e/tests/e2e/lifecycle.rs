@@ -114,13 +114,24 @@ impl Fleet {
         self.stack
             .idp
             .idp()
-            .mint_access_token(user, ids::AGENT_APP_ID, ids::AGENT_APP_ID, &[ids::AGENT_SCOPE], Duration::from_secs(900))
+            .mint_access_token(
+                user,
+                ids::AGENT_APP_ID,
+                ids::AGENT_APP_ID,
+                &[ids::AGENT_SCOPE],
+                Duration::from_secs(900),
+            )
             .unwrap()
             .expose()
             .to_owned()
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let mut req = client().request(method, format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -160,10 +171,13 @@ impl Fleet {
         let status = resp.status().as_u16();
         let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let version = header("x-delegate-plugin-version");
-        let digest = header("x-delegate-plugin").split_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+        let digest =
+            header("x-delegate-plugin").split_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
         let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-        let result: serde_json::Value =
-            body["result"].as_str().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(serde_json::Value::Null);
+        let result: serde_json::Value = body["result"]
+            .as_str()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or(serde_json::Value::Null);
         Answer { status, version, digest, tag: result["tag"].as_str().unwrap_or("").to_owned(), body }
     }
 }
@@ -226,7 +240,13 @@ async fn deploy_and_two_rollbacks_under_load_drop_nothing() {
         all.extend(c.await.unwrap());
     }
     let failed: Vec<_> = all.iter().filter(|(_, _, a)| a.status != 200).collect();
-    assert!(failed.is_empty(), "{} of {} requests failed, e.g. {:?}", failed.len(), all.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        failed.len(),
+        all.len(),
+        failed.first()
+    );
     for (sent, done, a) in &all {
         // Exactly one version: the version header, the digest and the settings the guest saw
         // all belong to the same deployment.
@@ -248,7 +268,8 @@ async fn deploy_and_two_rollbacks_under_load_drop_nothing() {
     let per_version = |v: &str| all.iter().filter(|(_, _, a)| a.version == v).count();
     assert!(per_version("1.0.0") > 0 && per_version("2.0.0") > 0);
     let swaps: Vec<_> = ops.iter().map(|(s, r, v)| format!("{v}: {:?}", *r - *s)).collect();
-    eprintln!("lifecycle under load: {} requests, 0 failed; admin call times {swaps:?}", all.len());
+    #[allow(clippy::print_stderr)]
+    let () = eprintln!("lifecycle under load: {} requests, 0 failed; admin call times {swaps:?}", all.len());
 
     // The audit record of each invocation names the version that served it.
     let lines = std::fs::read_to_string(&fleet.audit).unwrap_or_default();
@@ -263,7 +284,9 @@ async fn deploy_and_two_rollbacks_under_load_drop_nothing() {
 
 /// A component whose only content is an import delegate does not provide.
 fn component_importing_unknown_interface() -> Vec<u8> {
-    use wasm_encoder::{Component, ComponentImportSection, ComponentTypeRef, ComponentTypeSection, InstanceType};
+    use wasm_encoder::{
+        Component, ComponentImportSection, ComponentTypeRef, ComponentTypeSection, InstanceType,
+    };
     let mut c = Component::new();
     let mut types = ComponentTypeSection::new();
     types.instance(&InstanceType::new());
@@ -295,6 +318,9 @@ fn component_that_does_not_compile() -> Vec<u8> {
     c.finish()
 }
 
+/// (what, target plugin, manifest, component, expected status, expected code)
+type Case<'a> = (&'a str, &'a str, String, Vec<u8>, u16, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_deploys_are_refused_and_the_active_version_keeps_serving() {
     let fleet = fleet("").await;
@@ -314,19 +340,96 @@ async fn bad_deploys_are_refused_and_the_active_version_keeps_serving() {
         fleet.stack.servicenow_url.rsplit(':').next().unwrap()
     );
     // (what, target name, manifest, component, status, code)
-    let cases: Vec<(&str, &str, String, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("digest mismatch", "echo", manifest("echo", "2.0.0", &v1, ""), v2.clone(), 422, "digest_mismatch"),
-        ("core module", "echo", manifest("echo", "2.0.0", &core_module, ""), core_module.clone(), 422, "not_a_component"),
-        ("random bytes", "echo", manifest("echo", "2.0.0", b"not wasm", ""), b"not wasm".to_vec(), 422, "not_a_component"),
-        ("unknown import", "echo", manifest("echo", "2.0.0", &wrong_world, ""), wrong_world.clone(), 422, "world_mismatch"),
-        ("no invoke export", "echo", manifest("echo", "2.0.0", &empty_component, ""), empty_component.clone(), 422, "world_mismatch"),
-        ("does not compile", "echo", manifest("echo", "2.0.0", &broken, ""), broken.clone(), 422, "compile_error"),
-        ("too large", "echo", manifest("echo", "2.0.0", &too_large, ""), too_large.clone(), 413, "component_too_large"),
-        ("unknown manifest key", "echo", manifest("echo", "2.0.0", &v2, "colour = \"red\"\n"), v2.clone(), 400, "invalid_manifest"),
-        ("manifest for another plugin", "echo", manifest("servicenow-agent", "2.0.0", &v2, ""), v2.clone(), 400, "name_mismatch"),
-        ("more CPU than granted", "echo", manifest("echo", "2.0.0", &v2, "[limits]\ncpu_ms = 5000\n"), v2.clone(), 403, "not_granted"),
-        ("egress not granted", "echo", manifest("echo", "2.0.0", &v2, "[[egress.rules]]\nmethods = [\"GET\"]\nhost = \"example.com\"\n"), v2.clone(), 403, "not_granted"),
-        ("unconfigured plugin", "stranger", manifest("stranger", "2.0.0", &v2, ""), v2.clone(), 404, "plugin_not_found"),
+        (
+            "core module",
+            "echo",
+            manifest("echo", "2.0.0", &core_module, ""),
+            core_module.clone(),
+            422,
+            "not_a_component",
+        ),
+        (
+            "random bytes",
+            "echo",
+            manifest("echo", "2.0.0", b"not wasm", ""),
+            b"not wasm".to_vec(),
+            422,
+            "not_a_component",
+        ),
+        (
+            "unknown import",
+            "echo",
+            manifest("echo", "2.0.0", &wrong_world, ""),
+            wrong_world.clone(),
+            422,
+            "world_mismatch",
+        ),
+        (
+            "no invoke export",
+            "echo",
+            manifest("echo", "2.0.0", &empty_component, ""),
+            empty_component.clone(),
+            422,
+            "world_mismatch",
+        ),
+        (
+            "does not compile",
+            "echo",
+            manifest("echo", "2.0.0", &broken, ""),
+            broken.clone(),
+            422,
+            "compile_error",
+        ),
+        (
+            "too large",
+            "echo",
+            manifest("echo", "2.0.0", &too_large, ""),
+            too_large.clone(),
+            413,
+            "component_too_large",
+        ),
+        (
+            "unknown manifest key",
+            "echo",
+            manifest("echo", "2.0.0", &v2, "colour = \"red\"\n"),
+            v2.clone(),
+            400,
+            "invalid_manifest",
+        ),
+        (
+            "manifest for another plugin",
+            "echo",
+            manifest("servicenow-agent", "2.0.0", &v2, ""),
+            v2.clone(),
+            400,
+            "name_mismatch",
+        ),
+        (
+            "more CPU than granted",
+            "echo",
+            manifest("echo", "2.0.0", &v2, "[limits]\ncpu_ms = 5000\n"),
+            v2.clone(),
+            403,
+            "not_granted",
+        ),
+        (
+            "egress not granted",
+            "echo",
+            manifest("echo", "2.0.0", &v2, "[[egress.rules]]\nmethods = [\"GET\"]\nhost = \"example.com\"\n"),
+            v2.clone(),
+            403,
+            "not_granted",
+        ),
+        (
+            "unconfigured plugin",
+            "stranger",
+            manifest("stranger", "2.0.0", &v2, ""),
+            v2.clone(),
+            404,
+            "plugin_not_found",
+        ),
     ];
     for (what, target, manifest, component, status, code) in cases {
         let (s, r) = fleet.deploy(target, &manifest, &component).await;
@@ -338,10 +441,15 @@ async fn bad_deploys_are_refused_and_the_active_version_keeps_serving() {
         assert_eq!((a.status, a.version.as_str(), a.tag.as_str()), (200, "1.0.0", "1.0.0"), "{what}: {a:?}");
     }
     // A malformed body is refused too.
-    let (s, r) = fleet.admin(reqwest::Method::PUT, "/admin/plugins/echo", Some(json!({"manifest": "x"}))).await;
+    let (s, r) =
+        fleet.admin(reqwest::Method::PUT, "/admin/plugins/echo", Some(json!({"manifest": "x"}))).await;
     assert_eq!(s, 400, "{r}");
     let (s, r) = fleet
-        .admin(reqwest::Method::PUT, "/admin/plugins/echo", Some(json!({"manifest": "x", "component": "%%%"})))
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/plugins/echo",
+            Some(json!({"manifest": "x", "component": "%%%"})),
+        )
         .await;
     assert_eq!((s, r["error_type"].as_str()), (400, Some("bad_request")), "{r}");
     // A manifest within the grant is accepted: the narrower path and less CPU.
@@ -353,7 +461,10 @@ async fn bad_deploys_are_refused_and_the_active_version_keeps_serving() {
     assert_eq!((s, r["unchanged"].as_bool()), (200, Some(true)), "{r}");
     let (_, list) = fleet.admin(reqwest::Method::GET, "/admin/plugins", None).await;
     let echo = list["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "echo").unwrap().clone();
-    assert_eq!((echo["active"]["version"].as_str(), echo["previous"]["version"].as_str()), (Some("2.0.0"), Some("1.0.0")));
+    assert_eq!(
+        (echo["active"]["version"].as_str(), echo["previous"]["version"].as_str()),
+        (Some("2.0.0"), Some("1.0.0"))
+    );
     drop(fleet.dir);
 }
 
@@ -511,7 +622,10 @@ async fn a_cache_directory_other_users_can_write_is_refused() {
     let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
     let toml = stack
         .delegate_config("127.0.0.1:0".parse().unwrap(), Path::new(delegate_artifacts::ECHO), "stdout")
-        .replace("[server]\n", &format!("[engine]\ncache_dir = {:?}\n\n[server]\n", cache.display().to_string()));
+        .replace(
+            "[server]\n",
+            &format!("[engine]\ncache_dir = {:?}\n\n[server]\n", cache.display().to_string()),
+        );
     let config = Config::from_toml(&toml, &dir).unwrap();
     let err = Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.err().unwrap();
     assert!(err.message.contains("writable by other users"), "{}", err.message);
