@@ -15,7 +15,7 @@ demo: setup
 
 ## Every test: unit, end-to-end (real servers on loopback), CLI.
 test: setup
-	$(CARGO) test --locked
+	$(CARGO) test --locked --no-fail-fast
 
 ## Formatting and lints, host (native) and guests (wasm32-wasip2).
 lint: setup

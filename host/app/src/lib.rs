@@ -68,19 +68,25 @@ impl Host {
     ) -> Result<Self, StartError> {
         let mut options = RuntimeOptions::new(&config.engine, &config.plugins);
         options.cache_dir.clone_from(&config.engine.cache_dir);
-        let runtime = Runtime::new(&options).map_err(StartError::failed)?;
+        let metrics = delegate_metrics::Metrics::new();
+        let runtime = Runtime::new(&options).map_err(StartError::failed)?.with_metrics(Arc::clone(&metrics));
         let registry = Arc::new(
             PluginRegistry::new(config.plugins.iter().map(|p| p.name.clone()), &config.default_plugin().name)
                 .map_err(StartError::usage)?,
         );
         let model = wiring::model_provider(config, aws_credentials).await?;
-        let gateway = wiring::egress_gateway(config, wiring::audit_sink(config)?)?;
+        let gateway =
+            wiring::egress_gateway(config, wiring::audit_sink(config)?)?.with_metrics(Arc::clone(&metrics));
         let deployer =
             Arc::new(Deployer::new(runtime, Arc::clone(&registry), Arc::new(config.clone()), model, gateway));
         deployer.load_configured(component)?;
         let authorizer = wiring::authorizer(config).await?;
-        let state =
-            AppState::new(Arc::clone(&registry), authorizer, ServerOptions::from_settings(&config.server));
+        let state = AppState::with_metrics(
+            Arc::clone(&registry),
+            authorizer,
+            ServerOptions::from_settings(&config.server),
+            Arc::clone(&metrics),
+        );
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| StartError::usage(format!("cannot listen on {}: {e}", config.server.listen)))?;
@@ -104,6 +110,7 @@ impl Host {
                     delegate_server::admin::AdminOptions {
                         token,
                         max_component_bytes: admin.max_component_bytes,
+                        metrics: Arc::clone(&metrics),
                     },
                 );
                 tracing::info!(listen = %admin_addr, "admin API is serving");

@@ -96,6 +96,7 @@ pub struct EgressGateway {
     vault: Arc<TokenVault>,
     client: reqwest::Client,
     sink: Arc<AuditSink>,
+    metrics: Option<Arc<delegate_metrics::Metrics>>,
 }
 
 /// Headers the host never forwards from a guest: hop-by-hop headers, and framing the client
@@ -111,7 +112,25 @@ impl EgressGateway {
     /// `client` should be one `delegate_outbound::build_client` client (no redirects: a
     /// redirect comes back to the guest, whose next request is checked again).
     pub fn new(vault: Arc<TokenVault>, client: reqwest::Client, sink: Arc<AuditSink>) -> Self {
-        Self { vault, client, sink }
+        Self { vault, client, sink, metrics: None }
+    }
+
+    /// The same gateway, counting requests and token exchanges in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<delegate_metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn record_token(&self, provider: &str, result: Result<CacheStatus, &VaultError>) {
+        if let Some(m) = &self.metrics {
+            let (source, outcome) = match result {
+                Ok(CacheStatus::Hit) => (delegate_metrics::TokenSource::Cached, "ok"),
+                Ok(CacheStatus::Miss) => (delegate_metrics::TokenSource::Exchanged, "ok"),
+                Err(e) => (delegate_metrics::TokenSource::Failed, e.code()),
+            };
+            m.record_token(provider, source, outcome);
+        }
     }
 
     /// Sends one plugin request; see the module docs. Every outcome is audited.
@@ -125,7 +144,7 @@ impl EgressGateway {
         let mut record = AuditRecord::new(&inv.audit, request.method(), request.uri(), &decision);
         let (credential, target) = match decision {
             Decision::Deny { reason } => {
-                self.audit(&record);
+                self.audit(&record, start);
                 return Err(EgressError::Denied(reason));
             }
             Decision::Allow { credential, target, .. } => (credential, target),
@@ -133,7 +152,7 @@ impl EgressGateway {
         let fail = |record: &mut AuditRecord, err: EgressError| {
             record.deny_with(err.code());
             record.finish(None, 0, 0, start.elapsed());
-            self.audit(record);
+            self.audit(record, start);
             Err(err)
         };
         if let Err(e) = inv.budget.begin_request() {
@@ -147,7 +166,9 @@ impl EgressGateway {
 
         let mut token: Option<Secret> = None;
         if let Some(c) = &credential {
-            match self.vault.token_for(&inv.caller, &c.provider, &c.scopes).await {
+            let issued = self.vault.token_for(&inv.caller, &c.provider, &c.scopes).await;
+            self.record_token(&c.provider, issued.as_ref().map(|i| i.cache));
+            match issued {
                 Ok(issued) => {
                     record.cache = Some(cache_outcome(issued.cache));
                     token = Some(issued.token);
@@ -165,7 +186,9 @@ impl EgressGateway {
             // The downstream rejected the token (revoked, rotated keys): evict and retry once
             // with a fresh one. A second 401 goes to the guest as is.
             self.vault.evict(&inv.caller, &c.provider, &c.scopes).await;
-            match self.vault.token_for(&inv.caller, &c.provider, &c.scopes).await {
+            let issued = self.vault.token_for(&inv.caller, &c.provider, &c.scopes).await;
+            self.record_token(&c.provider, issued.as_ref().map(|i| i.cache));
+            match issued {
                 Ok(issued) => {
                     record.cache = Some(cache_outcome(issued.cache));
                     token = Some(issued.token);
@@ -193,7 +216,12 @@ impl EgressGateway {
         let metered = MeteredBody {
             inner: body,
             budget: inv.budget.clone(),
-            pending: Some(PendingAudit { record, sink: self.sink.clone(), start }),
+            pending: Some(PendingAudit {
+                record,
+                sink: self.sink.clone(),
+                metrics: self.metrics.clone(),
+                start,
+            }),
             bytes: 0,
         };
         Ok(http::Response::from_parts(parts, ScrubbedBody::new(metered, scrubber)))
@@ -232,8 +260,8 @@ impl EgressGateway {
             .map_err(|e| EgressError::Upstream(transport_cause(&e)))
     }
 
-    fn audit(&self, record: &AuditRecord) {
-        write_audit(&self.sink, record);
+    fn audit(&self, record: &AuditRecord, start: Instant) {
+        write_audit(&self.sink, self.metrics.as_deref(), record, start);
     }
 
     /// Writes the end-of-invocation record to the audit sink.
@@ -268,7 +296,16 @@ fn transport_cause(e: &reqwest::Error) -> &'static str {
     }
 }
 
-fn write_audit(sink: &AuditSink, record: &AuditRecord) {
+fn write_audit(
+    sink: &AuditSink,
+    metrics: Option<&delegate_metrics::Metrics>,
+    record: &AuditRecord,
+    start: Instant,
+) {
+    if let Some(m) = metrics {
+        let allowed = record.decision == crate::audit::AuditDecision::Allowed;
+        m.record_egress(&record.host, allowed, record.status, record.reason.as_deref(), start.elapsed());
+    }
     // One readable line per outbound request for people watching the log (the audit sink keeps
     // the full record): which user, which credential (cache hit or an IdP exchange), what status.
     tracing::info!(
@@ -313,6 +350,7 @@ pub enum EgressBodyError {
 struct PendingAudit {
     record: AuditRecord,
     sink: Arc<AuditSink>,
+    metrics: Option<Arc<delegate_metrics::Metrics>>,
     start: Instant,
 }
 
@@ -339,7 +377,7 @@ impl MeteredBody {
             }
             let (status, req) = (p.record.status, p.record.request_bytes);
             p.record.finish(status, req, self.bytes, p.start.elapsed());
-            write_audit(&p.sink, &p.record);
+            write_audit(&p.sink, p.metrics.as_deref(), &p.record, p.start);
         }
     }
 }

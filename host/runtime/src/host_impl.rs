@@ -29,11 +29,13 @@ impl output::Host for StoreState {
 }
 
 impl model::Host for StoreState {
+    #[tracing::instrument(level = "debug", name = "model_call", skip_all)]
     async fn converse(
         &mut self,
         req: model::Request,
     ) -> wasmtime::Result<Result<model::Response, model::Error>> {
         let Some(access) = self.model.clone() else { return Ok(Err(unavailable())) };
+        let started = std::time::Instant::now();
         let req = model_map::request(req);
         let result = delegate_model::call_model(
             access.provider.as_ref(),
@@ -44,14 +46,17 @@ impl model::Host for StoreState {
             None,
         )
         .await;
+        self.record_model_call(started);
         Ok(result.map(model_map::response).map_err(model_map::error))
     }
 
+    #[tracing::instrument(level = "debug", name = "model_call_stream", skip_all)]
     async fn converse_stream(
         &mut self,
         req: model::Request,
     ) -> wasmtime::Result<Result<model::Response, model::Error>> {
         let Some(access) = self.model.clone() else { return Ok(Err(unavailable())) };
+        let started = std::time::Instant::now();
         let req = model_map::request(req);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
         let budget = &self.budget;
@@ -92,11 +97,20 @@ impl model::Host for StoreState {
             failure
         };
         let (result, failure) = tokio::join!(call, forward);
+        self.record_model_call(started);
         self.output_used = used;
         if let Some(e) = failure {
             return Err(e);
         }
         Ok(result.map(model_map::response).map_err(model_map::error))
+    }
+}
+
+impl StoreState {
+    fn record_model_call(&self, started: std::time::Instant) {
+        if let Some(m) = &self.metrics {
+            m.record_phase(delegate_metrics::Phase::ModelCall, started.elapsed());
+        }
     }
 }
 

@@ -155,6 +155,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<StoreState>>,
     cache: Option<cache::ArtifactCache>,
+    metrics: Option<Arc<delegate_metrics::Metrics>>,
 }
 
 /// A component compiled (or loaded from the cache) and type-checked against the
@@ -162,6 +163,7 @@ pub struct Runtime {
 pub struct CompiledPlugin {
     pre: AgentPre<StoreState>,
     engine: Engine,
+    metrics: Option<Arc<delegate_metrics::Metrics>>,
     digest: String,
     size: usize,
     info: CompileInfo,
@@ -200,6 +202,7 @@ impl CompiledPlugin {
                 limits: spec.limits,
                 settings: Arc::new(spec.settings.iter().collect()),
                 engine: self.engine,
+                metrics: self.metrics,
                 model: spec.model,
                 egress: spec.egress,
                 inspector: None,
@@ -265,7 +268,15 @@ impl Runtime {
             }
             None => None,
         };
-        Ok(Self { engine, linker: Arc::new(linker), cache })
+        Ok(Self { engine, linker: Arc::new(linker), cache, metrics: None })
+    }
+
+    /// The same runtime, recording instances, phases and outcomes of every plugin it loads
+    /// from now on into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<delegate_metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn type_check(&self, component: &Component) -> Result<AgentPre<StoreState>, PluginLoadError> {
@@ -303,6 +314,7 @@ impl Runtime {
         Ok(CompiledPlugin {
             pre,
             engine: self.engine.clone(),
+            metrics: self.metrics.clone(),
             digest: format!("sha256:{sha_hex}"),
             size: bytes.len(),
             info: CompileInfo { from_cache, took: started.elapsed() },
@@ -380,6 +392,7 @@ struct PluginInner {
     limits: Limits,
     settings: Arc<WasiConfigVariables>,
     engine: Engine,
+    metrics: Option<Arc<delegate_metrics::Metrics>>,
     model: Option<ModelAccess>,
     egress: Option<EgressAccess>,
     inspector: Option<MemoryInspector>,
@@ -558,6 +571,7 @@ impl Plugin {
                 limits: inner.limits,
                 settings: Arc::clone(&inner.settings),
                 engine: inner.engine.clone(),
+                metrics: inner.metrics.clone(),
                 model: inner.model.clone(),
                 egress,
                 inspector,
@@ -607,11 +621,21 @@ impl Plugin {
     /// Starts an invocation in its own task; the returned handle streams its events.
     /// Dropping the handle cancels the invocation.
     pub fn invoke(&self, request: InvocationRequest) -> Invocation {
+        use tracing::Instrument;
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move {
+        // Every log line of the invocation (host, egress, vault, plugin log) carries these.
+        let span = tracing::info_span!(
+            "invocation",
+            invocation_id = %request.invocation_id,
+            session_id = request.session_id.as_deref().unwrap_or(""),
+            plugin = %inner.name,
+            version = %inner.version,
+        );
+        let task = async move {
             let InvocationRequest { caller, invocation_id, session_id, payload, guard } = request;
             let _guard = guard;
+            let _in_flight = inner.metrics.as_ref().map(delegate_metrics::Metrics::in_flight);
             let started = Instant::now();
             let wall = inner.limits.wall_clock;
             let credential_failure = http_hooks::CredentialFailure::default();
@@ -671,8 +695,24 @@ impl Plugin {
                 record.egress_requests = egress.budget.requests();
                 gateway.audit_invocation(&record);
             }
+            if let Some(m) = &inner.metrics {
+                let (outcome, cpu, usage) = match &result {
+                    Ok(o) => ("ok", Some(o.cpu), o.model_usage),
+                    Err(e) => (e.code(), None, delegate_model::BudgetUsage::default()),
+                };
+                m.record_invocation(&delegate_metrics::InvocationEnd {
+                    plugin: &inner.name,
+                    version: &inner.version,
+                    outcome,
+                    elapsed: started.elapsed(),
+                    guest_cpu: cpu,
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                });
+            }
             let _ = tx.send(InvocationEvent::Finished(result)).await;
-        });
+        };
+        tokio::spawn(task.instrument(span));
         Invocation { events: rx }
     }
 }
@@ -753,6 +793,7 @@ fn new_state(
         logs,
         model: inner.model.clone(),
         budget: delegate_model::ModelBudget::new(inner.limits.model_calls, inner.limits.model_tokens),
+        metrics: inner.metrics.clone(),
     }
 }
 
@@ -773,9 +814,14 @@ async fn run(
         }
         Ok(())
     });
+    let _instance = inner.metrics.as_ref().map(delegate_metrics::Metrics::instance);
     let called = async {
         inner.instances.fetch_add(1, Ordering::Relaxed);
+        let instantiating = Instant::now();
         let agent: Agent = inner.pre.instantiate_async(&mut store).await?;
+        if let Some(m) = &inner.metrics {
+            m.record_phase(delegate_metrics::Phase::Instantiate, instantiating.elapsed());
+        }
         agent.call_invoke(&mut store, &payload).await
     }
     .await;

@@ -28,6 +28,7 @@ pub(crate) struct StoreState {
     pub logs: (LogPipe, LogPipe),
     pub model: Option<crate::ModelAccess>,
     pub budget: delegate_model::ModelBudget,
+    pub metrics: Option<Arc<delegate_metrics::Metrics>>,
 }
 
 impl WasiView for StoreState {

@@ -12,6 +12,7 @@
 //! | `PUT` | `/admin/plugins/{name}` | deploys `{"manifest": "<toml>", "component": "<base64 wasm>"}` |
 //! | `POST` | `/admin/plugins/{name}/rollback` | swaps the active and the previous version |
 //! | `DELETE` | `/admin/plugins/{name}` | empties a non-default plugin's slot |
+//! | `GET` | `/metrics` | Prometheus metrics (OpenMetrics text) |
 
 use crate::errors::AdminError;
 use axum::Router;
@@ -110,6 +111,8 @@ pub struct AdminOptions {
     pub token: Secret,
     /// Largest component accepted by a deploy, in bytes.
     pub max_component_bytes: usize,
+    /// The process's metrics, served at `GET /metrics`.
+    pub metrics: Arc<delegate_metrics::Metrics>,
 }
 
 struct AdminState {
@@ -128,6 +131,7 @@ pub fn router(
     let body_limit = options.max_component_bytes.saturating_mul(4) / 3 + (1 << 20);
     let state = Arc::new(AdminState { registry, deployer, options });
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/admin/plugins", get(list))
         .route("/admin/plugins/{name}", axum::routing::put(deploy).delete(remove))
         .route("/admin/plugins/{name}/rollback", post(rollback))
@@ -173,6 +177,10 @@ fn version_json(d: &Deployment) -> serde_json::Value {
     })
 }
 
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    ([(header::CONTENT_TYPE, delegate_metrics::CONTENT_TYPE)], state.options.metrics.encode()).into_response()
+}
+
 async fn list(State(state): State<Arc<AdminState>>) -> Response {
     let slots = state.registry.snapshot();
     let plugins: Vec<_> = slots
@@ -202,6 +210,21 @@ async fn deploy(
     Path(name): Path<String>,
     body: Result<axum::Json<DeployBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, AdminError> {
+    let result = deploy_inner(&state, &name, body).await;
+    if let Err(e) = &result {
+        // Label values must stay bounded: count refusals for unconfigured names under `-`.
+        let plugin = if state.registry.is_configured(&name) { name.as_str() } else { "-" };
+        state.options.metrics.record_deploy(plugin, e.parts().1);
+    }
+    result
+}
+
+async fn deploy_inner(
+    state: &Arc<AdminState>,
+    name: &str,
+    body: Result<axum::Json<DeployBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, AdminError> {
+    let name = name.to_owned();
     let axum::Json(body) = body.map_err(|e| match e {
         axum::extract::rejection::JsonRejection::BytesRejection(_) => {
             AdminError::Refused(DeployRefusal::TooLarge { limit: state.options.max_component_bytes })

@@ -93,7 +93,16 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
     let plugin_name = requested_plugin(&parts.headers)?;
 
     // Authorization comes before reading the body and long before any plugin code.
-    let caller = state.authorizer.authorize(&parts.headers).await.map_err(|r| {
+    let authorizing = std::time::Instant::now();
+    let authorized = state.authorizer.authorize(&parts.headers).await;
+    let outcome = match &authorized {
+        Ok(_) => "ok",
+        Err(AuthRejection::Unauthenticated { .. }) => "unauthenticated",
+        Err(AuthRejection::Forbidden { .. }) => "forbidden",
+        Err(AuthRejection::Unavailable { .. }) => "unavailable",
+    };
+    state.metrics.record_authorization(outcome, authorizing.elapsed());
+    let caller = authorized.map_err(|r| {
         tracing::info!(request_id = rid, rejection = ?r, "request not authorized");
         match r {
             AuthRejection::Unauthenticated { .. } => ApiError::Unauthenticated,

@@ -118,14 +118,25 @@ pub struct AppState {
     pub(crate) load: Arc<Load>,
     pub(crate) options: ServerOptions,
     pub(crate) draining: AtomicBool,
+    pub(crate) metrics: Arc<delegate_metrics::Metrics>,
 }
 
 impl AppState {
-    /// State serving the plugins of `plugins`.
+    /// State serving the plugins of `plugins`, with metrics of its own.
     pub fn new(
         plugins: Arc<PluginRegistry>,
         authorizer: Arc<dyn Authorize>,
         options: ServerOptions,
+    ) -> Arc<Self> {
+        Self::with_metrics(plugins, authorizer, options, delegate_metrics::Metrics::new())
+    }
+
+    /// State serving the plugins of `plugins`, recording into the process's `metrics`.
+    pub fn with_metrics(
+        plugins: Arc<PluginRegistry>,
+        authorizer: Arc<dyn Authorize>,
+        options: ServerOptions,
+        metrics: Arc<delegate_metrics::Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             plugins,
@@ -133,6 +144,7 @@ impl AppState {
             load: Load::new(options.max_concurrency),
             options,
             draining: AtomicBool::new(false),
+            metrics,
         })
     }
 

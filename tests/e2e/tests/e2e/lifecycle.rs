@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
 
-struct Fleet {
-    stack: DevStack,
+pub(crate) struct Fleet {
+    pub(crate) stack: DevStack,
     _host: Host,
-    url: String,
-    admin: String,
+    pub(crate) url: String,
+    pub(crate) admin: String,
     dir: PathBuf,
-    audit: PathBuf,
+    pub(crate) audit: PathBuf,
 }
 
 fn scratch_dir() -> PathBuf {
@@ -37,7 +37,7 @@ fn scratch_dir() -> PathBuf {
 
 /// The Jane setup plus an admin listener and a second plugin slot, `echo`, whose operator
 /// grant allows GET on one ServiceNow path and at most 2 s of CPU.
-async fn fleet(extra_engine: &str) -> Fleet {
+pub(crate) async fn fleet(extra_engine: &str) -> Fleet {
     let dir = scratch_dir();
     let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
     let audit = dir.join("audit.jsonl");
@@ -110,7 +110,7 @@ fn manifest(name: &str, version: &str, bytes: &[u8], extra: &str) -> String {
 }
 
 impl Fleet {
-    fn token_a(&self, user: &str) -> String {
+    pub(crate) fn token_a(&self, user: &str) -> String {
         self.stack
             .idp
             .idp()

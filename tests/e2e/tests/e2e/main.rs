@@ -8,6 +8,7 @@ mod credentials;
 mod jane;
 mod lifecycle;
 mod limits;
+mod observability;
 mod sandbox;
 mod streaming;
 
