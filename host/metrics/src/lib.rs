@@ -150,16 +150,8 @@ fn invocation_histogram() -> Histogram {
 
 /// The limit codes counted in `delegate_limit_hits_total` (invocation outcomes that are a
 /// limit, as opposed to a plugin error or a credential problem).
-const LIMIT_OUTCOMES: [&str; 8] = [
-    "cpu_limit",
-    "memory_limit",
-    "timeout",
-    "output_limit",
-    "log_limit",
-    "stack_overflow",
-    "budget_exceeded",
-    "capacity",
-];
+const LIMIT_OUTCOMES: [&str; 7] =
+    ["cpu_limit", "memory_limit", "timeout", "output_limit", "log_limit", "stack_overflow", "capacity"];
 
 impl Metrics {
     /// A fresh set of series, registered under the `delegate_` prefix.
