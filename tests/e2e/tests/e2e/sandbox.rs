@@ -47,3 +47,40 @@ async fn probe_finds_no_way_out() {
         assert!(accepted.is_err(), "the plugin reached a loopback listener");
     }
 }
+
+/// Pool slots are reused between invocations: what one user's instance leaves in linear
+/// memory (heap and statics, several MiB of it) must not be readable by the next instance in
+/// that slot, serving another user — with the pooling settings delegate ships.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_an_instance_leaves_in_memory_is_readable_by_the_next_user() {
+    use std::fmt::Write as _;
+    // One invocation at a time and a small pool, so instances keep landing in the slots
+    // their predecessors used.
+    let mut spec = ServerSpec::new(delegate_artifacts::HOSTILE);
+    spec.max_concurrency = 1;
+    let server = TestServer::start(spec).await;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let secret = format!("alice-only-{nanos}-{}", std::process::id());
+    let obf = secret.bytes().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{:02x}", b ^ 0x5a);
+        s
+    });
+    let result =
+        |seen: &Seen| -> serde_json::Value { serde_json::from_str(seen.result.as_deref().unwrap()).unwrap() };
+
+    // The control: within one instance, the scan does find the secret.
+    let seen =
+        invoke(&server.url, "alice", &json!({"mode": "mark-and-scan", "secret_obf": obf, "mib": 4})).await;
+    assert_eq!(seen.status, 200, "{seen:?}");
+    assert_eq!(result(&seen)["found"], true, "the scan must be able to find the secret: {seen:?}");
+
+    for round in 0..20 {
+        let seen = invoke(&server.url, "alice", &json!({"mode": "mark", "secret_obf": obf, "mib": 4})).await;
+        assert_eq!(seen.status, 200, "round {round}: {seen:?}");
+        let seen = invoke(&server.url, "bob", &json!({"mode": "scan", "secret_obf": obf, "mib": 4})).await;
+        assert_eq!(seen.status, 200, "round {round}: {seen:?}");
+        let r = result(&seen);
+        assert!(r["scanned"].as_u64().unwrap() >= 4 << 20, "round {round}: {r}");
+        assert_eq!(r["found"], false, "round {round}: bob's instance read alice's secret");
+    }
+}

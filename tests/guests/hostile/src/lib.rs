@@ -4,8 +4,18 @@
 //! recursion), `output` (emits forever), `log` (writes to stderr forever), `trap` (panics),
 //! `table` (grows its function table), `wait-forever` (blocks on a host clock for an hour),
 //! `wait-then-compute` (`wait_ms` on the host clock, then `work` rounds of pure computation),
-//! `ok` (returns at once).
+//! `mark` (spreads a secret over `mib` MiB of its memory and a static), `scan` (grows its
+//! memory to `mib` MiB and reports whether that secret is anywhere in it), `mark-and-scan`
+//! (both in one instance: the control that proves the scan finds what is there), `ok`
+//! (returns at once).
+//!
+//! The secret arrives XOR-ed with 0x5a (`secret_obf`, hex) and is only ever un-XOR-ed into
+//! memory by `mark`: a scanning instance compares byte by byte in registers, so its own
+//! payload never puts the plain secret in its memory.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::print_stderr)]
+// Reading every byte of its own linear memory needs raw pointers; this is test code that
+// plays an attacker, not plugin code anyone should copy.
+#![allow(unsafe_code)]
 
 use delegate_sdk::bindings::wasi::clocks::monotonic_clock;
 use delegate_sdk::{PluginError, emit};
@@ -30,6 +40,54 @@ fn recurse(depth: u64, limit: u64, acc: u64) -> u64 {
     }
     let below = recurse(depth + 1, limit, acc ^ depth);
     below.rotate_left((depth & 63) as u32) ^ acc
+}
+
+fn obfuscated_secret(v: &serde_json::Value) -> Vec<u8> {
+    let hex = v.get("secret_obf").and_then(|s| s.as_str()).unwrap_or("");
+    (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect()
+}
+
+fn mib(v: &serde_json::Value) -> usize {
+    usize::try_from(v.get("mib").and_then(serde_json::Value::as_u64).unwrap_or(4)).unwrap_or(4)
+}
+
+static MARKED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Writes the secret over `mib` MiB of heap (kept alive until the instance ends) and into a
+/// static.
+fn mark(obf: &[u8], mib: usize) -> usize {
+    let secret: Vec<u8> = obf.iter().map(|b| b ^ 0x5a).collect();
+    let mut heap = Vec::with_capacity(mib << 20);
+    while heap.len() + secret.len() <= mib << 20 {
+        heap.extend_from_slice(&secret);
+    }
+    *MARKED.lock().unwrap() = secret;
+    let n = heap.len();
+    // Leaked on purpose: the bytes stay in linear memory until the instance is gone.
+    std::mem::forget(black_box(heap));
+    n
+}
+
+/// Grows linear memory to at least `mib` MiB, then looks for the secret in every byte of it.
+fn scan(obf: &[u8], mib: usize) -> (bool, usize) {
+    use core::arch::wasm32::{memory_grow, memory_size};
+    let want_pages = (mib << 20) / 65_536;
+    let have = memory_size(0);
+    if have < want_pages {
+        memory_grow(0, want_pages - have);
+    }
+    let len = memory_size(0) * 65_536;
+    let byte = |i: usize| -> u8 {
+        // SAFETY: 1 <= i < len, inside this instance's linear memory (wasm has no unmapped
+        // pages below memory_size); a volatile read so nothing is optimised away.
+        unsafe { core::ptr::with_exposed_provenance::<u8>(i).read_volatile() }
+    };
+    if obf.is_empty() {
+        return (false, len);
+    }
+    let found = (1..len.saturating_sub(obf.len()))
+        .any(|i| obf.iter().enumerate().all(|(j, o)| byte(i + j) == o ^ 0x5a));
+    (found, len)
 }
 
 impl delegate_sdk::Guest for Hostile {
@@ -81,6 +139,17 @@ impl delegate_sdk::Guest for Hostile {
                 let work = v.get("work").and_then(serde_json::Value::as_u64).unwrap_or(0);
                 monotonic_clock::subscribe_duration(wait_ms * 1_000_000).block();
                 Ok(spin(work).to_string())
+            }
+            "mark" => Ok(mark(&obfuscated_secret(&v), mib(&v)).to_string()),
+            "scan" => {
+                let (found, scanned) = scan(&obfuscated_secret(&v), mib(&v));
+                Ok(serde_json::json!({ "found": found, "scanned": scanned }).to_string())
+            }
+            "mark-and-scan" => {
+                let obf = obfuscated_secret(&v);
+                mark(&obf, mib(&v));
+                let (found, scanned) = scan(&obf, mib(&v));
+                Ok(serde_json::json!({ "found": found, "scanned": scanned }).to_string())
             }
             "ok" => Ok("ok".into()),
             other => Err(PluginError::new("bad_request", format!("unknown mode {other}"))),
