@@ -612,3 +612,70 @@ async fn a_hanging_issuer_does_not_block_the_others() {
     assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
     hold.abort();
 }
+
+/// Fuzzing the front end (proptest, bounded for CI): arbitrary `Authorization` values and
+/// one-character mutations of a valid token are refused as unauthenticated — never accepted,
+/// never a panic, never "unavailable" — and the real token still passes afterwards.
+#[test]
+fn fuzzed_authorization_values_and_mutated_tokens_are_refused() {
+    use base64::Engine as _;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (f, authorizer, token) = rt.block_on(async {
+        let f = Fixture::start().await;
+        let a = f.authorizer(f.config());
+        a.warm_up().await.unwrap();
+        let t = f.jane_token();
+        (f, a, t)
+    });
+    let refused = |value: String| -> Result<(), TestCaseError> {
+        let Ok(v) = HeaderValue::from_str(&value) else { return Ok(()) };
+        let mut h = HeaderMap::new();
+        h.append(http::header::AUTHORIZATION, v);
+        let result = rt.block_on(authorizer.authorize(&h));
+        prop_assert_eq!(outcome(&result), Expected::Unauthenticated, "{:?}", value);
+        Ok(())
+    };
+    let config = Config { cases: 400, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new(config.clone());
+    // Arbitrary printable values, and ones shaped like `Bearer a.b.c`.
+    #[allow(clippy::redundant_closure)] // `refused` is used again below; passing it would move it
+    runner.run(&"[ -~]{0,400}", |v| refused(v)).unwrap();
+    runner
+        .run(
+            &("(?i:bearer) ", "[A-Za-z0-9_-]{0,80}", "[A-Za-z0-9_.-]{0,80}", "[A-Za-z0-9_=-]{0,80}"),
+            |(s, a, b, c)| refused(format!("{s}{a}.{b}.{c}")),
+        )
+        .unwrap();
+    // One character of the real token replaced: refused, unless base64url's unused trailing
+    // bits make the new text decode to the very same bytes (then it is the same token).
+    let decoded = |t: &str| -> Vec<Vec<u8>> {
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::URL_SAFE,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_allow_trailing_bits(true)
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        t.split('.').map(|s| lenient.decode(s).unwrap_or_default()).collect()
+    };
+    let alphabet: Vec<char> = ('A'..='Z').chain('a'..='z').chain('0'..='9').chain(['-', '_', '.']).collect();
+    let mut runner = TestRunner::new(config);
+    runner
+        .run(&(0..token.len(), 0..alphabet.len()), |(i, c)| {
+            let mut mutated: Vec<char> = token.chars().collect();
+            if mutated[i] == alphabet[c] {
+                return Ok(());
+            }
+            mutated[i] = alphabet[c];
+            let mutated: String = mutated.into_iter().collect();
+            if mutated.split('.').count() == 3 && decoded(&mutated) == decoded(&token) {
+                return Ok(());
+            }
+            refused(format!("Bearer {mutated}"))
+        })
+        .unwrap();
+    let ok = rt.block_on(authorizer.authorize(&bearer(&token)));
+    assert_eq!(outcome(&ok), Expected::Accepted);
+    drop(f);
+}

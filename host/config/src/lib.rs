@@ -205,3 +205,6 @@ impl Config {
         self.plugins.iter().find(|p| p.default).unwrap_or(&self.plugins[0])
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;

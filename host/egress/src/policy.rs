@@ -154,7 +154,7 @@ impl fmt::Display for DenyReason {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EgressPolicy {
     /// The operator's rules, in order: the first match decides the credential.
-    rules: Vec<EgressRule>,
+    pub(crate) rules: Vec<EgressRule>,
     /// Further rule lists each of which must also allow a request (what a plugin requested);
     /// they only ever narrow, their credentials are never used.
     within: Vec<Vec<EgressRule>>,

@@ -561,3 +561,91 @@ fn budget_caps_are_exact_under_concurrency() {
     assert_eq!(budget.add_response_bytes(1).unwrap_err().code(), "response_bytes_limit");
     assert_eq!(budget.add_response_bytes(u64::MAX), Err(BudgetExceeded::ResponseBytes(1000)));
 }
+
+/// A URL piece drawn from the tricks the table above covers one by one.
+fn url_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("api".to_owned()),
+        Just("now".to_owned()),
+        Just("table".to_owned()),
+        Just("incident".to_owned()),
+        Just("..".to_owned()),
+        Just(".".to_owned()),
+        Just("%2e%2e".to_owned()),
+        Just("%2E".to_owned()),
+        Just("%2f".to_owned()),
+        Just("%5c".to_owned()),
+        Just("\\".to_owned()),
+        Just("".to_owned()),
+        Just("%00".to_owned()),
+        Just("%25".to_owned()),
+        Just("%".to_owned()),
+        Just(";x=1".to_owned()),
+        Just("é".to_owned()),
+        "[a-z0-9%._~-]{1,6}",
+    ]
+}
+
+fn host_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("dev.service-now.com".to_owned()),
+        Just("DEV.service-now.com.".to_owned()),
+        Just("dev.service-now.com.evil.example".to_owned()),
+        Just("evil.example".to_owned()),
+        Just("user@dev.service-now.com".to_owned()),
+        Just("dev.service-now.com:443".to_owned()),
+        Just("dev.service-now.com:8443".to_owned()),
+        Just("127.0.0.1:9443".to_owned()),
+        Just("0x7f.1:9443".to_owned()),
+        Just("[::1]:9443".to_owned()),
+        Just("localhost:8080".to_owned()),
+        Just("xn--bcher-kva.example".to_owned()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Fuzzing the URL normaliser and matcher: whatever the URL, an allowed request's
+    /// canonical target lies inside the rule that allowed it (scheme, host, port, prefix at a
+    /// `/` boundary), has no dot segments, empty segments or encoded separators left, and is a
+    /// fixed point: deciding the canonical URL again gives the same rule and the same URL.
+    #[test]
+    fn allowed_targets_stay_inside_their_rule_and_are_fixed_points(
+        scheme in prop_oneof![Just("https"), Just("http"), Just("HTTPS"), Just("ftp")],
+        host in host_piece(),
+        // Often start inside a rule's prefix, so the tricks get a chance to climb out of it.
+        start in prop_oneof![Just(""), Just("api/now/table/"), Just("devstack/"), Just("api/now/tablex/")],
+        pieces in proptest::collection::vec(url_piece(), 0..8),
+        query in proptest::option::of("[a-z=&%]{0,12}"),
+        method in prop_oneof![Just(Method::GET), Just(Method::POST), Just(Method::DELETE)],
+    ) {
+        let p = policy();
+        let mut url = format!("{scheme}://{host}/{start}{}", pieces.join("/"));
+        if let Some(q) = &query {
+            url.push('?');
+            url.push_str(q);
+        }
+        let Ok(uri) = url.parse::<Uri>() else { return Ok(()) };
+        if let Decision::Allow { rule_index, target, .. } = p.decide(&method, &uri) {
+            let rule = &p.rules[rule_index];
+            prop_assert_eq!(target.https, rule.https);
+            prop_assert_eq!(target.port, rule.port);
+            prop_assert_eq!(target.host.as_str(), rule.host.as_str());
+            prop_assert!(crate::url::prefix_matches(&rule.path_prefix, &target.path), "{} vs {}", target.path, rule.path_prefix);
+            prop_assert!(rule.methods.contains(&method));
+            let segments: Vec<&str> = target.path.split('/').skip(1).collect();
+            prop_assert!(segments.iter().all(|s| *s != "." && *s != ".."), "{}", target.path);
+            prop_assert!(!target.path.contains("//") && !target.path.contains('\\'), "{}", target.path);
+            let lower = target.path.to_ascii_lowercase();
+            prop_assert!(!lower.contains("%2f") && !lower.contains("%5c") && !lower.contains("%2e"), "{}", target.path);
+            match p.decide(&method, &target.uri) {
+                Decision::Allow { rule_index: again, target: t2, .. } => {
+                    prop_assert_eq!(again, rule_index);
+                    prop_assert_eq!(t2.uri.to_string(), target.uri.to_string());
+                }
+                Decision::Deny { reason } => prop_assert!(false, "{} re-decided as {:?}", target.uri, reason),
+            }
+        }
+    }
+}

@@ -147,3 +147,85 @@ async fn graceful_shutdown_finishes_in_flight_invocations() {
     // The listener is closed: new connections fail.
     assert!(client().get(format!("{}/ping", server.url)).send().await.is_err());
 }
+
+/// Fuzzing the request path (proptest strategies, bounded for CI): random bodies — JSON-ish,
+/// truncated, binary, deep nesting, huge numbers — with random session/request/plugin headers
+/// and `Accept` values. Every answer is a documented status with a JSON error body naming a
+/// stable code (or a success), never a 5xx; the server stays healthy and serves a normal
+/// request afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzed_requests_get_documented_answers() {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let server = TestServer::start(ServerSpec::new(delegate_artifacts::ECHO)).await;
+    let json_ish = prop_oneof![
+        Just(br#"{"prompt":"hi"}"#.to_vec()),
+        Just(br#"{"prompt":"hi","chunk_size":0}"#.to_vec()),
+        Just(br#"{"prompt":123}"#.to_vec()),
+        Just(br#"{"prompt":"hi","chunk_size":-1}"#.to_vec()),
+        Just(br#"{"prompt":"\ud800"}"#.to_vec()),
+        Just(format!("{}{}", "[".repeat(2_000), "]".repeat(2_000)).into_bytes()),
+        Just(b"1e999999".to_vec()),
+        Just(b"".to_vec()),
+        "\\PC{0,64}".prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>(), 0..256),
+        (r#"\{"prompt":"[a-z]{0,8}""#, 0..4usize).prop_map(|(s, cut)| {
+            let mut b = s.into_bytes();
+            b.truncate(b.len().saturating_sub(cut));
+            b
+        }),
+    ];
+    let header = proptest::option::of("[ -~]{0,300}");
+    let accept = prop_oneof![
+        Just(None),
+        Just(Some("application/json".to_owned())),
+        Just(Some("text/event-stream".to_owned())),
+        Just(Some("*/*".to_owned())),
+    ];
+    let strategy = (json_ish, header.clone(), header.clone(), header, accept);
+    let mut runner = TestRunner::deterministic();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..300 {
+        let (body, session, request_id, plugin, accept) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut req = client()
+            .post(format!("{}/invocations", server.url))
+            .bearer_auth("test:fuzzer")
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (name, value) in [
+            ("x-amzn-bedrock-agentcore-runtime-session-id", &session),
+            ("x-amzn-bedrock-agentcore-runtime-request-id", &request_id),
+            ("x-delegate-plugin", &plugin),
+            ("accept", &accept),
+        ] {
+            if let Some(v) = value {
+                req = req.header(name, v.as_str());
+            }
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        *statuses.entry(status).or_default() += 1;
+        assert!([200, 400, 404, 413, 422].contains(&status), "status {status} for body {body:?}");
+        let is_sse = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+        let text = resp.text().await.unwrap();
+        if status != 200 {
+            let v: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+            let code = v["error_type"].as_str().unwrap_or_else(|| panic!("no code: {text}"));
+            assert!(code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{code}");
+        } else if is_sse {
+            // The stream ends with exactly one final event (a result or an error).
+            let last = text.lines().filter(|l| l.starts_with("data: ")).next_back().unwrap();
+            assert!(last.contains("\"status\":\"success\"") || last.contains("\"error_type\""), "{text}");
+        }
+    }
+    // The run exercised more than one answer, and the server is fine afterwards.
+    assert!(statuses.len() >= 3, "{statuses:?}");
+    let seen = invoke(&server.url, "jane", &json!({"prompt": "still here"})).await;
+    assert_eq!((seen.status, seen.text.as_str()), (200, "still here"));
+    assert_eq!(ping(&server.url).await["status"], "Healthy");
+}
