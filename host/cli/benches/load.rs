@@ -1,0 +1,596 @@
+//! Bounded load on the real `delegate serve` binary: the Jane scenario
+//! (`cargo bench -p delegate --bench load [-- --concurrency 1,8,32,128 --seconds 10 --max 20000]`).
+//!
+//! The devstack (IdP, ServiceNow sandbox, Bedrock endpoint with its planner, no delays) runs
+//! in this process, on the same runtime as the load clients; the host is a child process,
+//! so its CPU time and memory are read from `/proc/<pid>` and are the host's alone.
+//!
+//! 1. Start-up: time from spawning `delegate serve` to the first `Healthy` `/ping`, with an
+//!    empty `engine.cache_dir` (Cranelift compiles the plugin) and again with the same
+//!    directory (the precompiled plugin is loaded).
+//! 2. For each concurrency level C: C tasks send Jane's request (`POST /invocations`, Token A
+//!    for jane.smith@company.com, "Show me 5 incidents assigned to me") in a loop for a fixed
+//!    time or until a total count, read the SSE stream to the end and check that it succeeded
+//!    and names her five incidents. Failures are counted and the first one is printed.
+//! 3. Per level: throughput, latency percentiles (client to last byte), host CPU per
+//!    invocation, host RSS before / after / peak, (peak − idle) / C, and this process's CPU
+//!    (devstack + clients) per invocation; per-phase means from the admin `/metrics`
+//!    histograms (`delegate_phase_duration_seconds`) when the host serves them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::panic,
+    missing_docs
+)]
+
+use delegate_devstack::{DevStack, DevStackOptions, idp_defaults as ids, seed};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const PROMPT_BODY: &str = r#"{"prompt":"Show me 5 incidents assigned to me"}"#;
+const PHASES: [&str; 5] = ["authorize", "instantiate", "model_call", "egress_call", "guest_cpu"];
+const PHASE_METRIC: &str = "delegate_phase_duration_seconds";
+
+struct Args {
+    levels: Vec<usize>,
+    seconds: f64,
+    max_total: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args { levels: vec![1, 8, 32, 128], seconds: 10.0, max_total: 20_000 };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        // `cargo bench` adds `--bench`; anything unknown is ignored.
+        match a.as_str() {
+            "--concurrency" => {
+                let v = it.next().expect("--concurrency needs a list, e.g. 1,8,32");
+                args.levels = v
+                    .split(',')
+                    .map(|s| s.trim().parse().expect("concurrency: a positive integer"))
+                    .collect();
+                assert!(args.levels.iter().all(|&c| c > 0), "concurrency must be positive");
+            }
+            "--seconds" => {
+                args.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds needs a number");
+            }
+            "--max" => {
+                args.max_total = it.next().and_then(|v| v.parse().ok()).expect("--max needs a count");
+            }
+            _ => {}
+        }
+    }
+    args
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ---- /proc ---------------------------------------------------------------------------
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of `pid` ("self" for this process), in clock ticks.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may contain spaces) start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A `/proc/<pid>/status` value in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Resets `VmHWM` to the current RSS (Linux ≥ 4.0); false if not permitted.
+fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+// ---- the host as a child process -----------------------------------------------------
+
+/// A running `delegate serve`; killed (by its pid) when dropped.
+struct Served {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Spawns `delegate serve --config <config>` and waits for `/ping` to say `Healthy`;
+/// returns it and the time from spawn to that answer.
+async fn serve(config: &Path, listen_port: u16, log: PathBuf, http: &reqwest::Client) -> (Served, Duration) {
+    let out = std::fs::File::create(&log).unwrap();
+    let delegate_model::AwsCredentials::Static { access_key_id, secret_access_key, .. } =
+        delegate_devstack::aws_credentials()
+    else {
+        panic!("the devstack's AWS credentials are static keys")
+    };
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("DELEGATE_LOG", "warn")
+        // The devstack Bedrock endpoint's fixed keys (`delegate_devstack::aws_credentials`),
+        // through the default chain's environment provider; no IMDS probing, no profiles.
+        .env("AWS_ACCESS_KEY_ID", access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret_access_key.expose())
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let mut served = Served { child, base: format!("http://127.0.0.1:{listen_port}"), log };
+    let ping = format!("{}/ping", served.base);
+    loop {
+        if let Ok(resp) = http.get(&ping).send().await
+            && let Ok(v) = resp.json::<serde_json::Value>().await
+            && v["status"] == "Healthy"
+        {
+            return (served, started.elapsed());
+        }
+        if let Some(status) = served.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&served.log).unwrap_or_default();
+            panic!("delegate serve exited ({status}) before it was healthy:\n{log}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "delegate serve not healthy after 60 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+// ---- one Jane invocation -------------------------------------------------------------
+
+/// Sends Jane's request and checks the whole SSE stream: HTTP 200, `text/event-stream`, a
+/// final `"status":"success"` event, and her five incident numbers in the text.
+async fn jane(http: &reqwest::Client, url: &str, token: &str, expected: &[&str]) -> Result<(), String> {
+    let resp = http
+        .post(url)
+        .bearer_auth(token)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(PROMPT_BODY)
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = resp.bytes().await.map_err(|e| format!("reading the stream: {e}"))?;
+    let body = String::from_utf8_lossy(&body);
+    if status != reqwest::StatusCode::OK {
+        return Err(format!("HTTP {status}: {}", body.chars().take(300).collect::<String>()));
+    }
+    if !content_type.starts_with("text/event-stream") {
+        return Err(format!("content type {content_type:?}"));
+    }
+    let mut text = String::new();
+    let mut last: Option<serde_json::Value> = None;
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data:") else { continue };
+        let event: serde_json::Value = serde_json::from_str(data.strip_prefix(' ').unwrap_or(data))
+            .map_err(|e| format!("event: {e}"))?;
+        match event {
+            serde_json::Value::String(s) => text.push_str(&s),
+            other => last = Some(other),
+        }
+    }
+    match &last {
+        Some(v) if v["status"] == "success" => {}
+        other => return Err(format!("no success event; last: {other:?}")),
+    }
+    let missing: Vec<&str> = expected.iter().copied().filter(|n| !text.contains(n)).collect();
+    if !missing.is_empty() {
+        return Err(format!("missing {missing:?} in {:?}", text.chars().take(300).collect::<String>()));
+    }
+    Ok(())
+}
+
+struct LevelRun {
+    latencies: Vec<Duration>,
+    failures: u64,
+    first_failure: Option<String>,
+    elapsed: Duration,
+}
+
+async fn run_level(
+    http: &reqwest::Client,
+    url: &Arc<String>,
+    token: &Arc<String>,
+    concurrency: usize,
+    duration: Duration,
+    max_total: usize,
+) -> LevelRun {
+    let expected: Arc<Vec<&'static str>> = Arc::new(seed::JANE_INCIDENTS.iter().map(|i| i.number).collect());
+    let issued = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (http, url, token, expected) = (http.clone(), url.clone(), token.clone(), expected.clone());
+        let (issued, failures, first_failure) = (issued.clone(), failures.clone(), first_failure.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < duration && issued.fetch_add(1, Ordering::Relaxed) < max_total {
+                let t = Instant::now();
+                match jane(&http, &url, &token, &expected).await {
+                    Ok(()) => latencies.push(t.elapsed()),
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        first_failure.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let first_failure = first_failure.lock().unwrap().take();
+    LevelRun { latencies, failures: failures.load(Ordering::Relaxed), first_failure, elapsed }
+}
+
+/// Samples the child's `VmRSS` every 10 ms until stopped; returns the largest seen (KiB).
+fn sample_rss(pid: u32) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = tokio::spawn(async move {
+        let mut max = 0;
+        while !flag.load(Ordering::Relaxed) {
+            max = max.max(status_kib(pid, "VmRSS"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        max.max(status_kib(pid, "VmRSS"))
+    });
+    (stop, handle)
+}
+
+// ---- /metrics ------------------------------------------------------------------------
+
+/// Per phase: (sum of seconds, count), summed over any other labels.
+type Phases = BTreeMap<String, (f64, f64)>;
+
+/// Parses `delegate_phase_duration_seconds_{sum,count}{phase="..."} <value>` lines of the
+/// Prometheus text exposition format.
+fn parse_phases(text: &str) -> Phases {
+    let mut phases = Phases::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, rest) = match line.find('{') {
+            Some(open) => match line[open..].find('}') {
+                Some(close) => (&line[..open + close + 1], &line[open + close + 1..]),
+                None => continue,
+            },
+            None => match line.split_once(char::is_whitespace) {
+                Some((s, r)) => (s, r),
+                None => continue,
+            },
+        };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let is_sum = name == format!("{PHASE_METRIC}_sum");
+        if !is_sum && name != format!("{PHASE_METRIC}_count") {
+            continue;
+        }
+        let Some(phase) = labels.split("phase=\"").nth(1).and_then(|v| v.split('"').next()) else {
+            continue;
+        };
+        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let entry = phases.entry(phase.to_owned()).or_default();
+        if is_sum {
+            entry.0 += value;
+        } else {
+            entry.1 += value;
+        }
+    }
+    phases
+}
+
+/// `Ok(phases)`, or `Err(why)` when the host does not serve them.
+async fn scrape(http: &reqwest::Client, url: &str, token: &str) -> Result<Phases, String> {
+    let resp = http.get(url).bearer_auth(token).send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    if status != reqwest::StatusCode::OK {
+        return Err(format!("HTTP {status}"));
+    }
+    let phases = parse_phases(&resp.text().await.map_err(|e| e.to_string())?);
+    if phases.is_empty() {
+        return Err(format!("no {PHASE_METRIC} series"));
+    }
+    Ok(phases)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+struct Row {
+    concurrency: usize,
+    run: LevelRun,
+    host_cpu_ms: f64,
+    bench_cpu_ms: f64,
+    rss_before: u64,
+    rss_after: u64,
+    peak: u64,
+    phases: Result<Vec<(String, f64, f64)>, String>,
+}
+
+fn main() {
+    let args = parse_args();
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
+    rt.block_on(bench(args));
+}
+
+async fn bench(args: Args) {
+    let total_started = Instant::now();
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let dir = std::env::temp_dir().join(format!("delegate-bench-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Zero planner/model delays: no pause between stream deltas, none before an answer.
+    let options = DevStackOptions { delta_delay: Duration::ZERO, ..DevStackOptions::ephemeral(&dir) };
+    let stack = DevStack::start(&options).await.unwrap();
+    stack.bedrock.set_delay(Duration::ZERO);
+    let component = Path::new(delegate_artifacts::SERVICENOW_AGENT);
+    let audit = dir.join("audit.jsonl").display().to_string();
+    let cache = dir.join("cache").display().to_string();
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
+    let tck = clock_ticks_per_second();
+
+    let config_for = |port: u16, admin: Option<(u16, &Path)>| {
+        let mut toml = stack
+            .delegate_config(([127, 0, 0, 1], port).into(), component, &audit)
+            .replace("[server]\n", "[server]\nmax_concurrency = 256\n")
+            .replace(
+                "[outbound]\n",
+                &format!("[engine]\npool_instances = 256\ncache_dir = {cache:?}\n\n[outbound]\n"),
+            );
+        if let Some((admin_port, token_file)) = admin {
+            toml.push_str(&format!(
+                "\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = {:?}\n",
+                token_file.display().to_string()
+            ));
+        }
+        toml
+    };
+
+    // ---- start-up, cold and warm compiled-plugin cache
+    let mut startups = Vec::new();
+    for (i, what) in ["empty cache_dir (compile)", "same cache_dir (precompiled)"].into_iter().enumerate() {
+        let port = free_port();
+        let path = dir.join(format!("startup-{i}.toml"));
+        std::fs::write(&path, config_for(port, None)).unwrap();
+        let (served, took) = serve(&path, port, dir.join(format!("startup-{i}.log")), &http).await;
+        drop(served);
+        startups.push((what, took));
+    }
+
+    // ---- the host under load
+    let (port, admin_port) = (free_port(), free_port());
+    let token_file = dir.join("admin-token");
+    delegate_devstack::write_admin_token(&token_file).unwrap();
+    let admin_token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let path = dir.join("delegate.toml");
+    std::fs::write(&path, config_for(port, Some((admin_port, &token_file)))).unwrap();
+    let (served, took) = serve(&path, port, dir.join("host.log"), &http).await;
+    startups.push(("same cache_dir, load host (admin listener on)", took));
+    let pid = served.pid();
+    let pid_s = pid.to_string();
+    let url = Arc::new(format!("{}/invocations", served.base));
+    let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");
+    let token = Arc::new(
+        stack
+            .idp
+            .idp()
+            .mint_access_token(
+                ids::JANE,
+                ids::AGENT_APP_ID,
+                ids::AGENT_APP_ID,
+                &[ids::AGENT_SCOPE],
+                Duration::from_secs(3600),
+            )
+            .unwrap()
+            .expose()
+            .to_owned(),
+    );
+
+    // Warm-up (OBO token cached, connections open, allocator grown), then the idle RSS.
+    let warm = run_level(&http, &url, &token, 4, Duration::from_secs(2), 200).await;
+    assert!(
+        warm.failures == 0,
+        "warm-up failed: {} of {} ({:?}); host log:\n{}",
+        warm.failures,
+        warm.failures as usize + warm.latencies.len(),
+        warm.first_failure,
+        std::fs::read_to_string(&served.log).unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_rss = status_kib(pid, "VmRSS");
+    let hwm_resets = reset_peak_rss(pid);
+
+    let mut rows = Vec::new();
+    for &c in &args.levels {
+        let before = scrape(&http, &metrics_url, &admin_token).await;
+        let rss_before = status_kib(pid, "VmRSS");
+        reset_peak_rss(pid);
+        let (host0, self0) = (cpu_ticks(&pid_s), cpu_ticks("self"));
+        let (stop, sampler) = sample_rss(pid);
+        let run =
+            run_level(&http, &url, &token, c, Duration::from_secs_f64(args.seconds), args.max_total).await;
+        let (host1, self1) = (cpu_ticks(&pid_s), cpu_ticks("self"));
+        stop.store(true, Ordering::Relaxed);
+        let sampled = sampler.await.unwrap();
+        let hwm = status_kib(pid, "VmHWM");
+        let peak = if hwm_resets { hwm.max(sampled) } else { sampled };
+        let rss_after = status_kib(pid, "VmRSS");
+        let after = scrape(&http, &metrics_url, &admin_token).await;
+        let n = (run.latencies.len() as u64 + run.failures).max(1) as f64;
+        let per_inv = |ticks: u64| ticks as f64 / tck * 1e3 / n;
+        let phases = match (before, after) {
+            (Ok(b), Ok(a)) => Ok(PHASES
+                .iter()
+                .map(|&p| {
+                    let (s0, c0) = b.get(p).copied().unwrap_or_default();
+                    let (s1, c1) = a.get(p).copied().unwrap_or_default();
+                    let count = c1 - c0;
+                    let mean = if count > 0.0 { (s1 - s0) / count } else { f64::NAN };
+                    (p.to_owned(), mean, count / n)
+                })
+                .collect()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        rows.push(Row {
+            concurrency: c,
+            host_cpu_ms: per_inv(host1 - host0),
+            bench_cpu_ms: per_inv(self1 - self0),
+            rss_before,
+            rss_after,
+            peak,
+            phases,
+            run,
+        });
+    }
+    let audit_lines = std::fs::read_to_string(&audit).map(|t| t.lines().count()).unwrap_or(0);
+    let obo_calls = stack.idp.idp().grant_calls("urn:ietf:params:oauth:grant-type:jwt-bearer");
+    let log = std::fs::read_to_string(&served.log).unwrap_or_default();
+    drop(served);
+
+    // ---- report
+    println!();
+    println!(
+        "load: the Jane scenario against `delegate serve` (pid {pid}), devstack in the bench process, {workers} cores"
+    );
+    println!(
+        "levels {:?}, {} s each or {} invocations; CLK_TCK {tck}; host log lines: {}; audit lines: {audit_lines}; OBO token requests at the IdP: {obo_calls}",
+        args.levels,
+        args.seconds,
+        args.max_total,
+        log.lines().count()
+    );
+    for (what, took) in &startups {
+        println!("start-up to first Healthy /ping, {what:<46} {} ms", ms(*took));
+    }
+    println!(
+        "idle host RSS after warm-up: {} MiB{}",
+        mib(idle_rss),
+        if hwm_resets { "" } else { " (VmHWM cannot be reset here: peak is sampled every 10 ms)" }
+    );
+    println!();
+    println!(
+        "| C | ok | failed | inv/s | p50 ms | p95 ms | p99 ms | host CPU ms/inv | bench CPU ms/inv | host RSS before MiB | after MiB | peak MiB | (peak − idle)/C KiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let ok = r.run.latencies.len();
+        println!(
+            "| {} | {ok} | {} | {:.0} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {:.0} |",
+            r.concurrency,
+            r.run.failures,
+            ok as f64 / r.run.elapsed.as_secs_f64(),
+            ms(pct(&r.run.latencies, 0.50)),
+            ms(pct(&r.run.latencies, 0.95)),
+            ms(pct(&r.run.latencies, 0.99)),
+            r.host_cpu_ms,
+            r.bench_cpu_ms,
+            mib(r.rss_before),
+            mib(r.rss_after),
+            mib(r.peak),
+            r.peak.saturating_sub(idle_rss) as f64 / r.concurrency as f64,
+        );
+    }
+    println!();
+    match rows.first().map(|r| &r.phases) {
+        Some(Err(why)) => println!("phase metrics: not available ({why})"),
+        Some(Ok(_)) => {
+            println!(
+                "host phases (mean per observation from /metrics deltas; per-invocation count in brackets):"
+            );
+            println!("| C | {} |", PHASES.join(" | "));
+            println!("|---:|{}", "---:|".repeat(PHASES.len()));
+            for r in &rows {
+                let cells: Vec<String> = match &r.phases {
+                    Ok(p) => {
+                        p.iter().map(|(_, mean, per)| format!("{:.1} µs [{per:.2}]", mean * 1e6)).collect()
+                    }
+                    Err(e) => vec![format!("n/a ({e})")],
+                };
+                println!("| {} | {} |", r.concurrency, cells.join(" | "));
+            }
+        }
+        None => {}
+    }
+    for r in &rows {
+        if let Some(f) = &r.run.first_failure {
+            println!("C={}: {} failures, first: {f}", r.concurrency, r.run.failures);
+        }
+    }
+    let warnings: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).take(5).collect();
+    if !warnings.is_empty() {
+        println!("host log (first lines):");
+        for l in warnings {
+            println!("  {l}");
+        }
+    }
+    println!("total bench time: {:.1} s", total_started.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&dir);
+}
