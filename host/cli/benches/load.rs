@@ -16,6 +16,12 @@
 //!    invocation, host RSS before / after / peak, (peak − idle) / C, and this process's CPU
 //!    (devstack + clients) per invocation; per-phase means from the admin `/metrics`
 //!    histograms (`delegate_phase_duration_seconds`) when the host serves them.
+//!
+//! Soak (`-- --soak [--burst 1000] [--rps 100] [--minutes 10]`): instead of the levels, a
+//! burst of `--burst` concurrent SSE invocations at once (beyond `server.max_concurrency`
+//! = 256 the host must answer 503 `busy`, the only error allowed), then a steady `--rps` for
+//! `--minutes`, sampling the host's RSS and open file descriptors every second. Reports
+//! errors other than 503, p50/p99 per minute, RSS and fd count at start, peak and end.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -41,10 +47,21 @@ struct Args {
     levels: Vec<usize>,
     seconds: f64,
     max_total: usize,
+    soak: Option<Soak>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Soak {
+    burst: usize,
+    rps: f64,
+    minutes: f64,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { levels: vec![1, 8, 32, 128], seconds: 10.0, max_total: 20_000 };
+    let mut args = Args { levels: vec![1, 8, 32, 128], seconds: 10.0, max_total: 20_000, soak: None };
+    let number = |v: Option<String>, what: &str| -> f64 {
+        v.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{what} needs a number"))
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         // `cargo bench` adds `--bench`; anything unknown is ignored.
@@ -62,6 +79,21 @@ fn parse_args() -> Args {
             }
             "--max" => {
                 args.max_total = it.next().and_then(|v| v.parse().ok()).expect("--max needs a count");
+            }
+            "--soak" => {
+                args.soak.get_or_insert(Soak { burst: 1000, rps: 100.0, minutes: 10.0 });
+            }
+            "--burst" => {
+                args.soak.get_or_insert(Soak { burst: 1000, rps: 100.0, minutes: 10.0 }).burst =
+                    number(it.next(), "--burst") as usize;
+            }
+            "--rps" => {
+                args.soak.get_or_insert(Soak { burst: 1000, rps: 100.0, minutes: 10.0 }).rps =
+                    number(it.next(), "--rps");
+            }
+            "--minutes" => {
+                args.soak.get_or_insert(Soak { burst: 1000, rps: 100.0, minutes: 10.0 }).minutes =
+                    number(it.next(), "--minutes");
             }
             _ => {}
         }
@@ -293,6 +325,172 @@ fn sample_rss(pid: u32) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
     (stop, handle)
 }
 
+/// Open file descriptors of `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// One soak invocation: `Ok(latency)`, `Err(None)` for an intended 503 `busy`, or
+/// `Err(Some(why))` for anything else.
+async fn soak_one(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    expected: &[&str],
+) -> Result<Duration, Option<String>> {
+    let t = Instant::now();
+    match jane(http, url, token, expected).await {
+        Ok(()) => Ok(t.elapsed()),
+        Err(e) if e.starts_with("HTTP 503") && e.contains("\"busy\"") => Err(None),
+        Err(e) => Err(Some(e)),
+    }
+}
+
+async fn soak(_shared: &reqwest::Client, url: &Arc<String>, token: &Arc<String>, pid: u32, args: Soak) {
+    // The soak's own client, dropped before the final count, so connections it keeps alive
+    // are not mistaken for descriptors the host leaked.
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(120)).build().unwrap();
+    let http = &client;
+    let expected: Arc<Vec<&'static str>> = Arc::new(seed::JANE_INCIDENTS.iter().map(|i| i.number).collect());
+    let (rss0, fd0) = (status_kib(pid, "VmRSS"), fd_count(pid));
+    // Samples every second for the whole soak.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                samples.push((status_kib(pid, "VmRSS"), fd_count(pid)));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            samples
+        })
+    };
+
+    // ---- the burst
+    let started = Instant::now();
+    let burst: Vec<_> = (0..args.burst)
+        .map(|_| {
+            let (http, url, token, expected) = (http.clone(), url.clone(), token.clone(), expected.clone());
+            tokio::spawn(async move { soak_one(&http, &url, &token, &expected).await })
+        })
+        .collect();
+    let (mut ok, mut busy, mut errors, mut first_error) = (Vec::new(), 0u64, 0u64, None);
+    for t in burst {
+        match t.await.unwrap() {
+            Ok(d) => ok.push(d),
+            Err(None) => busy += 1,
+            Err(Some(e)) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let burst_took = started.elapsed();
+    ok.sort();
+    println!();
+    println!(
+        "soak burst: {} concurrent SSE invocations in {:.2} s: {} ok, {busy} busy (503, intended), {errors} other errors; p50 {} ms, p99 {} ms",
+        args.burst,
+        burst_took.as_secs_f64(),
+        ok.len(),
+        ms(pct(&ok, 0.50)),
+        ms(pct(&ok, 0.99))
+    );
+    if let Some(e) = &first_error {
+        println!("  first error: {e}");
+    }
+
+    // ---- the steady rate: one invocation started every 1/rps seconds, each in its own task
+    let total = Duration::from_secs_f64(args.minutes * 60.0);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rps));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let results = Arc::new(std::sync::Mutex::new(Vec::<(u64, Result<Duration, Option<String>>)>::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    while started.elapsed() < total {
+        tick.tick().await;
+        let minute = started.elapsed().as_secs() / 60;
+        let (http, url, token, expected, results) =
+            (http.clone(), url.clone(), token.clone(), expected.clone(), results.clone());
+        tasks.spawn(async move {
+            let r = soak_one(&http, &url, &token, &expected).await;
+            results.lock().unwrap().push((minute, r));
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    let (rss_end, fd_end) = (status_kib(pid, "VmRSS"), fd_count(pid));
+    // Close the client's connections, then wait (bounded) for the host to close its side.
+    drop(client);
+    let mut fd_closed = fd_count(pid);
+    for _ in 0..50 {
+        if fd_closed <= fd0 + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fd_closed = fd_count(pid);
+    }
+    let rss_closed = status_kib(pid, "VmRSS");
+    let rss_peak = samples.iter().map(|s| s.0).max().unwrap_or(rss0);
+    let fd_peak = samples.iter().map(|s| s.1).max().unwrap_or(fd0);
+    let mut errors = 0;
+    let mut busy = 0;
+    let mut first_error = None;
+    println!(
+        "soak steady: {:.0} invocations/s for {:.1} min ({} started)",
+        args.rps,
+        args.minutes,
+        results.len()
+    );
+    println!("| minute | ok | busy (503) | other errors | p50 ms | p99 ms |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let minutes = results.iter().map(|(m, _)| *m).max().unwrap_or(0);
+    let mut all_ok = Vec::new();
+    for m in 0..=minutes {
+        let mut lat: Vec<Duration> = Vec::new();
+        let (mut b, mut e) = (0, 0);
+        for (_, r) in results.iter().filter(|(mm, _)| *mm == m) {
+            match r {
+                Ok(d) => lat.push(*d),
+                Err(None) => b += 1,
+                Err(Some(why)) => {
+                    e += 1;
+                    first_error.get_or_insert(why.clone());
+                }
+            }
+        }
+        lat.sort();
+        println!("| {m} | {} | {b} | {e} | {} | {} |", lat.len(), ms(pct(&lat, 0.50)), ms(pct(&lat, 0.99)));
+        busy += b;
+        errors += e;
+        all_ok.extend(lat);
+    }
+    all_ok.sort();
+    println!(
+        "steady total: {} ok, {busy} busy, {errors} other errors; p50 {} ms, p99 {} ms",
+        all_ok.len(),
+        ms(pct(&all_ok, 0.50)),
+        ms(pct(&all_ok, 0.99))
+    );
+    if let Some(e) = &first_error {
+        println!("  first error: {e}");
+    }
+    println!(
+        "host RSS: start {} MiB, peak {} MiB, end {} MiB, after the client closed {} MiB",
+        mib(rss0),
+        mib(rss_peak),
+        mib(rss_end),
+        mib(rss_closed)
+    );
+    println!(
+        "host open fds: start {fd0}, peak {fd_peak}, end {fd_end} (the client's keep-alive connections), after the client closed {fd_closed}"
+    );
+}
+
 // ---- /metrics ------------------------------------------------------------------------
 
 /// Per phase: (sum of seconds, count), summed over any other labels.
@@ -467,6 +665,12 @@ async fn bench(args: Args) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = status_kib(pid, "VmRSS");
     let hwm_resets = reset_peak_rss(pid);
+    if let Some(soak_args) = args.soak {
+        soak(&http, &url, &token, pid, soak_args).await;
+        drop(served);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
 
     let mut rows = Vec::new();
     for &c in &args.levels {
