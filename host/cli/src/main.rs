@@ -13,6 +13,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: −9 µs p50 per model call (host/model/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// delegate — a sandboxed host for AI-agent plugins that act as the calling user.
 #[derive(Debug, Parser)]
 #[command(name = "delegate", version, about, long_about = None, propagate_version = true)]

@@ -12,6 +12,11 @@ use delegate_model::{
 };
 use delegate_secret::Secret;
 
+// The `delegate` binary's allocator (host/cli/src/main.rs), so the bench measures what ships.
+// The stub shares this process, so its side of the loopback HTTP gets it too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]

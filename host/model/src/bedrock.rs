@@ -12,7 +12,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_bedrockruntime::Client;
-use aws_sdk_bedrockruntime::config::{Credentials, Region};
+use aws_sdk_bedrockruntime::config::{Credentials, Region, StalledStreamProtectionConfig};
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::ConverseError;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
@@ -77,7 +77,10 @@ pub enum ProviderSetupError {
 /// AWS Bedrock behind [`ModelProvider`].
 #[derive(Debug, Clone)]
 pub struct BedrockProvider {
+    /// Converse: the SDK's stalled-stream protection off (see [`BedrockProvider::connect`]).
     client: Client,
+    /// ConverseStream: the SDK defaults, stalled-stream protection on.
+    stream_client: Client,
     settings: ModelSettings,
 }
 
@@ -103,6 +106,15 @@ fn check_ca_bundle(path: &str, pem: &[u8]) -> Result<(), ProviderSetupError> {
 impl BedrockProvider {
     /// Builds the client: aws-config defaults (credentials chain, region chain, profile) with
     /// the region, endpoint, extra CA roots, retry and timeout settings of `settings` applied.
+    ///
+    /// Converse calls run with the SDK's stalled-stream protection switched off: a Converse
+    /// response is one JSON document sent after the model has finished, so the protection
+    /// (which watches body throughput after the headers, 20 s grace) guards only the transfer
+    /// of that small body, and a stall there is already bounded by the per-attempt timeout
+    /// (`attempt_timeout`, retried) and the host's own per-request timeout (`request_timeout`).
+    /// It costs ≈ 3 µs per call (two body wrappers, a throughput log, timers). ConverseStream,
+    /// whose body is long-lived, keeps it, on a second SDK client (same settings; its own
+    /// connection pool unless a `ca_bundle` HTTP client is configured, which both share).
     pub async fn connect(
         settings: ModelSettings,
         credentials: AwsCredentials,
@@ -159,7 +171,13 @@ impl BedrockProvider {
         if let Some(url) = &settings.endpoint_url {
             conf = conf.endpoint_url(url.clone());
         }
-        Ok(Self { client: Client::from_conf(conf.build()), settings })
+        let converse_conf =
+            conf.clone().stalled_stream_protection(StalledStreamProtectionConfig::disabled()).build();
+        Ok(Self {
+            client: Client::from_conf(converse_conf),
+            stream_client: Client::from_conf(conf.build()),
+            settings,
+        })
     }
 
     /// The validated settings this provider runs with (the default model id among them).
@@ -253,7 +271,7 @@ impl BedrockProvider {
     ) -> Result<ConverseResponse, StreamFailure> {
         let parts = RequestParts::from_request(req).map_err(StreamFailure::BeforeStream)?;
         let mut call = self
-            .client
+            .stream_client
             .converse_stream()
             .model_id(model_id)
             .set_messages(Some(parts.messages))
