@@ -183,6 +183,109 @@ fn serve_finishes_in_flight_invocations_on_sigterm() {
     });
 }
 
+/// Resident memory of a process in KiB (`VmRSS` or `VmHWM` from `/proc/<pid>/status`).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `delegate serve` running the hostile plugin: after a barrage of memory, output and table
+/// bombs (60 invocations, 4 at a time), the process's resident memory is back within 48 MiB of
+/// what it was after warm-up: pool slots are released, nothing a bomb allocated stays around.
+#[test]
+fn serve_memory_returns_to_baseline_after_a_hostile_barrage() {
+    use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};
+    use std::time::Duration;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("delegate-cli-{}-rss", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), idp.ca_pem()).unwrap();
+        let port = free_port();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_concurrency = 4\n[limits]\nmemory_mib = 32\ntable_elements = 10000\ncpu_ms = 500\nwall_clock_ms = 5000\noutput_kib = 256\n[outbound]\nca_files = [\"ca.pem\"]\n[auth]\ndiscovery_url = \"{}\"\nallowed_audiences = [\"{app}\"]\nallowed_clients = [\"{app}\"]\nrequired_scopes = [\"{scope}\"]\n[[plugin]]\nname = \"hostile\"\ncomponent = \"{}\"\n",
+            idp.idp().discovery_url(defaults::TENANT_ID),
+            delegate_artifacts::HOSTILE,
+            app = defaults::AGENT_APP_ID,
+            scope = defaults::AGENT_SCOPE,
+        );
+        let path = dir.join("delegate.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .env("DELEGATE_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut up = false;
+        for _ in 0..200 {
+            if http.get(format!("{base}/ping")).send().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "delegate serve did not come up");
+        let token = idp
+            .idp()
+            .mint_access_token(defaults::JANE, defaults::AGENT_APP_ID, defaults::AGENT_APP_ID, &[defaults::AGENT_SCOPE], Duration::from_secs(600))
+            .unwrap();
+        let token = token.expose().to_owned();
+        // One invocation; returns the whole response body (JSON or SSE).
+        let run = |mode: &'static str| {
+            let (http, url, token) = (http.clone(), format!("{base}/invocations"), token.clone());
+            async move {
+                let resp = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .body(format!("{{\"mode\":\"{mode}\"}}"))
+                    .send()
+                    .await
+                    .unwrap();
+                resp.text().await.unwrap()
+            }
+        };
+        for _ in 0..5 {
+            assert!(run("ok").await.contains("\"result\":\"ok\""));
+        }
+        let baseline = proc_kib(pid, "VmRSS:");
+        for (mode, code) in [("memory", "memory_limit"), ("output", "output_limit"), ("table", "memory_limit")] {
+            for _ in 0..5 {
+                let mut batch = tokio::task::JoinSet::new();
+                for _ in 0..4 {
+                    batch.spawn(run(mode));
+                }
+                while let Some(body) = batch.join_next().await {
+                    let body = body.unwrap();
+                    let tail = &body[body.len().saturating_sub(300)..];
+                    assert!(body.contains(&format!("\"error_type\":\"{code}\"")), "{mode}: {tail}");
+                }
+            }
+        }
+        let peak = proc_kib(pid, "VmHWM:");
+        for _ in 0..5 {
+            assert!(run("ok").await.contains("\"result\":\"ok\""));
+        }
+        let after = proc_kib(pid, "VmRSS:");
+        eprintln!(
+            "delegate serve RSS: baseline {} MiB, peak {} MiB, after the barrage {} MiB (growth {} KiB)",
+            baseline / 1024,
+            peak / 1024,
+            after / 1024,
+            after.saturating_sub(baseline)
+        );
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let status = child.wait().unwrap();
+        assert!(after <= baseline + 48 * 1024, "RSS grew from {baseline} KiB to {after} KiB");
+        assert!(status.success(), "exit status {status}");
+    });
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -5,6 +5,7 @@ mod agent;
 mod auth;
 mod contract;
 mod credentials;
+mod hostile_io;
 mod jane;
 mod lifecycle;
 mod limits;

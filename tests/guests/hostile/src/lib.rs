@@ -9,6 +9,40 @@
 //! (both in one instance: the control that proves the scan finds what is there), `ok`
 //! (returns at once).
 //!
+//! Outbound HTTP (`url` is an allowed loopback URL the test controls):
+//! - `flood`: up to `count` (default 5000) GETs of `url`, one after the other. By default it
+//!   stops at the first failure and fails with `egress_refused` ("after N requests: ...");
+//!   with `keep_going` it tries them all and returns `{"ok": N, "failed": M, "first_error"}`.
+//! - `big-request`: POSTs a body of `kib` KiB in 4 KiB writes, then reports (as
+//!   `egress_refused`) how much it could write and the error the response future gave.
+//! - `big-response`: GETs `url` and reads the body; a cut body fails with `egress_refused`
+//!   ("response cut after N bytes: <error code>"); a whole one returns its length.
+//! - `slowloris`: POSTs, writes `kib` KiB (default 1) of the body, never finishes it and
+//!   waits for the response (which cannot come before the body ends).
+//! - `hold-body`: GETs `url`, takes the body stream without reading it, waits `wait_ms` on the
+//!   host clock, then reads what it can; with `again` (a URL) it then makes one more request.
+//!   Returns `{"read": bytes, "read_error", "again_status", "again_error"}`.
+//! - `trap-mid-request`: starts a POST, writes 1 KiB of its body and panics with the request
+//!   in flight. `trap-mid-response`: GETs `url`, reads the first chunk of a body that is still
+//!   streaming, and panics.
+//!
+//! Model (the host's `model` interface):
+//! - `model-flood`: up to `count` (default 1000) tiny model calls (`stream`: through
+//!   `converse-stream`); the first error ends the invocation with the error's kind as its code
+//!   (`budget_exceeded`, ...) and "call N: ..." as its message.
+//! - `squeeze-then-model`: grows linear memory to `fill_mib` MiB (raw `memory.grow`, nothing
+//!   allocated), then makes one model call whose (large) answer the host has to copy into the
+//!   guest through `cabi_realloc`: the guest runs out of memory inside the host call's return
+//!   path. (A guest cannot run, so cannot trap, *during* a host call in the synchronous
+//!   component ABI: the host's allocation callback into the guest is the one place.)
+//!
+//! Giant values across the WIT boundary (`mib`, default 64):
+//! - `emit-giant`: one `output.emit` of a `mib` MiB string.
+//! - `result-giant`: returns a `mib` MiB string as the result.
+//! - `error-giant`: fails with a `mib` MiB plugin-error message.
+//! - `emit-invalid-utf8`: calls the raw core import behind `output.emit` with bytes that are
+//!   not UTF-8 (a Rust `&str` cannot hold them; this is the lowest layer a guest can reach).
+//!
 //! The secret arrives XOR-ed with 0x5a (`secret_obf`, hex) and is only ever un-XOR-ed into
 //! memory by `mark`: a scanning instance compares byte by byte in registers, so its own
 //! payload never puts the plain secret in its memory.
@@ -16,6 +50,9 @@
 // Reading every byte of its own linear memory needs raw pointers; this is test code that
 // plays an attacker, not plugin code anyone should copy.
 #![allow(unsafe_code)]
+
+mod boundary;
+mod egress;
 
 use delegate_sdk::bindings::wasi::clocks::monotonic_clock;
 use delegate_sdk::{PluginError, emit};
@@ -151,6 +188,19 @@ impl delegate_sdk::Guest for Hostile {
                 let (found, scanned) = scan(&obf, mib(&v));
                 Ok(serde_json::json!({ "found": found, "scanned": scanned }).to_string())
             }
+            "flood" => egress::flood(&v),
+            "big-request" => egress::big_request(&v),
+            "big-response" => egress::big_response(&v),
+            "slowloris" => egress::slowloris(&v),
+            "hold-body" => egress::hold_body(&v),
+            "trap-mid-request" => egress::trap_mid_request(&v),
+            "trap-mid-response" => egress::trap_mid_response(&v),
+            "model-flood" => boundary::model_flood(&v),
+            "squeeze-then-model" => boundary::squeeze_then_model(&v),
+            "emit-giant" => boundary::emit_giant(&v),
+            "result-giant" => boundary::result_giant(&v),
+            "error-giant" => boundary::error_giant(&v),
+            "emit-invalid-utf8" => boundary::emit_invalid_utf8(),
             "ok" => Ok("ok".into()),
             other => Err(PluginError::new("bad_request", format!("unknown mode {other}"))),
         }
