@@ -839,12 +839,17 @@ async fn run(
     data.logs.0.flush_pending();
     data.logs.1.flush_pending();
     match called {
+        // The result goes to the caller too (JSON answer, final SSE event): it counts against
+        // the same output limit as emitted text.
+        Ok(Ok(result)) if data.output_used.saturating_add(result.len() as u64) > data.output_limit => {
+            Err(InvocationError::OutputLimit)
+        }
         Ok(Ok(result)) => Ok(InvocationOutcome {
-            result,
             cpu: data.meter.used(),
             elapsed: started.elapsed(),
-            output_bytes: data.output_used,
+            output_bytes: data.output_used + result.len() as u64,
             model_usage: data.budget.used(),
+            result,
         }),
         Ok(Err(e)) => Err(InvocationError::PluginError {
             code: sanitize_code(&e.code),

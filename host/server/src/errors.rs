@@ -153,6 +153,18 @@ pub fn error_body(code: &str, message: &str, request_id: Option<&str>) -> serde_
     body
 }
 
+/// The JSON error body for `error`: [`error_body`], plus `plugin_error_code` — the plugin's
+/// own code — when the plugin returned an error. The plugin's code never replaces
+/// `error_type`, so a plugin cannot pass itself off as a host error such as `invalid_token`.
+pub fn body_for(error: &ApiError, request_id: Option<&str>) -> serde_json::Value {
+    let (_, code, message) = error.parts();
+    let mut body = error_body(code, &message, request_id);
+    if let ApiError::Invocation(InvocationError::PluginError { code, .. }) = error {
+        body["plugin_error_code"] = code.as_str().into();
+    }
+    body
+}
+
 /// An [`ApiError`] with the request id it answers.
 pub struct ErrorResponse {
     /// The error.
@@ -163,8 +175,8 @@ pub struct ErrorResponse {
 
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
-        let (status, code, message) = self.error.parts();
-        let body = error_body(code, &message, self.request_id.as_deref());
+        let (status, _, _) = self.error.parts();
+        let body = body_for(&self.error, self.request_id.as_deref());
         let mut resp = (status, axum::Json(body)).into_response();
         let headers = resp.headers_mut();
         match &self.error {

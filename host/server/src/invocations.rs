@@ -1,6 +1,6 @@
 //! `POST /invocations`.
 
-use crate::errors::{ApiError, ErrorResponse, error_body};
+use crate::errors::{ApiError, ErrorResponse, body_for};
 use crate::{
     AGENTCORE_PLUGIN_HEADER, AppState, AuthRejection, INVOCATION_ID_HEADER, PLUGIN_HEADER,
     PLUGIN_VERSION_HEADER, REQUEST_ID_HEADER, SESSION_ID_HEADER,
@@ -204,8 +204,7 @@ fn event_for(event: InvocationEvent, invocation_id: &str) -> Event {
         ),
         InvocationEvent::Finished(Err(e)) => {
             let error = ApiError::Invocation(e);
-            let (_, code, message) = error.parts();
-            let mut body = error_body(code, &message, Some(invocation_id));
+            let mut body = body_for(&error, Some(invocation_id));
             body["message"] = "An error occurred during streaming".into();
             Event::default().data(body.to_string())
         }

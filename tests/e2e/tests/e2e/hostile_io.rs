@@ -612,14 +612,9 @@ async fn out_of_memory_while_the_host_returns_a_model_answer() {
 }
 
 /// The result string is the invocation's last output, what the caller receives after the
-/// emitted text; `output_bytes` should bound it too.
-///
-/// HOST BUG (open): `host/runtime/src/lib.rs` `run` returns the guest's result unchecked
-/// (`output_used`/`output_limit` are only checked in `output.emit` and in model-stream
-/// deltas), so with `output_bytes` = 256 KiB a plugin returns a 64 MiB result and the caller
-/// receives all of it with status 200. Only `memory_bytes` bounds it.
+/// emitted text; `output_bytes` bounds it too (it once did not: only `output.emit` and model
+/// stream deltas were counted, and a 64 MiB result reached the caller with status 200).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "host bug: the result string is not counted against output_bytes (see the doc comment)"]
 async fn giant_result_is_bounded_by_the_output_limit() {
     let lb = loopback().await;
     let limits = Limits { memory_bytes: 160 << 20, cpu: Duration::from_secs(2), ..io_limits() };

@@ -71,7 +71,10 @@ async fn plugin_errors_keep_their_code_and_message() {
     let seen = invoke(&server.url, "jane", &json!({"no_prompt": true})).await;
     assert_eq!(seen.status, 422);
     assert_eq!(seen.error_type.as_deref(), Some("plugin_error"));
-    assert_eq!(seen.error.unwrap()["error"], "payload needs a string `prompt`");
+    let error = seen.error.unwrap();
+    assert_eq!(error["error"], "payload needs a string `prompt`");
+    // The plugin's own code travels next to the host's `plugin_error`, never instead of it.
+    assert_eq!(error["plugin_error_code"], "bad_request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
