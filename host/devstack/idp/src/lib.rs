@@ -571,6 +571,17 @@ impl IdpServer {
         addr: std::net::SocketAddr,
         ca: &delegate_devstack_tls::DevCa,
     ) -> Result<IdpServer, IdpError> {
+        Self::start_with_faults(config, addr, ca, None).await
+    }
+
+    /// Like [`IdpServer::start_with_ca`], with every request (discovery, JWKS, token endpoint)
+    /// going through `faults` when given (see [`delegate_devstack_tls::FaultSwitch`]).
+    pub async fn start_with_faults(
+        config: IdpConfig,
+        addr: std::net::SocketAddr,
+        ca: &delegate_devstack_tls::DevCa,
+        faults: Option<delegate_devstack_tls::FaultSwitch>,
+    ) -> Result<IdpServer, IdpError> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let base_url = match local.port() {
@@ -585,7 +596,14 @@ impl IdpServer {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(error) = delegate_devstack_tls::serve_https(listener, router, tls, shutdown).await {
+            let served = match faults {
+                Some(faults) => {
+                    delegate_devstack_tls::serve_https_with_faults(listener, router, tls, shutdown, faults)
+                        .await
+                }
+                None => delegate_devstack_tls::serve_https(listener, router, tls, shutdown).await,
+            };
+            if let Err(error) = served {
                 tracing::warn!(%error, "devstack IdP server stopped");
             }
         });

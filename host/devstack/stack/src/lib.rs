@@ -17,6 +17,7 @@ pub use delegate_devstack_bedrock::Faults as BedrockFaults;
 pub use delegate_devstack_idp::Idp;
 pub use delegate_devstack_idp::defaults as idp_defaults;
 pub use delegate_devstack_servicenow::seed;
+pub use delegate_devstack_tls::{Fault, FaultFilter, FaultSwitch};
 
 /// The model id the devstack endpoint answers for.
 pub const MODEL_ID: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
@@ -80,6 +81,20 @@ pub struct DevStack {
     pub ca_path: PathBuf,
     /// File holding the agent app's client secret (referenced by the vault config).
     pub secret_path: PathBuf,
+    /// One fault switch per service, all at [`Fault::Pass`] until a test flips them.
+    pub faults: DevStackFaults,
+}
+
+/// The fault switches of the three services (see [`FaultSwitch`]): every request each one
+/// serves, and its listener, go through its switch.
+#[derive(Debug, Clone, Default)]
+pub struct DevStackFaults {
+    /// The IdP: discovery, JWKS and the token endpoint (filter by path to pick one).
+    pub idp: FaultSwitch,
+    /// The ServiceNow sandbox.
+    pub servicenow: FaultSwitch,
+    /// The Bedrock endpoint.
+    pub bedrock: FaultSwitch,
 }
 
 impl DevStack {
@@ -92,7 +107,11 @@ impl DevStack {
         let secret_path = options.dir.join("agent-app.secret");
         std::fs::write(&secret_path, defaults::AGENT_APP_SECRET).map_err(err)?;
 
-        let idp = IdpServer::start_with_ca(IdpConfig::default(), options.idp, &ca).await.map_err(err)?;
+        let faults = DevStackFaults::default();
+        let idp =
+            IdpServer::start_with_faults(IdpConfig::default(), options.idp, &ca, Some(faults.idp.clone()))
+                .await
+                .map_err(err)?;
         let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig {
             extra_ca_pem_files: vec![ca_path.clone()],
             ..Default::default()
@@ -109,16 +128,22 @@ impl DevStack {
         );
         sn_config.base_url = Some(servicenow_url.clone());
         let servicenow = ServiceNow::new(sn_config).map_err(err)?;
-        tokio::spawn(serve(sn_listener, servicenow.router(), tls.clone(), "ServiceNow sandbox"));
+        tokio::spawn(serve(
+            sn_listener,
+            servicenow.router(),
+            tls.clone(),
+            faults.servicenow.clone(),
+            "ServiceNow sandbox",
+        ));
 
         let stub =
             BedrockStub::new(BedrockStubConfig { delta_delay: options.delta_delay, ..Default::default() });
         let bedrock = stub.faults();
         let br_listener = tokio::net::TcpListener::bind(options.bedrock).await.map_err(err)?;
         let bedrock_url = format!("https://localhost:{}", br_listener.local_addr().map_err(err)?.port());
-        tokio::spawn(serve(br_listener, stub.router(), tls, "Bedrock endpoint"));
+        tokio::spawn(serve(br_listener, stub.router(), tls, faults.bedrock.clone(), "Bedrock endpoint"));
 
-        Ok(Self { idp, servicenow, bedrock, servicenow_url, bedrock_url, ca_path, secret_path })
+        Ok(Self { idp, servicenow, bedrock, servicenow_url, bedrock_url, ca_path, secret_path, faults })
     }
 
     /// A complete `delegate.toml` for a host on `listen` serving the ServiceNow agent
@@ -236,9 +261,13 @@ async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     tls: std::sync::Arc<rustls::ServerConfig>,
+    faults: FaultSwitch,
     what: &'static str,
 ) {
-    if let Err(e) = delegate_devstack_tls::serve_https(listener, router, tls, std::future::pending()).await {
+    let pending = std::future::pending();
+    if let Err(e) =
+        delegate_devstack_tls::serve_https_with_faults(listener, router, tls, pending, faults).await
+    {
         tracing::warn!(error = %e, "devstack {what} stopped");
     }
 }

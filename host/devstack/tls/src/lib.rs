@@ -19,10 +19,12 @@
 //! ```
 
 mod ca;
+mod fault;
 mod serve;
 
 pub use ca::{DevCa, TlsError};
-pub use serve::{HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, serve_http, serve_https};
+pub use fault::{Fault, FaultFilter, FaultSwitch, MALFORMED_JSON};
+pub use serve::{HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, serve_http, serve_https, serve_https_with_faults};
 
 #[cfg(test)]
 mod tests;

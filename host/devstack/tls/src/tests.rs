@@ -108,3 +108,93 @@ fn ca_pem_is_written_and_debug_hides_the_key() {
     assert!(ca.server_config(&[]).is_err());
     let _: Arc<rustls::ServerConfig> = ca.server_config(&["127.0.0.1"]).unwrap();
 }
+
+/// Every mode of the fault switch, on one HTTPS server, flipped at run time.
+#[tokio::test]
+async fn fault_switch_modes() {
+    use crate::{Fault, FaultFilter, FaultSwitch, MALFORMED_JSON, serve_https_with_faults};
+    use std::time::{Duration, Instant};
+    let ca = DevCa::generate().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = ca.server_config(&["localhost", "127.0.0.1"]).unwrap();
+    let faults = FaultSwitch::new();
+    let hits = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = hits.clone();
+    let router = Router::new().route(
+        "/json",
+        get(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { ([("content-type", "application/json")], r#"{"result":[1,2,3,4,5,6,7,8,9]}"#) }
+        }),
+    );
+    tokio::spawn(serve_https_with_faults(listener, router, config, std::future::pending(), faults.clone()));
+    faults.settled().await;
+    let client = client_trusting(&ca.ca_pem());
+    let url = format!("https://localhost:{port}/json");
+    let get = || client.get(&url).send();
+
+    let ok = get().await.unwrap();
+    assert_eq!(ok.headers()["content-type"], "application/json");
+    assert_eq!(ok.text().await.unwrap(), r#"{"result":[1,2,3,4,5,6,7,8,9]}"#);
+
+    faults.set(Fault::Status {
+        status: 429,
+        headers: vec![("retry-after".into(), "3".into())],
+        body: "slow down".into(),
+    });
+    let r = get().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["retry-after"].to_str().unwrap()), (429, "3"));
+    assert_eq!(r.text().await.unwrap(), "slow down");
+
+    // Filters and counts: only the next matching request.
+    faults.set_for(FaultFilter::method("GET").path("/json"), Fault::status(503), Some(1));
+    assert_eq!(get().await.unwrap().status(), 503);
+    assert_eq!(get().await.unwrap().status(), 200);
+    faults.set_for(FaultFilter::path_contains("/other"), Fault::status(503), None);
+    assert_eq!(get().await.unwrap().status(), 200);
+
+    faults.set(Fault::MalformedJson);
+    let r = get().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()),
+        (200, "application/json")
+    );
+    assert_eq!(r.text().await.unwrap(), MALFORMED_JSON);
+
+    faults.set(Fault::WrongContentType);
+    let r = get().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.text().await.unwrap().starts_with(r#"{"result""#));
+
+    // Reset mid-body: the head and 10 bytes arrive, then the body fails; the handler ran.
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    faults.set(Fault::ResetAfter(10));
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(30));
+    assert!(r.bytes().await.is_err());
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before + 1);
+
+    // Slow: the client's timeout fires; the handler still runs after the delay.
+    faults.set(Fault::Delay(Duration::from_millis(600)));
+    let started = Instant::now();
+    let e = client.get(&url).timeout(Duration::from_millis(200)).send().await.unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert!(started.elapsed() < Duration::from_millis(550));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hits.load(std::sync::atomic::Ordering::SeqCst) < before + 2 {
+        assert!(Instant::now() < deadline, "the delayed request was never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Refused, then listening again on the same port.
+    faults.set(Fault::Refuse);
+    faults.settled().await;
+    let e = get().await.unwrap_err();
+    assert!(e.is_connect(), "{e:?}");
+    faults.clear();
+    faults.settled().await;
+    assert_eq!(get().await.unwrap().status(), 200);
+    assert_eq!(faults.applied(), 6);
+}

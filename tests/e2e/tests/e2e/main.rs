@@ -5,6 +5,7 @@ mod agent;
 mod auth;
 mod contract;
 mod credentials;
+mod faults;
 mod hostile_io;
 mod jane;
 mod lifecycle;
