@@ -16,6 +16,7 @@ demo: setup
 ## Every test: unit, end-to-end (real servers on loopback), CLI.
 test: setup
 	$(CARGO) test --locked --no-fail-fast
+	$(CARGO) test --locked --no-fail-fast -p delegate-sdk -p servicenow-agent
 
 ## Formatting and lints, host (native) and guests (wasm32-wasip2).
 lint: setup

@@ -494,6 +494,12 @@ pub(crate) fn transport_error(e: &HttpError, planned: &Planned) -> ToolError {
         )),
         HttpError::InvalidUrl(_) => ToolError::new("the plugin's servicenow_url setting is not a usable URL"),
         HttpError::Header(h) => ToolError::new(format!("the host refused a request header ({h})")),
+        // A write whose answer was lost may still have been applied (the connection can break
+        // after ServiceNow committed it): say so, rather than suggesting nothing happened.
+        HttpError::Transport(t) if planned.method != "GET" => ToolError::new(format!(
+            "ServiceNow did not confirm the update ({t}); it may have been applied: check the record \
+             before trying again"
+        )),
         HttpError::Transport(t) => ToolError::new(format!("could not reach ServiceNow ({t})")),
     }
 }
@@ -720,6 +726,13 @@ mod tests {
         assert!(
             transport_error(&HttpError::Transport("timeout".into()), &p).message.contains("could not reach")
         );
+        let patch = update_incident(
+            BASE,
+            &json!({"sys_id": "46d44a5dc0a8010e0100c8f1a9d6a3c0", "updates": {"urgency": "1"}}),
+        )
+        .unwrap();
+        let m = transport_error(&HttpError::Transport("reset".into()), &patch).message;
+        assert!(m.contains("may have been applied") && !m.contains("could not reach"), "{m}");
     }
 
     #[test]

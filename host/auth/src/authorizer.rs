@@ -175,7 +175,12 @@ impl Authorizer {
         match tokio::time::timeout(s.fetch_timeout, self.verify(&token)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            // Only reachable when waiting for keys: the IdP is slow or down.
+            // Only reachable when waiting for keys: the IdP is slow or down. Without any key
+            // set loaded yet, the token cannot be judged at all: "unavailable" (503, retry),
+            // not "your token is bad" (401, which sends users to sign in again for nothing).
+            Err(_) if self.0.providers.iter().all(|p| p.current().is_none()) => {
+                return Err(AuthError::KeysUnavailable);
+            }
             Err(_) => return Err(AuthError::UnknownKey),
         }
         self.check_claims(&token, raw)

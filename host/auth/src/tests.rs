@@ -637,7 +637,8 @@ fn fuzzed_authorization_values_and_mutated_tokens_are_refused() {
         prop_assert_eq!(outcome(&result), Expected::Unauthenticated, "{:?}", value);
         Ok(())
     };
-    let config = Config { cases: 400, failure_persistence: None, ..Config::default() };
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new(config.clone());
     // Arbitrary printable values, and ones shaped like `Bearer a.b.c`.
     #[allow(clippy::redundant_closure)] // `refused` is used again below; passing it would move it

@@ -8,13 +8,23 @@ use crate::{Config, Manifest};
 use proptest::prelude::*;
 use std::path::Path;
 
+/// Proptest cases: `default`, or `PROPTEST_CASES` for a longer run.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 const SECRET_VALUE: &str = "s3cr3t-value-that-must-never-be-echoed";
 
 /// A file holding the client secret, so a refusal that echoed file contents would show.
 fn secret_file() -> String {
-    let path = std::env::temp_dir().join(format!("delegate-config-fuzz-secret-{}", std::process::id()));
-    std::fs::write(&path, SECRET_VALUE).unwrap();
-    path.display().to_string()
+    // One file per test, written once: tests run in parallel.
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("delegate-config-fuzz-secret-{}", std::process::id()));
+        std::fs::write(&path, SECRET_VALUE).unwrap();
+        path.display().to_string()
+    })
+    .clone()
 }
 
 fn config_text() -> String {
@@ -146,7 +156,7 @@ fn apply(text: &str, edits: &[Edit]) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(1500), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn edited_configs_are_accepted_or_refused_in_one_line(edits in proptest::collection::vec(edit(), 1..5)) {

@@ -562,6 +562,11 @@ fn budget_caps_are_exact_under_concurrency() {
     assert_eq!(budget.add_response_bytes(u64::MAX), Err(BudgetExceeded::ResponseBytes(1000)));
 }
 
+/// Proptest cases: `default`, or `PROPTEST_CASES` for a longer run.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// A URL piece drawn from the tricks the table above covers one by one.
 fn url_piece() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -604,7 +609,7 @@ fn host_piece() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(2000), failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Fuzzing the URL normaliser and matcher: whatever the URL, an allowed request's
     /// canonical target lies inside the rule that allowed it (scheme, host, port, prefix at a

@@ -46,7 +46,7 @@ impl model::Host for StoreState {
             None,
         )
         .await;
-        self.record_model_call(started);
+        self.record_model_call(started, &result);
         Ok(result.map(model_map::response).map_err(model_map::error))
     }
 
@@ -97,7 +97,7 @@ impl model::Host for StoreState {
             failure
         };
         let (result, failure) = tokio::join!(call, forward);
-        self.record_model_call(started);
+        self.record_model_call(started, &result);
         self.output_used = used;
         if let Some(e) = failure {
             return Err(e);
@@ -107,10 +107,15 @@ impl model::Host for StoreState {
 }
 
 impl StoreState {
-    fn record_model_call(&self, started: std::time::Instant) {
+    fn record_model_call<T>(
+        &mut self,
+        started: std::time::Instant,
+        result: &Result<T, delegate_model::ModelError>,
+    ) {
         if let Some(m) = &self.metrics {
             m.record_phase(delegate_metrics::Phase::ModelCall, started.elapsed());
         }
+        self.model_failure = result.as_ref().err().cloned();
     }
 }
 

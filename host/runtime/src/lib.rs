@@ -492,6 +492,18 @@ pub enum InvocationError {
     /// The caller disconnected before the end.
     #[error("the caller disconnected")]
     CallerGone,
+    /// The plugin failed after a model call failed on the provider's side (outage,
+    /// throttling, timeout, broken stream): the model's failure, not the caller's or the
+    /// plugin's, so the caller gets the model's status and code (and may retry).
+    #[error("the model call failed ({code}): {message}")]
+    Model {
+        /// HTTP status for the caller (503, 504, 502, 424).
+        status: u16,
+        /// Stable code, e.g. `model_throttled`.
+        code: &'static str,
+        /// The provider's safe message.
+        message: String,
+    },
     /// The user's delegated credential could not be obtained (consent missing, sign-in
     /// expired, provider misconfigured, IdP down). Status and code come from the vault.
     #[error("the delegated credential for this request could not be obtained ({code})")]
@@ -520,6 +532,7 @@ impl InvocationError {
             Self::Capacity => "capacity",
             Self::CallerGone => "caller_gone",
             Self::Credential { code, .. } => code,
+            Self::Model { code, .. } => code,
         }
     }
 }
@@ -794,6 +807,7 @@ fn new_state(
         model: inner.model.clone(),
         budget: delegate_model::ModelBudget::new(inner.limits.model_calls, inner.limits.model_tokens),
         metrics: inner.metrics.clone(),
+        model_failure: None,
     }
 }
 
@@ -851,12 +865,31 @@ async fn run(
             model_usage: data.budget.used(),
             result,
         }),
-        Ok(Err(e)) => Err(InvocationError::PluginError {
-            code: sanitize_code(&e.code),
-            message: truncate(e.message, 2048),
-        }),
+        Ok(Err(e)) => Err(data.model_failure.as_ref().and_then(model_failure).unwrap_or_else(|| {
+            InvocationError::PluginError { code: sanitize_code(&e.code), message: truncate(e.message, 2048) }
+        })),
         Err(e) => Err(classify(&e)),
     }
+}
+
+/// The invocation error for a plugin that failed after its last model call failed with `e`,
+/// when that failure is the provider's (not the request's, the budget's or the config's
+/// absence of a model).
+fn model_failure(e: &delegate_model::ModelError) -> Option<InvocationError> {
+    use delegate_model::ModelErrorKind as K;
+    let (status, code) = match e.kind {
+        K::Throttled => (503, "model_throttled"),
+        K::ModelNotReady => (503, "model_not_ready"),
+        K::ServiceUnavailable => (503, "model_service_unavailable"),
+        K::ModelTimeout => (504, "model_timeout"),
+        K::Internal => (502, "model_internal_error"),
+        K::AccessDenied => (502, "model_access_denied"),
+        K::NotFound => (502, "model_not_found"),
+        K::ModelError => (424, "model_error"),
+        K::StreamError => (424, "model_stream_error"),
+        K::Unavailable | K::Validation | K::BudgetExceeded => return None,
+    };
+    Some(InvocationError::Model { status, code, message: truncate(e.message.clone(), 512) })
 }
 
 /// Maps a trap (or host error raised as one) to the invocation's outcome.

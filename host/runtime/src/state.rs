@@ -29,6 +29,9 @@ pub(crate) struct StoreState {
     pub model: Option<crate::ModelAccess>,
     pub budget: delegate_model::ModelBudget,
     pub metrics: Option<Arc<delegate_metrics::Metrics>>,
+    /// The last model call's failure (cleared by a successful call): if the plugin then
+    /// fails, the caller is told it was the model.
+    pub model_failure: Option<delegate_model::ModelError>,
 }
 
 impl WasiView for StoreState {

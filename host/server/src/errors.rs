@@ -130,6 +130,9 @@ fn invocation_status(e: &InvocationError) -> StatusCode {
         InvocationError::Credential { status, .. } => {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
         }
+        InvocationError::Model { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+        }
         InvocationError::PluginError { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         InvocationError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         InvocationError::Capacity => StatusCode::SERVICE_UNAVAILABLE,
@@ -202,7 +205,9 @@ impl IntoResponse for ErrorResponse {
             ApiError::Busy { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            ApiError::ShuttingDown | ApiError::AuthUnavailable => {
+            ApiError::ShuttingDown
+            | ApiError::AuthUnavailable
+            | ApiError::Invocation(InvocationError::Model { status: 503, .. }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

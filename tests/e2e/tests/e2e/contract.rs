@@ -186,7 +186,8 @@ async fn fuzzed_requests_get_documented_answers() {
     let strategy = (json_ish, header.clone(), header.clone(), header, accept);
     let mut runner = TestRunner::deterministic();
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    for _ in 0..300 {
+    let cases: usize = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    for _ in 0..cases {
         let (body, session, request_id, plugin, accept) = strategy.new_tree(&mut runner).unwrap().current();
         let mut req = client()
             .post(format!("{}/invocations", server.url))
