@@ -446,8 +446,14 @@ async fn soak(_shared: &reqwest::Client, url: &Arc<String>, token: &Arc<String>,
         args.minutes,
         results.len()
     );
-    println!("| minute | ok | busy (503) | other errors | p50 ms | p99 ms |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| minute | ok | busy (503) | other errors | p50 ms | p99 ms | host RSS at its end MiB | open fds |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // Samples are one per second from the start of the burst; the steady phase starts after it.
+    let burst_samples = burst_took.as_secs() as usize + 1;
+    let at_minute_end =
+        |m: u64| samples.get(burst_samples + (m as usize + 1) * 60 - 1).or(samples.last()).copied();
     let minutes = results.iter().map(|(m, _)| *m).max().unwrap_or(0);
     let mut all_ok = Vec::new();
     for m in 0..=minutes {
@@ -464,7 +470,14 @@ async fn soak(_shared: &reqwest::Client, url: &Arc<String>, token: &Arc<String>,
             }
         }
         lat.sort();
-        println!("| {m} | {} | {b} | {e} | {} | {} |", lat.len(), ms(pct(&lat, 0.50)), ms(pct(&lat, 0.99)));
+        let (rss, fds) = at_minute_end(m).unwrap_or((0, 0));
+        println!(
+            "| {m} | {} | {b} | {e} | {} | {} | {} | {fds} |",
+            lat.len(),
+            ms(pct(&lat, 0.50)),
+            ms(pct(&lat, 0.99)),
+            mib(rss)
+        );
         busy += b;
         errors += e;
         all_ok.extend(lat);
