@@ -4,7 +4,7 @@
 CARGO ?= cargo
 GUESTS := -p delegate-sdk -p echo -p hostile -p probe-sandbox -p probe-credentials -p servicenow-agent
 
-.PHONY: setup demo test lint fmt ci bench interop
+.PHONY: setup demo test lint fmt ci bench interop js-guest js-test
 
 setup:
 	rustup target add wasm32-wasip2
@@ -44,3 +44,14 @@ interop: setup
 	env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE DEVSTACK_IDP_BIN=target/debug/examples/devstack-idp $(INTEROP_VENV)/bin/python tests/interop/msal_idp.py
 	env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE $(INTEROP_VENV)/bin/python tests/interop/boto3_bedrock.py
 	PYSNC_PYTHON=$(abspath $(INTEROP_VENV))/bin/python $(CARGO) test --locked -p delegate-devstack-servicenow --lib -- --ignored pysnc
+
+## The ServiceNow agent in JavaScript (guest/servicenow-agent-js): npm ci (node 20, npm registry
+## only), its node unit tests, then componentize-js → target/wasm-guests/js/servicenow_agent_js.wasm.
+JS_GUEST_DIR := guest/servicenow-agent-js
+JS_GUEST := target/wasm-guests/js/servicenow_agent_js.wasm
+js-guest:
+	cd $(JS_GUEST_DIR) && npm ci --no-audit --no-fund && npm test && node build.mjs $(abspath $(JS_GUEST))
+
+## The Jane e2e suite against the JavaScript agent.
+js-test: setup js-guest
+	DELEGATE_JS_GUEST=$(abspath $(JS_GUEST)) $(CARGO) test --locked -p delegate-e2e --test e2e jane_js

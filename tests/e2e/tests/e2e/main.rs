@@ -8,6 +8,7 @@ mod credentials;
 mod faults;
 mod hostile_io;
 mod jane;
+mod jane_js;
 mod lifecycle;
 mod limits;
 mod observability;
