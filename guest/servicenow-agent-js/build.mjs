@@ -13,7 +13,7 @@ const { component } = await componentize({
   sourcePath: resolve(here, 'src/index.js'),
   witPath: resolve(repo, 'wit'),
   worldName: 'agent',
-  // `fetch` over wasi:http/outgoing-handler stays on ("http"); the agent serves no incoming
+  // The agent calls wasi:http/outgoing-handler itself (src/http.js) and serves no incoming
   // requests, so StarlingMonkey's fetch-event handler (wasi:http/incoming-handler) is left out.
   disableFeatures: ['fetch-event'],
 });

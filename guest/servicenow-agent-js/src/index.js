@@ -4,12 +4,13 @@
 //
 // Payload `{"prompt": "..."}`; settings (wasi:config/store) `servicenow_url` (required) and
 // `max_cycles` (optional, 1-32, default 8). The plugin holds no credential: it sends plain
-// requests with `fetch` (StarlingMonkey implements it over wasi:http/outgoing-handler) and the
-// host attaches the caller's delegated ServiceNow token to the requests its egress rules allow.
+// requests over wasi:http/outgoing-handler (src/http.js) and the host attaches the caller's
+// delegated ServiceNow token to the requests its egress rules allow.
 
 import { converseStream } from 'delegate:agent/model@0.1.0';
 import { get as setting } from 'wasi:config/store@0.2.0-rc.1';
-import { Agent, DEFAULT_MAX_CYCLES, PluginError, Tool, promptFromPayload, summary } from './agent.js';
+import { Agent, DEFAULT_MAX_CYCLES, PluginError, Tool, ToolError, promptFromPayload, summary } from './agent.js';
+import { HttpError, send } from './http.js';
 import * as snow from './snow.js';
 
 const SYSTEM_PROMPT =
@@ -27,23 +28,19 @@ function readSetting(key) {
 }
 
 /** Sends one planned request (no credentials) and interprets the answer; also returns `Link`. */
-async function send(planned) {
+function sendPlanned(planned) {
   const headers = { accept: 'application/json' };
   if (planned.body !== undefined) headers['content-type'] = 'application/json';
   let resp;
-  let body;
   try {
-    resp = await fetch(planned.url, { method: planned.method, headers, body: planned.body });
-    body = await resp.text();
+    resp = send({ method: planned.method, url: planned.url, headers, body: planned.body });
   } catch (e) {
-    // StarlingMonkey reports wasi:http error codes only as a message; a denial by the host's
-    // egress policy is `HTTP-request-denied`.
-    const detail = String(e && e.message ? e.message : e);
-    const denied = /request[-_ ]denied/i.test(detail);
-    throw snow.transportError(denied ? 'denied' : 'transport', detail, planned);
+    if (!(e instanceof HttpError)) throw e;
+    if (e.kind === 'invalid') throw new ToolError("the plugin's servicenow_url setting is not a usable URL");
+    throw snow.transportError(e.kind, e.message, planned);
   }
-  const value = snow.interpret(resp.status, resp.headers.get('retry-after') ?? undefined, body);
-  return { value, link: resp.headers.get('link') ?? undefined };
+  const value = snow.interpret(resp.status, resp.headers.get('retry-after'), resp.body);
+  return { value, link: resp.headers.get('link') };
 }
 
 async function query(base, input) {
@@ -51,7 +48,7 @@ async function query(base, input) {
   const rows = [];
   let offset = 0;
   for (let i = 0; i < snow.MAX_PAGES; i++) {
-    const { value, link } = await send(q.page(offset));
+    const { value, link } = sendPlanned(q.page(offset));
     const next = q.absorb(rows, value, offset, link);
     if (next === undefined) break;
     offset = next;
@@ -61,7 +58,7 @@ async function query(base, input) {
 
 /** The agent with its three tools bound to the instance at `base`. */
 export function agent(base, maxCycles = DEFAULT_MAX_CYCLES) {
-  const bind = (plan) => async (input) => (await send(plan(base, input))).value;
+  const bind = (plan) => async (input) => sendPlanned(plan(base, input)).value;
   return new Agent(
     SYSTEM_PROMPT,
     [

@@ -7,8 +7,9 @@
 //! passes without running (the Rust workspace builds and tests without node); with it set, a
 //! missing file fails.
 //!
-//! The component embeds a JavaScript engine (~13 MB): the tests share one `engine.cache_dir`,
-//! and the first host to start compiles it while the others wait, then load the cached code.
+//! The component embeds a JavaScript engine (13 MB): the tests share one `engine.cache_dir`
+//! (`wasmtime-cache` beside the component), and the first host to start compiles it while the
+//! others wait, then load the compiled code.
 
 #![allow(clippy::print_stderr)] // the skip note and the start-up time are reported, not asserted
 
@@ -53,10 +54,12 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
-/// One compiled-code cache for the whole module (private to this user, as the cache demands).
-fn cache_dir() -> PathBuf {
+/// One compiled-code cache for every test of the module, next to the component (so a later run
+/// of the same build loads it instead of compiling again); private to this user, as the cache
+/// demands.
+fn cache_dir(component: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("delegate-e2e-jane-js-cache-{}", std::process::id()));
+    let dir = component.parent().unwrap_or(Path::new(".")).join("wasmtime-cache");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     dir
@@ -72,7 +75,7 @@ async fn chain(component: &Path) -> Chain {
     let mut toml = stack
         .delegate_config("127.0.0.1:0".parse().unwrap(), component, &audit.display().to_string())
         .replace("[server]\n", "[server]\nmax_concurrency = 64\n");
-    toml.push_str(&format!("\n[engine]\ncache_dir = {:?}\n", cache_dir().display().to_string()));
+    toml.push_str(&format!("\n[engine]\ncache_dir = {:?}\n", cache_dir(component).display().to_string()));
     let config = Config::from_toml(&toml, &dir).unwrap();
     let host = {
         let _first_compiles = START.lock().await;
@@ -262,6 +265,9 @@ async fn js_idp_errors_surface_with_their_status_and_code() {
         let seen = chain.ask(user, "Show me 5 incidents assigned to me").await;
         assert_eq!(seen.status, 200, "{code}: {seen:?}");
         assert_eq!(seen.error_type.as_deref(), Some(code), "{seen:?}");
+        // The refused request reached the agent as wasi:http's HTTP-request-denied, which it
+        // told the model in the Rust agent's words.
+        assert!(seen.text.contains("egress policy does not allow this request"), "{}", seen.text);
         let resp = client()
             .post(format!("{}/invocations", chain.url))
             .bearer_auth(chain.token_a(user))
