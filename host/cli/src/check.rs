@@ -20,17 +20,20 @@ pub(crate) fn plugin(file: &Path) -> Result<(), Failure> {
     })
     .map_err(Failure::failed)?;
     let report = runtime.inspect(&bytes).map_err(|e| Failure::failed(format!("{}: {e}", file.display())))?;
-    println!("{}: ok, fits delegate:agent@0.1.0", file.display());
-    println!("digest:  {}", report.digest);
-    println!("size:    {} bytes", report.size);
-    println!("imports:");
+    // Written, not `println!`ed: a closed pipe (`delegate plugin check x.wasm | head`) ends the
+    // output quietly instead of panicking.
+    let mut out = String::new();
+    out.push_str(&format!("{}: ok, fits delegate:agent@0.1.0\n", file.display()));
+    out.push_str(&format!("digest:  {}\nsize:    {} bytes\nimports:\n", report.digest, report.size));
     for i in &report.imports {
-        println!("  {i}");
+        out.push_str(&format!("  {i}\n"));
     }
-    println!("exports:");
+    out.push_str("exports:\n");
     for e in &report.exports {
-        println!("  {e}");
+        out.push_str(&format!("  {e}\n"));
     }
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(())
 }
 

@@ -220,7 +220,7 @@ async fn fuzzed_requests_get_documented_answers() {
             assert!(code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{code}");
         } else if is_sse {
             // The stream ends with exactly one final event (a result or an error).
-            let last = text.lines().filter(|l| l.starts_with("data: ")).next_back().unwrap();
+            let last = text.lines().rfind(|l| l.starts_with("data: ")).unwrap();
             assert!(last.contains("\"status\":\"success\"") || last.contains("\"error_type\""), "{text}");
         }
     }
