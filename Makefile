@@ -4,7 +4,7 @@
 CARGO ?= cargo
 GUESTS := -p delegate-sdk -p echo -p hostile -p probe-sandbox -p probe-credentials -p servicenow-agent
 
-.PHONY: setup demo test lint fmt ci bench interop js-guest js-test
+.PHONY: setup demo test lint fmt ci bench interop js-guest js-test py-guest py-test
 
 setup:
 	rustup target add wasm32-wasip2
@@ -55,3 +55,14 @@ js-guest:
 ## The Jane e2e suite against the JavaScript agent.
 js-test: setup js-guest
 	DELEGATE_JS_GUEST=$(abspath $(JS_GUEST)) $(CARGO) test --locked -p delegate-e2e --test e2e jane_js
+
+## The ServiceNow agent in Python (guest/servicenow-agent-py): a venv with the pinned
+## componentize-py (PyPI only), its unit tests, then componentize-py against wit/ →
+## target/wasm-guests/py/servicenow_agent_py.wasm.
+PY_GUEST := target/wasm-guests/py/servicenow_agent_py.wasm
+py-guest:
+	PY_GUEST_OUT=$(PY_GUEST) guest/servicenow-agent-py/build.sh
+
+## The Jane e2e suite and the hostile checks against the Python agent.
+py-test: setup py-guest
+	DELEGATE_PY_GUEST=$(abspath $(PY_GUEST)) $(CARGO) test --locked -p delegate-e2e --test e2e jane_py

@@ -9,6 +9,7 @@ mod faults;
 mod hostile_io;
 mod jane;
 mod jane_js;
+mod jane_py;
 mod lifecycle;
 mod limits;
 mod observability;
