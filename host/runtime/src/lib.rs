@@ -40,6 +40,10 @@ use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::WasiHttpCtx;
 
+/// Per pool slot, how much of a freed linear memory or table is reset in place (and stays
+/// resident) instead of being returned to the kernel.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
 /// Engine-wide options.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
@@ -245,7 +249,16 @@ impl Runtime {
             .total_tables(n.saturating_mul(4))
             .total_stacks(n)
             .max_memory_size(usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX))
-            .table_elements(usize::try_from(options.max_table_elements).unwrap_or(usize::MAX));
+            .table_elements(usize::try_from(options.max_table_elements).unwrap_or(usize::MAX))
+            // A freed slot is reset to its initial image (zeroes plus data segments) before
+            // reuse either way; these make the reset cheaper. With `pagemap_scan` (Linux >= 6.7)
+            // only the pages the last instance dirtied are rewritten, up to the keep-resident
+            // size, instead of `madvise` dropping them and the next instance faulting them in
+            // again; on older kernels wasmtime falls back to `madvise`. Jane's invocation:
+            // BENCHMARKS.md, Load.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg).map_err(err)?;
         start_epoch_ticker(&engine, options.epoch_tick);
