@@ -122,7 +122,7 @@ impl Deployer {
 
     /// Loads the configured version of every plugin that has a source, and activates it.
     /// `embedded` replaces the default plugin's component (the demo's built-in agent).
-    pub(crate) fn load_configured(&self, embedded: Option<&[u8]>) -> Result<(), crate::StartError> {
+    pub(crate) async fn load_configured(&self, embedded: Option<&[u8]>) -> Result<(), crate::StartError> {
         for settings in &self.config.plugins {
             let fail = |m: String| crate::StartError::usage(format!("plugin {}: {m}", settings.name));
             let embedded = embedded.filter(|_| settings.default);
@@ -146,6 +146,7 @@ impl Deployer {
             let compiled = Self::compiled(&self.runtime, &bytes).map_err(|e| fail(e.to_string()))?;
             let compile = compiled.info();
             let plugin = compiled.into_plugin(spec);
+            plugin.check_instantiable().await.map_err(|e| fail(format!("cannot be instantiated: {e}")))?;
             self.registry
                 .activate(Deployment { plugin, deployed_at: SystemTime::now(), compile })
                 .map_err(|e| fail(e.to_string()))?;
@@ -175,8 +176,9 @@ impl Deployer {
             .await
             .map_err(|e| DeployRefusal::Internal(format!("the compile task failed: {e}")))??;
         let compile = compiled.info();
-        let active =
-            Deployment { plugin: compiled.into_plugin(spec), deployed_at: SystemTime::now(), compile };
+        let plugin = compiled.into_plugin(spec);
+        plugin.check_instantiable().await.map_err(|e| DeployRefusal::NotInstantiable(e.to_string()))?;
+        let active = Deployment { plugin, deployed_at: SystemTime::now(), compile };
         let replaced = self
             .registry
             .activate(active.clone())

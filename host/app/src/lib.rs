@@ -79,7 +79,7 @@ impl Host {
             wiring::egress_gateway(config, wiring::audit_sink(config)?)?.with_metrics(Arc::clone(&metrics));
         let deployer =
             Arc::new(Deployer::new(runtime, Arc::clone(&registry), Arc::new(config.clone()), model, gateway));
-        deployer.load_configured(component)?;
+        deployer.load_configured(component).await?;
         let authorizer = wiring::authorizer(config).await?;
         let state = AppState::with_metrics(
             Arc::clone(&registry),

@@ -43,6 +43,12 @@ use wasmtime_wasi_http::WasiHttpCtx;
 /// Per pool slot, how much of a freed linear memory or table is reset in place (and stays
 /// resident) instead of being returned to the kernel.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+/// Core wasm instances one plugin instance may have (componentize-py: 14).
+const CORE_INSTANCES_PER_SLOT: u32 = 16;
+/// Linear memories one plugin instance may have.
+const MEMORIES_PER_SLOT: u32 = 4;
+/// Tables one plugin instance may have.
+const TABLES_PER_SLOT: u32 = 16;
 
 /// Engine-wide options.
 #[derive(Debug, Clone)]
@@ -243,10 +249,16 @@ impl Runtime {
         cfg.guest_debug(options.guest_debug);
         let n = options.pool_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
+        // Per slot: what the largest plugins we know need (a componentize-py component has 14
+        // core instances; Rust plugins 3), so the pool holds `n` of them at once. A component
+        // needing more is refused at deploy (see `Plugin::check_instantiable`).
         pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(4))
+            .max_core_instances_per_component(CORE_INSTANCES_PER_SLOT)
+            .max_memories_per_component(MEMORIES_PER_SLOT)
+            .max_tables_per_component(TABLES_PER_SLOT)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_SLOT))
+            .total_memories(n.saturating_mul(MEMORIES_PER_SLOT))
+            .total_tables(n.saturating_mul(TABLES_PER_SLOT))
             .total_stacks(n)
             .max_memory_size(usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX))
             .table_elements(usize::try_from(options.max_table_elements).unwrap_or(usize::MAX))
@@ -644,6 +656,35 @@ impl Plugin {
         Ok(())
     }
 
+    /// Instantiates the plugin once, without calling it and without a caller (no egress, no
+    /// model): a deploy refuses a component that cannot even be instantiated within its limits
+    /// and the pool's per-slot budget (too many core instances, memories or tables, an initial
+    /// memory over `memory_mib`), instead of every invocation failing after it went live.
+    pub async fn check_instantiable(&self) -> Result<(), InvocationError> {
+        let (tx, _rx) = mpsc::channel(1);
+        let principal = bindings::caller::Principal {
+            subject: String::new(),
+            username: None,
+            display_name: None,
+            tenant: None,
+            client_id: String::new(),
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            session_id: None,
+            invocation_id: "deploy-check".into(),
+        };
+        let state = state_for(&self.inner, principal, tx, &http_hooks::CredentialFailure::default(), None);
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut cx| cx.data_mut().meter.on_epoch());
+        let instantiated =
+            tokio::time::timeout(self.inner.limits.wall_clock, self.inner.pre.instantiate_async(&mut store))
+                .await
+                .map_err(|_| InvocationError::Timeout)?;
+        instantiated.map(|_: Agent| ()).map_err(|e| classify(&e))
+    }
+
     /// Starts an invocation in its own task; the returned handle streams its events.
     /// Dropping the handle cancels the invocation.
     pub fn invoke(&self, request: InvocationRequest) -> Invocation {
@@ -770,25 +811,13 @@ fn invocation_egress(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn new_state(
-    inner: &PluginInner,
+/// The claims a plugin reads through `caller.identity()`.
+fn principal_of(
     caller: &VerifiedCaller,
     invocation_id: &str,
     session_id: Option<String>,
-    events: mpsc::Sender<InvocationEvent>,
-    credential_failure: &http_hooks::CredentialFailure,
-    egress: Option<&(delegate_egress::EgressGateway, delegate_egress::InvocationEgress)>,
-) -> StoreState {
-    let invocation: Arc<str> = invocation_id.into();
-    let logs = stdio::LogPipe::pair(inner.limits.log_bytes, Arc::clone(&inner.name), Arc::clone(&invocation));
-    let mut wasi = WasiCtx::builder();
-    wasi.stdout(logs.0.clone())
-        .stderr(logs.1.clone())
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }));
-    let principal = bindings::caller::Principal {
+) -> bindings::caller::Principal {
+    bindings::caller::Principal {
         subject: caller.subject().to_owned(),
         username: caller.username().map(str::to_owned),
         display_name: caller.display_name().map(str::to_owned),
@@ -798,7 +827,38 @@ fn new_state(
         roles: caller.roles().to_vec(),
         session_id,
         invocation_id: invocation_id.to_owned(),
-    };
+    }
+}
+
+fn new_state(
+    inner: &PluginInner,
+    caller: &VerifiedCaller,
+    invocation_id: &str,
+    session_id: Option<String>,
+    events: mpsc::Sender<InvocationEvent>,
+    credential_failure: &http_hooks::CredentialFailure,
+    egress: Option<&(delegate_egress::EgressGateway, delegate_egress::InvocationEgress)>,
+) -> StoreState {
+    let principal = principal_of(caller, invocation_id, session_id);
+    state_for(inner, principal, events, credential_failure, egress)
+}
+
+fn state_for(
+    inner: &PluginInner,
+    principal: bindings::caller::Principal,
+    events: mpsc::Sender<InvocationEvent>,
+    credential_failure: &http_hooks::CredentialFailure,
+    egress: Option<&(delegate_egress::EgressGateway, delegate_egress::InvocationEgress)>,
+) -> StoreState {
+    let invocation: Arc<str> = principal.invocation_id.as_str().into();
+    let logs = stdio::LogPipe::pair(inner.limits.log_bytes, Arc::clone(&inner.name), Arc::clone(&invocation));
+    let mut wasi = WasiCtx::builder();
+    wasi.stdout(logs.0.clone())
+        .stderr(logs.1.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
     StoreState {
         wasi: wasi.build(),
         table: ResourceTable::new(),

@@ -90,6 +90,10 @@ pub enum DeployRefusal {
     /// The component needs imports delegate does not provide, or lacks the `invoke` export.
     #[error("the component does not fit the delegate:agent world: {0}")]
     World(String),
+    /// The component compiles but cannot be instantiated within its limits or the pool's
+    /// per-slot budget (too many core instances, memories or tables, too much initial memory).
+    #[error("the component cannot be instantiated within its limits: {0}")]
+    NotInstantiable(String),
     /// Something on the host failed (e.g. a compile thread died).
     #[error("deploy failed on the host: {0}")]
     Internal(String),

@@ -267,6 +267,7 @@ impl AdminError {
                     D::NotAComponent => (StatusCode::UNPROCESSABLE_ENTITY, "not_a_component"),
                     D::Compile(_) => (StatusCode::UNPROCESSABLE_ENTITY, "compile_error"),
                     D::World(_) => (StatusCode::UNPROCESSABLE_ENTITY, "world_mismatch"),
+                    D::NotInstantiable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_instantiable"),
                     D::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "deploy_failed"),
                 };
                 (status, code, r.to_string())

@@ -422,6 +422,16 @@ async fn bad_deploys_are_refused_and_the_active_version_keeps_serving() {
             403,
             "not_granted",
         ),
+        // Asking for less memory than the component's initial memory: it compiles and fits
+        // the world, but no invocation could ever start.
+        (
+            "cannot be instantiated",
+            "echo",
+            manifest("echo", "2.0.0", &v2, "[limits]\nmemory_mib = 1\n"),
+            v2.clone(),
+            422,
+            "not_instantiable",
+        ),
         (
             "unconfigured plugin",
             "stranger",
