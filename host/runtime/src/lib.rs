@@ -676,8 +676,11 @@ impl Plugin {
         let state = state_for(&self.inner, principal, tx, &http_hooks::CredentialFailure::default(), None);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // Structure only: memory, tables and the pool's budget are enforced, CPU is not (each
+        // invocation is charged its own instantiation). Yielding every tick keeps the wall-clock
+        // bound below effective even if a start function spins.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut cx| cx.data_mut().meter.on_epoch());
+        store.epoch_deadline_async_yield_and_update(1);
         let instantiated =
             tokio::time::timeout(self.inner.limits.wall_clock, self.inner.pre.instantiate_async(&mut store))
                 .await
