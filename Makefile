@@ -32,7 +32,7 @@ ci: lint test interop
 
 ## Benchmarks (release build; figures go to BENCHMARKS.md).
 bench: setup
-	$(CARGO) bench --locked -p delegate-e2e
+	$(CARGO) bench --locked -p delegate-e2e -p delegate-auth -p delegate-vault -p delegate-egress -p delegate-model -p delegate
 
 ## Interop: real, independent client libraries (PyPI) against the devstack stand-ins:
 ## MSAL + PyJWT → IdP, boto3 → Bedrock endpoint, pysnc → ServiceNow sandbox.
