@@ -3,8 +3,9 @@
 //! On-Behalf-Of, ServiceNow sandbox enforcing its ACLs, Bedrock endpoint with its planner).
 //!
 //! The suite is parameterised by the agent's build: [`suite!`] expands to one `#[tokio::test]`
-//! per case for an [`AgentBuild`]. This module runs it against the Rust agent; `jane_py` runs the
-//! same cases against the Python agent (guest/servicenow-agent-py).
+//! per case for an [`AgentBuild`]. This module runs it against the Rust agent; `jane_py` and
+//! `jane_js` run the same cases against the Python and JavaScript agents
+//! (guest/servicenow-agent-py, guest/servicenow-agent-js).
 
 use delegate_app::Host;
 use delegate_config::Config;
@@ -33,6 +34,19 @@ impl AgentBuild {
     /// The Rust agent built by tests/artifacts.
     pub(crate) fn rust() -> Self {
         Self { component: PathBuf::from(delegate_artifacts::SERVICENOW_AGENT), cache_dir: None, engine: "" }
+    }
+
+    /// The same build once its compiled code is in its `cache_dir`: the first caller starts a
+    /// host (Cranelift compiles the component, for a large one many seconds of both cores) while
+    /// the others wait on `warm`, then every test's host loads the compiled code instead of all
+    /// compiling it at once.
+    pub(crate) async fn warmed(self, warm: &'static tokio::sync::OnceCell<()>) -> Self {
+        warm.get_or_init(|| async {
+            let chain = chain_with(&self, |t| t).await;
+            let _ = chain.host.shutdown(Duration::from_secs(5)).await;
+        })
+        .await;
+        self
     }
 }
 
@@ -173,6 +187,12 @@ pub(crate) mod cases {
             assert!(!seen.text.contains(hidden));
             assert!(!seen.result.as_deref().unwrap_or("").contains(hidden));
         }
+        // Every build of the agent ends with the same summary.
+        let summary: serde_json::Value = serde_json::from_str(seen.result.as_deref().unwrap()).unwrap();
+        assert_eq!(summary["cycles"], 2, "{summary}");
+        assert_eq!(summary["tool_calls"], 1, "{summary}");
+        assert_eq!(summary["tool_errors"], 0, "{summary}");
+        assert_eq!(summary["stop_reason"], "end_turn", "{summary}");
         // ServiceNow saw Jane, through Token B obtained On-Behalf-Of her, and the audit says so.
         let (invocations, audit): (Vec<_>, Vec<_>) =
             chain.audit_lines().into_iter().partition(|l| l["kind"] == "invocation");
@@ -308,6 +328,9 @@ pub(crate) mod cases {
             let seen = chain.ask(user, "Show me 5 incidents assigned to me").await;
             assert_eq!(seen.status, 200, "{code}: {seen:?}");
             assert_eq!(seen.error_type.as_deref(), Some(code), "{seen:?}");
+            // The refused request reached the agent as wasi:http's HTTP-request-denied, which
+            // every build tells the model in the same words.
+            assert!(seen.text.contains("egress policy does not allow this request"), "{}", seen.text);
             let resp = client()
                 .post(format!("{}/invocations", chain.url))
                 .bearer_auth(chain.token_a(user))

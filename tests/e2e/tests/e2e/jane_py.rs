@@ -43,25 +43,16 @@ fn py_agent() -> Option<AgentBuild> {
         return None;
     }
     let cache_dir = component.parent().unwrap().join("compiled");
-    // The pooling allocator budgets 8 core instances per slot on average; a componentize-py
-    // component instantiates 14 core modules (CPython, libc, the runtime, adapters), so at the
-    // default `pool_instances` (= max_concurrency, 64 here) only 36 Python invocations fit at
-    // once and the 37th answers 503 `capacity`. 128 slots fit the suite's 50 at once.
-    Some(AgentBuild { component, cache_dir: Some(cache_dir), engine: "pool_instances = 128\n" })
+    // A componentize-py component instantiates 14 core modules; a pool slot holds 16, so the
+    // default pool (= max_concurrency) fits the suite's 50 concurrent invocations.
+    Some(AgentBuild { component, cache_dir: Some(cache_dir), engine: "" })
 }
 
-/// [`py_agent`], with its compiled code in the cache: the first test to get here compiles it
-/// (≈10 s of Cranelift for 18 MB of wasm) while the others wait, instead of all compiling it
-/// at once on two cores.
+/// [`py_agent`], with its compiled code in the cache (≈10 s of Cranelift for 18 MB of wasm,
+/// once for the module).
 async fn warmed() -> Option<AgentBuild> {
     static WARM: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let agent = py_agent()?;
-    WARM.get_or_init(|| async {
-        let chain = chain_with(&agent, |t| t).await;
-        let _ = chain.host.shutdown(Duration::from_secs(5)).await;
-    })
-    .await;
-    Some(agent)
+    Some(py_agent()?.warmed(&WARM).await)
 }
 
 crate::jane::suite!(warmed());
