@@ -649,21 +649,7 @@ async fn bench(args: Args) {
     let pid_s = pid.to_string();
     let url = Arc::new(format!("{}/invocations", served.base));
     let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");
-    let token = Arc::new(
-        stack
-            .idp
-            .idp()
-            .mint_access_token(
-                ids::JANE,
-                ids::AGENT_APP_ID,
-                ids::AGENT_APP_ID,
-                &[ids::AGENT_SCOPE],
-                Duration::from_secs(3600),
-            )
-            .unwrap()
-            .expose()
-            .to_owned(),
-    );
+    let token = Arc::new(stack.token_a(ids::JANE, Duration::from_secs(3600)).unwrap().expose().to_owned());
 
     // Warm-up (OBO token cached, connections open, allocator grown), then the idle RSS.
     let warm = run_level(&http, &url, &token, 4, Duration::from_secs(2), 200).await;

@@ -16,7 +16,6 @@ use base64::Engine as _;
 use delegate_app::Host;
 use delegate_config::Config;
 use delegate_devstack::{DevStack, DevStackOptions};
-use sha2::Digest;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -34,30 +33,14 @@ fn report(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-fn build(base: &[u8], label: &str) -> Vec<u8> {
-    use wasm_encoder::Encode;
-    let mut bytes = base.to_vec();
-    let section = wasm_encoder::CustomSection {
-        name: std::borrow::Cow::Borrowed("delegate-bench-build"),
-        data: std::borrow::Cow::Borrowed(label.as_bytes()),
-    };
-    bytes.push(0);
-    section.encode(&mut bytes);
-    bytes
-}
-
 fn body(name: &str, version: &str, component: &[u8]) -> serde_json::Value {
-    let digest = format!("sha256:{}", hex_lower(&sha2::Sha256::digest(component)));
+    let digest = delegate_e2e::sha256_digest(component);
     // No egress requested: none is needed to measure a swap.
     let manifest = format!("name = {name:?}\nversion = {version:?}\ndigest = {digest:?}\n");
     serde_json::json!({
         "manifest": manifest,
         "component": base64::engine::general_purpose::STANDARD.encode(component),
     })
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn main() {
@@ -104,13 +87,13 @@ fn main() {
         for i in 0..8 {
             let (took, answer) = put(
                 "servicenow-agent",
-                body("servicenow-agent", &format!("src.{i}"), &build(&agent, &i.to_string())),
+                body("servicenow-agent", &format!("src.{i}"), &delegate_e2e::rebuilt(&agent, &i.to_string())),
             )
             .await;
             assert_eq!(answer["active"]["from_cache"], false);
             from_source.push(took);
         }
-        let (a, b) = (build(&agent, "a"), build(&agent, "b"));
+        let (a, b) = (delegate_e2e::rebuilt(&agent, "a"), delegate_e2e::rebuilt(&agent, "b"));
         put("servicenow-agent", body("servicenow-agent", "a", &a)).await;
         put("servicenow-agent", body("servicenow-agent", "b", &b)).await;
         let mut cached = Vec::new();

@@ -258,3 +258,28 @@ pub async fn collect(resp: reqwest::Response) -> Seen {
 pub async fn ping(url: &str) -> serde_json::Value {
     client().get(format!("{url}/ping")).send().await.unwrap().json().await.unwrap()
 }
+
+/// `bytes` (a component) with a custom section appended: the same code under another digest,
+/// as a new build of a plugin would be.
+pub fn rebuilt(bytes: &[u8], label: &str) -> Vec<u8> {
+    use wasm_encoder::Encode;
+    let section = wasm_encoder::CustomSection {
+        name: std::borrow::Cow::Borrowed("delegate-test-build"),
+        data: std::borrow::Cow::Borrowed(label.as_bytes()),
+    };
+    let mut out = bytes.to_vec();
+    // `encode` writes the section's size and contents; the id (0, custom) comes first.
+    out.push(0);
+    section.encode(&mut out);
+    out
+}
+
+/// `sha256:<hex>` of `bytes`, as manifests pin components.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().fold(String::from("sha256:"), |mut s, b| {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

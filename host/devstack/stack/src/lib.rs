@@ -211,6 +211,21 @@ credential = {{ provider = "servicenow", scopes = ["api://{connector}/{connector
 }
 
 impl DevStack {
+    /// A Token A for `user`, as the article's client app gets one from Entra: the agent app as
+    /// client and audience, its `access_as_user` scope, valid for `lifetime`.
+    pub fn token_a(&self, user: &str, lifetime: Duration) -> Result<delegate_secret::Secret, DevStackError> {
+        self.idp
+            .idp()
+            .mint_access_token(
+                user,
+                defaults::AGENT_APP_ID,
+                defaults::AGENT_APP_ID,
+                &[defaults::AGENT_SCOPE],
+                lifetime,
+            )
+            .map_err(err)
+    }
+
     /// A plugin manifest for the ServiceNow agent at `component` (whose bytes are
     /// `component_bytes`): version `version`, and the least privilege it needs — GET and
     /// PATCH on the incident table only, narrower than the operator's `/api/now/table` rule

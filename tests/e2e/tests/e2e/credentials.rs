@@ -105,17 +105,7 @@ async fn probe_setup(port: u16, name: &str) -> (DevStack, Config, std::path::Pat
 }
 
 fn token_a(stack: &DevStack) -> delegate_secret::Secret {
-    stack
-        .idp
-        .idp()
-        .mint_access_token(
-            ids::JANE,
-            ids::AGENT_APP_ID,
-            ids::AGENT_APP_ID,
-            &[ids::AGENT_SCOPE],
-            Duration::from_secs(900),
-        )
-        .unwrap()
+    stack.token_a(ids::JANE, Duration::from_secs(900)).unwrap()
 }
 
 fn probe_payload(port: u16) -> serde_json::Value {
@@ -135,17 +125,7 @@ async fn no_credential_reaches_the_plugin_the_logs_or_the_audit() {
     let (port, received) = reflect_server().await;
     let (stack, config, audit) = probe_setup(port, "leak").await;
     let host = Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.unwrap();
-    let token_a = stack
-        .idp
-        .idp()
-        .mint_access_token(
-            ids::JANE,
-            ids::AGENT_APP_ID,
-            ids::AGENT_APP_ID,
-            &[ids::AGENT_SCOPE],
-            Duration::from_secs(900),
-        )
-        .unwrap();
+    let token_a = stack.token_a(ids::JANE, Duration::from_secs(900)).unwrap();
     let resp = client()
         .post(format!("http://{}/invocations", host.addr))
         .bearer_auth(token_a.expose())

@@ -127,19 +127,7 @@ async fn chain() -> Chain {
 }
 
 fn token_a(stack: &DevStack, user: &str) -> String {
-    stack
-        .idp
-        .idp()
-        .mint_access_token(
-            user,
-            ids::AGENT_APP_ID,
-            ids::AGENT_APP_ID,
-            &[ids::AGENT_SCOPE],
-            Duration::from_secs(900),
-        )
-        .unwrap()
-        .expose()
-        .to_owned()
+    stack.token_a(user, Duration::from_secs(900)).unwrap().expose().to_owned()
 }
 
 /// One invocation as an AgentCore client makes it (SSE), timed.

@@ -95,19 +95,7 @@ async fn chain(agent: &AgentBuild) -> Chain {
 
 impl Chain {
     pub(crate) fn token_a(&self, user: &str) -> String {
-        self.stack
-            .idp
-            .idp()
-            .mint_access_token(
-                user,
-                ids::AGENT_APP_ID,
-                ids::AGENT_APP_ID,
-                &[ids::AGENT_SCOPE],
-                Duration::from_secs(900),
-            )
-            .unwrap()
-            .expose()
-            .to_owned()
+        self.stack.token_a(user, Duration::from_secs(900)).unwrap().expose().to_owned()
     }
 
     pub(crate) async fn ask(&self, user: &str, prompt: &str) -> Seen {

@@ -200,17 +200,7 @@ async fn python_agent_memory_holds_no_credential_after_janes_invocation() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/invocations", listener.local_addr().unwrap());
     tokio::spawn(delegate_server::serve(listener, delegate_server::router(state), std::future::pending()));
-    let token_a = stack
-        .idp
-        .idp()
-        .mint_access_token(
-            ids::JANE,
-            ids::AGENT_APP_ID,
-            ids::AGENT_APP_ID,
-            &[ids::AGENT_SCOPE],
-            Duration::from_secs(900),
-        )
-        .unwrap();
+    let token_a = stack.token_a(ids::JANE, Duration::from_secs(900)).unwrap();
     let resp = client()
         .post(&url)
         .bearer_auth(token_a.expose())

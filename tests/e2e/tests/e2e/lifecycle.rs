@@ -7,7 +7,6 @@ use delegate_config::Config;
 use delegate_devstack::{DevStack, DevStackOptions, idp_defaults as ids};
 use delegate_e2e::*;
 use serde_json::json;
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -78,52 +77,21 @@ path_prefix = "/api/now/table/incident"
     Fleet { stack, _host: host, url, admin, dir, audit }
 }
 
-/// The echo component with a custom section appended: the same code under another digest,
-/// as a new build of a plugin would be.
+/// The echo component under another digest (a new build of the same code).
 fn echo_build(label: &str) -> Vec<u8> {
-    let mut bytes = std::fs::read(delegate_artifacts::ECHO).unwrap();
-    let section = wasm_encoder::CustomSection {
-        name: std::borrow::Cow::Borrowed("delegate-test-build"),
-        data: std::borrow::Cow::Borrowed(label.as_bytes()),
-    };
-    use wasm_encoder::Encode;
-    // `encode` writes the section's size and contents; the id (0, custom) comes first.
-    let mut encoded = vec![0u8];
-    section.encode(&mut encoded);
-    bytes.extend_from_slice(&encoded);
-    bytes
-}
-
-fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex_lower(&sha2::Sha256::digest(bytes)))
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    rebuilt(&std::fs::read(delegate_artifacts::ECHO).unwrap(), label)
 }
 
 fn manifest(name: &str, version: &str, bytes: &[u8], extra: &str) -> String {
     format!(
         "name = {name:?}\nversion = {version:?}\ndigest = {:?}\n{extra}\n[settings]\ntag = {version:?}\n",
-        digest(bytes)
+        sha256_digest(bytes)
     )
 }
 
 impl Fleet {
     pub(crate) fn token_a(&self, user: &str) -> String {
-        self.stack
-            .idp
-            .idp()
-            .mint_access_token(
-                user,
-                ids::AGENT_APP_ID,
-                ids::AGENT_APP_ID,
-                &[ids::AGENT_SCOPE],
-                Duration::from_secs(900),
-            )
-            .unwrap()
-            .expose()
-            .to_owned()
+        self.stack.token_a(user, Duration::from_secs(900)).unwrap().expose().to_owned()
     }
 
     async fn admin(
@@ -198,7 +166,7 @@ async fn deploy_and_two_rollbacks_under_load_drop_nothing() {
     let v2 = echo_build("v2");
     let (s, r) = fleet.deploy("echo", &manifest("echo", "1.0.0", &v1, ""), &v1).await;
     assert_eq!(s, 200, "{r}");
-    let versions = [("1.0.0", digest(&v1)), ("2.0.0", digest(&v2))];
+    let versions = [("1.0.0", sha256_digest(&v1)), ("2.0.0", sha256_digest(&v2))];
 
     // 32 clients, each sending invocations back to back for the whole run.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -528,7 +496,7 @@ async fn plugins_are_served_side_by_side_and_selected_by_header() {
     assert_eq!(fleet.deploy("echo", &manifest("echo", "1.0.0", &v1, ""), &v1).await.0, 200);
 
     let a = fleet.echo(&token, Some("echo")).await;
-    assert_eq!((a.status, a.version.as_str(), a.digest.clone()), (200, "1.0.0", digest(&v1)), "{a:?}");
+    assert_eq!((a.status, a.version.as_str(), a.digest.clone()), (200, "1.0.0", sha256_digest(&v1)), "{a:?}");
     // The AgentCore-forwardable header selects the same way.
     let resp = client()
         .post(format!("{}/invocations", fleet.url))
