@@ -115,54 +115,83 @@ fn plugin_check_refuses_what_is_not_a_plugin() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// A `delegate serve` child with the real authorizer against a devstack IdP (kept alive with
+/// it), serving `plugin` from `component`; `server` and `tables` add TOML to `[server]` and
+/// after it. Returns once `/ping` answers, with Jane's Token A.
+struct Served {
+    _idp: delegate_devstack_idp::IdpServer,
+    child: std::process::Child,
+    base: String,
+    token: String,
+}
+
+async fn serve_plugin(
+    tag: &str,
+    plugin: &str,
+    component: &str,
+    server: &str,
+    tables: &str,
+    log: &str,
+) -> Served {
+    use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};
+    use std::time::Duration;
+    let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("delegate-cli-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), idp.ca_pem()).unwrap();
+    let port = free_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n{server}{tables}[outbound]\nca_files = [\"ca.pem\"]\n[auth]\ndiscovery_url = \"{}\"\nallowed_audiences = [\"{app}\"]\nallowed_clients = [\"{app}\"]\nrequired_scopes = [\"{scope}\"]\n[[plugin]]\nname = \"{plugin}\"\ncomponent = \"{component}\"\n",
+        idp.idp().discovery_url(defaults::TENANT_ID),
+        app = defaults::AGENT_APP_ID,
+        scope = defaults::AGENT_SCOPE,
+    );
+    let path = dir.join("delegate.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("DELEGATE_LOG", log)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if http.get(format!("{base}/ping")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "delegate serve did not come up");
+    let token = idp
+        .idp()
+        .mint_access_token(
+            defaults::JANE,
+            defaults::AGENT_APP_ID,
+            defaults::AGENT_APP_ID,
+            &[defaults::AGENT_SCOPE],
+            Duration::from_secs(600),
+        )
+        .unwrap()
+        .expose()
+        .to_owned();
+    Served { _idp: idp, child, base, token }
+}
+
 /// `delegate serve` with the real authorizer against the devstack IdP; SIGTERM while an
 /// invocation streams: the invocation finishes, the process exits 0.
 #[test]
 fn serve_finishes_in_flight_invocations_on_sigterm() {
-    use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};
-    use std::time::Duration;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
-        let dir = std::env::temp_dir().join(format!("delegate-cli-{}-sigterm", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("ca.pem"), idp.ca_pem()).unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[outbound]\nca_files = [\"ca.pem\"]\n[auth]\ndiscovery_url = \"{}\"\nallowed_audiences = [\"{app}\"]\nallowed_clients = [\"{app}\"]\nrequired_scopes = [\"{scope}\"]\n[[plugin]]\nname = \"echo\"\ncomponent = \"{}\"\n",
-            idp.idp().discovery_url(defaults::TENANT_ID),
-            delegate_artifacts::ECHO,
-            app = defaults::AGENT_APP_ID,
-            scope = defaults::AGENT_SCOPE,
-        );
-        let path = dir.join("delegate.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
-            .args(["serve", "--config", path.to_str().unwrap()])
-            .env("DELEGATE_LOG", "warn")
-            .spawn()
-            .unwrap();
+        let Served { _idp, mut child, base, token } =
+            serve_plugin("sigterm", "echo", delegate_artifacts::ECHO, "", "", "warn").await;
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let mut up = false;
-        for _ in 0..200 {
-            if http.get(format!("{base}/ping")).send().await.is_ok() {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(up, "delegate serve did not come up");
-        let token = idp
-            .idp()
-            .mint_access_token(defaults::JANE, defaults::AGENT_APP_ID, defaults::AGENT_APP_ID, &[defaults::AGENT_SCOPE], Duration::from_secs(600))
-            .unwrap();
         let mut resp = http
             .post(format!("{base}/invocations"))
-            .bearer_auth(token.expose())
+            .bearer_auth(&token)
             .body(r#"{"prompt":"drain me gently","chunk_size":5,"pause_ms":250}"#)
             .send()
             .await
@@ -170,7 +199,8 @@ fn serve_finishes_in_flight_invocations_on_sigterm() {
         assert_eq!(resp.status(), 200);
         let first = resp.chunk().await.unwrap().unwrap();
         assert!(String::from_utf8_lossy(&first).contains("drain"));
-        let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let killed =
+            std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         assert!(killed.success());
         let mut rest = Vec::new();
         while let Some(chunk) = resp.chunk().await.unwrap() {
@@ -195,47 +225,20 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
 /// what it was after warm-up: pool slots are released, nothing a bomb allocated stays around.
 #[test]
 fn serve_memory_returns_to_baseline_after_a_hostile_barrage() {
-    use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};
     use std::time::Duration;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
-        let dir = std::env::temp_dir().join(format!("delegate-cli-{}-rss", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("ca.pem"), idp.ca_pem()).unwrap();
-        let port = free_port();
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_concurrency = 4\n[limits]\nmemory_mib = 32\ntable_elements = 10000\ncpu_ms = 500\nwall_clock_ms = 5000\noutput_kib = 256\n[outbound]\nca_files = [\"ca.pem\"]\n[auth]\ndiscovery_url = \"{}\"\nallowed_audiences = [\"{app}\"]\nallowed_clients = [\"{app}\"]\nrequired_scopes = [\"{scope}\"]\n[[plugin]]\nname = \"hostile\"\ncomponent = \"{}\"\n",
-            idp.idp().discovery_url(defaults::TENANT_ID),
+        let Served { _idp, mut child, base, token } = serve_plugin(
+            "rss",
+            "hostile",
             delegate_artifacts::HOSTILE,
-            app = defaults::AGENT_APP_ID,
-            scope = defaults::AGENT_SCOPE,
-        );
-        let path = dir.join("delegate.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
-            .args(["serve", "--config", path.to_str().unwrap()])
-            .env("DELEGATE_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            "max_concurrency = 4\n",
+            "[limits]\nmemory_mib = 32\ntable_elements = 10000\ncpu_ms = 500\nwall_clock_ms = 5000\noutput_kib = 256\n",
+            "error",
+        )
+        .await;
         let pid = child.id();
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let mut up = false;
-        for _ in 0..200 {
-            if http.get(format!("{base}/ping")).send().await.is_ok() {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(up, "delegate serve did not come up");
-        let token = idp
-            .idp()
-            .mint_access_token(defaults::JANE, defaults::AGENT_APP_ID, defaults::AGENT_APP_ID, &[defaults::AGENT_SCOPE], Duration::from_secs(600))
-            .unwrap();
-        let token = token.expose().to_owned();
         // One invocation; returns the whole response body (JSON or SSE).
         let run = |mode: &'static str| {
             let (http, url, token) = (http.clone(), format!("{base}/invocations"), token.clone());
