@@ -7,11 +7,10 @@
 
 use delegate_config::{Config, Grant, Manifest, PluginSettings, PluginSource};
 use delegate_runtime::{
-    CompiledPlugin, Deployment, EgressAccess, ModelAccess, PluginLoadError, PluginRegistry, PluginSpec,
-    Runtime,
+    CompiledPlugin, ComponentBytes, Deployment, EgressAccess, ModelAccess, PluginLoadError, PluginRegistry,
+    PluginSpec, Runtime,
 };
 use delegate_server::admin::{DeployFuture, DeployOutcome, DeployRefusal, DeployRequest, PluginAdmin};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -92,7 +91,7 @@ impl Deployer {
         &self,
         name: &str,
         manifest: &Manifest,
-        component: &[u8],
+        component: &ComponentBytes,
     ) -> Result<(PluginSpec, String), DeployRefusal> {
         let settings = self.settings(name)?;
         if manifest.name != name {
@@ -101,7 +100,7 @@ impl Deployer {
                 manifest: manifest.name.clone(),
             });
         }
-        let actual = format!("sha256:{}", hex::encode(Sha256::digest(component)));
+        let actual = component.digest();
         if actual != manifest.digest {
             return Err(DeployRefusal::DigestMismatch { expected: manifest.digest.clone(), actual });
         }
@@ -111,8 +110,8 @@ impl Deployer {
         Ok((self.spec(settings, &manifest.version, Some(grant)), actual))
     }
 
-    fn compiled(runtime: &Runtime, bytes: &[u8]) -> Result<CompiledPlugin, DeployRefusal> {
-        runtime.compile_plugin(bytes).map_err(|e| match e {
+    fn compiled(runtime: &Runtime, component: &ComponentBytes) -> Result<CompiledPlugin, DeployRefusal> {
+        runtime.compile_component(component).map_err(|e| match e {
             PluginLoadError::NotAComponent => DeployRefusal::NotAComponent,
             PluginLoadError::Compile(m) => DeployRefusal::Compile(m),
             PluginLoadError::World(m) => DeployRefusal::World(m),
@@ -127,17 +126,19 @@ impl Deployer {
             let fail = |m: String| crate::StartError::usage(format!("plugin {}: {m}", settings.name));
             let embedded = embedded.filter(|_| settings.default);
             let (bytes, spec) = match (&settings.source, embedded) {
-                (_, Some(bytes)) => (bytes.to_vec(), self.spec(settings, UNVERSIONED, None)),
+                (_, Some(bytes)) => {
+                    (ComponentBytes::new(bytes.to_vec()), self.spec(settings, UNVERSIONED, None))
+                }
                 (None, None) => continue,
                 (Some(PluginSource::Component(path)), None) => {
-                    (read(path).map_err(fail)?, self.spec(settings, UNVERSIONED, None))
+                    (ComponentBytes::new(read(path).map_err(fail)?), self.spec(settings, UNVERSIONED, None))
                 }
                 (Some(PluginSource::Manifest(path)), None) => {
                     let manifest = Manifest::load(path).map_err(|e| fail(e.to_string()))?;
                     let component = manifest.component.as_deref().ok_or_else(|| {
                         fail(format!("manifest {} names no `component` file", path.display()))
                     })?;
-                    let bytes = read(component).map_err(fail)?;
+                    let bytes = ComponentBytes::new(read(component).map_err(fail)?);
                     let (spec, _) =
                         self.check(&settings.name, &manifest, &bytes).map_err(|e| fail(e.to_string()))?;
                     (bytes, spec)
@@ -162,7 +163,8 @@ impl Deployer {
         let _one_at_a_time = self.deploying.lock().await;
         let manifest = Manifest::from_toml(&request.manifest, Path::new("."))
             .map_err(|e| DeployRefusal::InvalidManifest(e.to_string()))?;
-        let (spec, digest) = self.check(name, &manifest, &request.component)?;
+        let component = ComponentBytes::new(request.component);
+        let (spec, digest) = self.check(name, &manifest, &component)?;
         let current = self.registry.snapshot().get(name).and_then(|slot| slot.active.clone());
         if let Some(active) =
             current.filter(|d| d.plugin.digest() == digest && d.plugin.version() == spec.version)
@@ -171,7 +173,6 @@ impl Deployer {
         }
         // Compiling takes a core for up to seconds: keep it off the threads serving requests.
         let runtime = self.runtime.clone();
-        let component = request.component;
         let compiled = tokio::task::spawn_blocking(move || Self::compiled(&runtime, &component))
             .await
             .map_err(|e| DeployRefusal::Internal(format!("the compile task failed: {e}")))??;

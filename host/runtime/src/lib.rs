@@ -222,6 +222,27 @@ impl CompiledPlugin {
     }
 }
 
+/// Component bytes with their sha256, computed here (never taken from a caller: it keys the
+/// compiled-code cache).
+#[derive(Debug, Clone)]
+pub struct ComponentBytes {
+    bytes: Vec<u8>,
+    sha_hex: String,
+}
+
+impl ComponentBytes {
+    /// Hashes `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let sha_hex = hex::encode(Sha256::digest(&bytes));
+        Self { bytes, sha_hex }
+    }
+
+    /// `sha256:<hex>`, as manifests pin components.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", self.sha_hex)
+    }
+}
+
 /// The name, version and granted rights a [`CompiledPlugin`] runs with.
 #[derive(Debug, Clone)]
 pub struct PluginSpec {
@@ -314,10 +335,15 @@ impl Runtime {
     /// component against the `delegate:agent` world. CPU-heavy for a cache miss (seconds for
     /// a large component): call it from a blocking thread when a server is running.
     pub fn compile_plugin(&self, bytes: &[u8]) -> Result<CompiledPlugin, PluginLoadError> {
+        self.compile_component(&ComponentBytes::new(bytes.to_vec()))
+    }
+
+    /// [`Runtime::compile_plugin`] for bytes already hashed (so a deploy that checked the
+    /// digest against a manifest does not hash a large component twice).
+    pub fn compile_component(&self, component: &ComponentBytes) -> Result<CompiledPlugin, PluginLoadError> {
         let started = Instant::now();
-        let sha = Sha256::digest(bytes);
-        let sha_hex = hex::encode(sha);
-        let cached = self.cache.as_ref().and_then(|c| c.load(&self.engine, &sha_hex));
+        let (bytes, sha_hex) = (component.bytes.as_slice(), component.sha_hex.as_str());
+        let cached = self.cache.as_ref().and_then(|c| c.load(&self.engine, sha_hex));
         let from_cache = cached.is_some();
         let component = match cached {
             Some(c) => c,
@@ -330,7 +356,7 @@ impl Runtime {
                 let c = Component::new(&self.engine, bytes)
                     .map_err(|e| PluginLoadError::Compile(format!("{e:#}")))?;
                 if let Some(cache) = &self.cache {
-                    cache.store(&sha_hex, &c);
+                    cache.store(sha_hex, &c);
                 }
                 c
             }
