@@ -674,10 +674,7 @@ impl Plugin {
             &http_hooks::CredentialFailure::default(),
             None,
         );
-        let mut store = Store::new(&self.inner.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut cx| cx.data_mut().meter.on_epoch());
+        let mut store = metered_store(&self.inner, state);
         let _agent: Agent = self.inner.pre.instantiate_async(&mut store).await.map_err(|e| classify(&e))?;
         Ok(())
     }
@@ -913,16 +910,22 @@ fn state_for(
     }
 }
 
+/// A store whose memory and tables are limited and whose guest CPU is metered every epoch.
+fn metered_store(inner: &PluginInner, state: StoreState) -> Store<StoreState> {
+    let mut store = Store::new(&inner.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut cx| cx.data_mut().meter.on_epoch());
+    store
+}
+
 async fn run(
     inner: &PluginInner,
     state: StoreState,
     payload: String,
     started: Instant,
 ) -> Result<InvocationOutcome, InvocationError> {
-    let mut store = Store::new(&inner.engine, state);
-    store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut cx| cx.data_mut().meter.on_epoch());
+    let mut store = metered_store(inner, state);
     store.call_hook(|mut cx, hook| {
         match hook {
             CallHook::CallingWasm | CallHook::ReturningFromHost => cx.data().meter.enter_guest(),
