@@ -1,0 +1,1 @@
+//! AgentCore Runtime front door stand-in (to be written).

@@ -1,0 +1,1 @@
+//! AgentCore Identity data plane stand-in (to be written).
