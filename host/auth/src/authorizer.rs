@@ -10,7 +10,7 @@ use http::HeaderMap;
 
 use crate::config::{AuthSettings, ClaimMatch};
 use crate::keys::{INITIAL_RETRY, KeySet, Provider, VerifyKey};
-use crate::token::{Claims, UnverifiedToken, bearer_token, is_guid, parse};
+use crate::token::{Claims, UnverifiedToken, bearer_token, delegation_chain, is_guid, parse};
 use crate::{AuthError, VerifiedCaller};
 
 struct Inner {
@@ -346,6 +346,12 @@ impl Authorizer {
                 return Err(AuthError::ClaimRule(claim.clone()));
             }
         }
+        // Delegation chain: parsed (a malformed `act` is a bad token, 401) and counted; the
+        // count is the only use made of it. A malformed chain is refused before its depth.
+        let actors = delegation_chain(&token.claims, crate::config::MAX_CHAIN_DEPTH_LIMIT + 1)?;
+        if actors.len() > s.max_chain_depth {
+            return Err(AuthError::ChainTooDeep { depth: actors.len(), max: s.max_chain_depth });
+        }
 
         Ok(VerifiedCaller {
             issuer: iss.to_owned(),
@@ -358,6 +364,7 @@ impl Authorizer {
             roles,
             expires_at: exp,
             token: Secret::new(raw),
+            actors,
         })
     }
 }

@@ -19,6 +19,30 @@ pub struct VerifiedCaller {
     pub(crate) roles: Vec<String>,
     pub(crate) expires_at: u64,
     pub(crate) token: Secret,
+    pub(crate) actors: Vec<Actor>,
+}
+
+/// One prior actor of a delegation chain, from a nested `act` claim (RFC 8693 §4.1).
+///
+/// Informational only: who acted is for logs and audit, never an authorization decision
+/// (RFC 8693 §4.1 says so for all but the outermost actor); the host only counts them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub(crate) subject: String,
+    pub(crate) client_id: Option<String>,
+}
+
+impl Actor {
+    /// The actor's `sub` (for a service's client-credentials actor token: its service
+    /// principal's object id).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The actor's `client_id`, when the issuer recorded it.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
 }
 
 impl VerifiedCaller {
@@ -71,6 +95,18 @@ impl VerifiedCaller {
     pub fn token(&self) -> &Secret {
         &self.token
     }
+
+    /// The delegation chain carried in nested `act` claims, outermost (the current actor,
+    /// the party that called us) first. Empty for a user's own token.
+    pub fn actors(&self) -> &[Actor] {
+        &self.actors
+    }
+
+    /// How many agents acted for the user before this host: the number of nested `act`
+    /// claims. Limited by `max_chain_depth`.
+    pub fn chain_depth(&self) -> usize {
+        self.actors.len()
+    }
 }
 
 /// Builds a [`VerifiedCaller`] without a token, for tests only (feature `testing`).
@@ -93,6 +129,7 @@ impl VerifiedCallerBuilder {
             roles: Vec::new(),
             expires_at: u64::MAX,
             token: Secret::new("test-token"),
+            actors: Vec::new(),
         })
     }
 
@@ -117,6 +154,12 @@ impl VerifiedCallerBuilder {
     /// Sets the raw token.
     pub fn token(mut self, token: &str) -> Self {
         self.0.token = Secret::new(token);
+        self
+    }
+
+    /// Adds a prior actor (appended: the first call is the outermost, current actor).
+    pub fn actor(mut self, subject: &str, client_id: Option<&str>) -> Self {
+        self.0.actors.push(Actor { subject: subject.into(), client_id: client_id.map(str::to_owned) });
         self
     }
 

@@ -69,6 +69,13 @@ pub struct AuthConfig {
     /// before any parsing.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// Longest delegation chain accepted: the number of nested `act` claims (RFC 8693 §4.1)
+    /// in the verified token, i.e. how many agents have already acted for the user before
+    /// this one (a user's own token is 0). Deeper tokens are refused with 403
+    /// `chain_depth_exceeded` before any plugin code runs; this is what stops a loop
+    /// A → B → A. 0 accepts only tokens without `act`. Default 4, at most 16.
+    #[serde(default = "default_max_chain_depth")]
+    pub max_chain_depth: usize,
 }
 
 /// One extra claim check. Exactly one of `equals`, `contains`, `contains_any` is set.
@@ -109,6 +116,11 @@ fn default_fetch_timeout() -> u64 {
 fn default_max_token_bytes() -> usize {
     16 * 1024
 }
+fn default_max_chain_depth() -> usize {
+    4
+}
+/// Upper bound of `max_chain_depth` (also how deep `act` claims are parsed at all).
+pub(crate) const MAX_CHAIN_DEPTH_LIMIT: usize = 16;
 
 /// A configuration value that cannot be used, naming the key.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -147,12 +159,18 @@ pub struct AuthSettings {
     pub(crate) refresh_min: Duration,
     pub(crate) fetch_timeout: Duration,
     pub(crate) max_token_bytes: usize,
+    pub(crate) max_chain_depth: usize,
 }
 
 impl AuthSettings {
     /// The fetch timeout (also the longest a request waits for keys).
     pub fn fetch_timeout(&self) -> Duration {
         self.fetch_timeout
+    }
+
+    /// The longest accepted delegation chain (`max_chain_depth`).
+    pub fn max_chain_depth(&self) -> usize {
+        self.max_chain_depth
     }
 }
 
@@ -177,6 +195,7 @@ impl AuthConfig {
             jwks_refresh_min_seconds: default_refresh_min(),
             fetch_timeout_ms: default_fetch_timeout(),
             max_token_bytes: default_max_token_bytes(),
+            max_chain_depth: default_max_chain_depth(),
         }
     }
 
@@ -293,6 +312,9 @@ impl AuthConfig {
         if !(1024..=65_536).contains(&self.max_token_bytes) {
             return Err(invalid("max_token_bytes", "must be between 1024 and 65536"));
         }
+        if self.max_chain_depth > MAX_CHAIN_DEPTH_LIMIT {
+            return Err(invalid("max_chain_depth", format!("must be at most {MAX_CHAIN_DEPTH_LIMIT}")));
+        }
         Ok(AuthSettings {
             discovery_urls,
             allowed_audiences: self.allowed_audiences,
@@ -306,6 +328,7 @@ impl AuthConfig {
             refresh_min: Duration::from_secs(self.jwks_refresh_min_seconds),
             fetch_timeout: Duration::from_millis(self.fetch_timeout_ms),
             max_token_bytes: self.max_token_bytes,
+            max_chain_depth: self.max_chain_depth,
         })
     }
 }

@@ -76,13 +76,25 @@ pub enum AuthError {
     /// No key set has been loaded yet and the IdP could not be reached.
     #[error("signing keys unavailable")]
     KeysUnavailable,
+    /// The token's delegation chain (nested `act` claims) is longer than `max_chain_depth`:
+    /// too many agents in a row, or a loop.
+    #[error("delegation chain of {depth} actors exceeds the limit of {max}")]
+    ChainTooDeep {
+        /// Actors in the token's chain.
+        depth: usize,
+        /// The configured `max_chain_depth`.
+        max: usize,
+    },
 }
 
 impl AuthError {
     /// The HTTP class: 401, 403 or 503.
     pub fn status_class(&self) -> AuthFailure {
         match self {
-            AuthError::Client | AuthError::Scope | AuthError::ClaimRule(_) => AuthFailure::Forbidden,
+            AuthError::Client
+            | AuthError::Scope
+            | AuthError::ClaimRule(_)
+            | AuthError::ChainTooDeep { .. } => AuthFailure::Forbidden,
             AuthError::KeysUnavailable => AuthFailure::Unavailable,
             _ => AuthFailure::Unauthenticated,
         }
@@ -110,6 +122,7 @@ impl AuthError {
             AuthError::Scope => "insufficient_scope",
             AuthError::ClaimRule(_) => "claim_rule_failed",
             AuthError::KeysUnavailable => "keys_unavailable",
+            AuthError::ChainTooDeep { .. } => "chain_depth_exceeded",
         }
     }
 

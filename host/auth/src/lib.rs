@@ -17,7 +17,10 @@
 //! 5. signature; then `exp` (required), `nbf`, `iat` with leeway; `tid` consistent with `iss`;
 //!    `ver` consistent with the issuer form; `aud` any-of;
 //! 6. 403 checks: client (`azp`/`appid`/`client_id`) allow-list, required scopes (`scp`,
-//!    `scope`, `roles`), claim rules.
+//!    `scope`, `roles`), claim rules;
+//! 7. the delegation chain: nested `act` claims (RFC 8693 §4.1) are parsed strictly (an
+//!    object with a string `sub`, nesting bounded) and counted; a chain deeper than
+//!    `max_chain_depth` is refused (403 `chain_depth_exceeded`).
 //!
 //! Usage:
 //! ```no_run
@@ -47,9 +50,9 @@ mod keys;
 mod token;
 
 pub use authorizer::Authorizer;
-pub use caller::VerifiedCaller;
 #[cfg(feature = "testing")]
 pub use caller::VerifiedCallerBuilder;
+pub use caller::{Actor, VerifiedCaller};
 pub use config::{AuthConfig, AuthSettings, ClaimRule, InvalidSetting};
 pub use error::{AuthError, AuthFailure};
 

@@ -680,3 +680,110 @@ fn fuzzed_authorization_values_and_mutated_tokens_are_refused() {
     assert_eq!(outcome(&ok), Expected::Accepted);
     drop(f);
 }
+
+/// Jane's token with `act` set to `act` (signed by the IdP, so only the chain is odd).
+fn token_with_act(f: &Fixture, act: serde_json::Value) -> String {
+    let spec = delegate_devstack_idp::TokenSpec {
+        tenant: TENANT_ID.into(),
+        user: Some(JANE.into()),
+        client_id: AGENT_APP_ID.into(),
+        audience: AGENT_APP_ID.into(),
+        scopes: vec![AGENT_SCOPE.into()],
+        roles: Vec::new(),
+        version: delegate_devstack_idp::TokenVersion::V2,
+        lifetime: Duration::from_secs(600),
+        client_authenticated: true,
+    };
+    let mut claims = f.idp().access_token_claims(&spec).unwrap();
+    claims.insert("act".into(), act);
+    f.idp().sign_claims(&claims).unwrap().expose().to_owned()
+}
+
+/// `depth` nested actors, outermost `actor-0`.
+fn nested_act(depth: usize) -> serde_json::Value {
+    let mut act: Option<serde_json::Value> = None;
+    for i in (0..depth).rev() {
+        let mut o = serde_json::json!({"sub": format!("actor-{i}"), "client_id": format!("client-{i}")});
+        if let Some(inner) = act {
+            o["act"] = inner;
+        }
+        act = Some(o);
+    }
+    act.unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test]
+async fn delegation_chain_is_exposed_and_bounded_by_max_chain_depth() {
+    let f = Fixture::start().await;
+    let mut config = f.config();
+    config.max_chain_depth = 2;
+    let authorizer = f.authorizer(config);
+
+    // A user's own token: no chain.
+    let caller = authorizer.authorize(&bearer(&f.jane_token())).await.unwrap();
+    assert_eq!(caller.chain_depth(), 0);
+    assert!(caller.actors().is_empty());
+
+    // Two actors: accepted, outermost (current) actor first.
+    let caller = authorizer.authorize(&bearer(&token_with_act(&f, nested_act(2)))).await.unwrap();
+    assert_eq!(caller.chain_depth(), 2);
+    let subjects: Vec<&str> = caller.actors().iter().map(crate::Actor::subject).collect();
+    assert_eq!(subjects, ["actor-0", "actor-1"]);
+    assert_eq!(caller.actors()[1].client_id(), Some("client-1"));
+    assert_eq!(caller.subject(), JANE_OID, "the user stays the subject");
+
+    // Three: one hop too many, refused as 403 with its own code.
+    let err = authorizer.authorize(&bearer(&token_with_act(&f, nested_act(3)))).await.unwrap_err();
+    assert_eq!(err, AuthError::ChainTooDeep { depth: 3, max: 2 });
+    assert_eq!(err.status_class(), AuthFailure::Forbidden);
+    assert_eq!(err.code(), "chain_depth_exceeded");
+
+    // Far deeper than any limit: refused as malformed without walking it all.
+    let err = authorizer.authorize(&bearer(&token_with_act(&f, nested_act(40)))).await.unwrap_err();
+    assert_eq!(err, AuthError::Claim("act"));
+
+    // max_chain_depth = 0 accepts only tokens without `act`.
+    let mut config = f.config();
+    config.max_chain_depth = 0;
+    let strict = f.authorizer(config);
+    strict.authorize(&bearer(&f.jane_token())).await.unwrap();
+    let err = strict.authorize(&bearer(&token_with_act(&f, nested_act(1)))).await.unwrap_err();
+    assert_eq!(err, AuthError::ChainTooDeep { depth: 1, max: 0 });
+}
+
+#[tokio::test]
+async fn malformed_act_claims_are_refused() {
+    let f = Fixture::start().await;
+    let authorizer = f.authorizer(f.config());
+    let malformed = [
+        serde_json::json!("agent-a"),
+        serde_json::json!(["agent-a"]),
+        serde_json::json!({}),
+        serde_json::json!({"sub": ""}),
+        serde_json::json!({"sub": 7}),
+        serde_json::json!({"sub": "a".repeat(300)}),
+        serde_json::json!({"sub": "agent-a", "client_id": 3}),
+        serde_json::json!({"sub": "agent-a", "act": "agent-b"}),
+        serde_json::json!({"sub": "agent-a", "act": {"client_id": "b"}}),
+        serde_json::json!({"sub": "agent-a", "act": null}),
+    ];
+    for act in malformed {
+        let err = authorizer.authorize(&bearer(&token_with_act(&f, act.clone()))).await.unwrap_err();
+        assert_eq!(err, AuthError::Claim("act"), "{act}");
+        assert_eq!(err.status_class(), AuthFailure::Unauthenticated);
+    }
+}
+
+#[test]
+fn max_chain_depth_is_bounded() {
+    let mut c = AuthConfig::new(
+        "https://login.microsoftonline.com/7f3c2a91-4d5e-4b8a-9c1d-2e6f0a8b3c4d/v2.0/.well-known/openid-configuration",
+        &["a"],
+        &["b"],
+    );
+    assert_eq!(c.clone().validate().unwrap().max_chain_depth(), 4);
+    c.max_chain_depth = 17;
+    assert_eq!(c.clone().validate().unwrap_err().key, "max_chain_depth");
+    c.max_chain_depth = 16;
+    assert_eq!(c.validate().unwrap().max_chain_depth(), 16);
+}

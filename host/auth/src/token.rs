@@ -196,3 +196,38 @@ impl Claims<'_> {
         }
     }
 }
+
+/// Longest `sub` (or `client_id`) of an actor we keep: ids, not prose.
+const MAX_ACTOR_ID: usize = 256;
+
+/// The delegation chain of an `act` claim (RFC 8693 §4.1), outermost (current) actor first.
+///
+/// Strict, because the depth is the one thing the host decides on: `act` must be an object
+/// with a non-empty string `sub`, its optional nested `act` likewise, at most `max_nesting`
+/// levels (deeper is refused as malformed rather than counted without bound). `client_id`, if
+/// present, must be a string. Other members are ignored.
+pub(crate) fn delegation_chain(
+    claims: &Map<String, Value>,
+    max_nesting: usize,
+) -> Result<Vec<crate::Actor>, AuthError> {
+    let mut actors = Vec::new();
+    let mut next = claims.get("act");
+    while let Some(value) = next {
+        if actors.len() >= max_nesting {
+            return Err(AuthError::Claim("act"));
+        }
+        let Value::Object(act) = value else { return Err(AuthError::Claim("act")) };
+        let subject = match act.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ACTOR_ID => s.clone(),
+            _ => return Err(AuthError::Claim("act")),
+        };
+        let client_id = match act.get("client_id") {
+            None => None,
+            Some(Value::String(s)) if s.len() <= MAX_ACTOR_ID => Some(s.clone()),
+            Some(_) => return Err(AuthError::Claim("act")),
+        };
+        actors.push(crate::Actor { subject, client_id });
+        next = act.get("act");
+    }
+    Ok(actors)
+}

@@ -19,6 +19,14 @@ pub enum ApiError {
     },
     /// Tokens cannot be verified right now (no signing keys loaded yet).
     AuthUnavailable,
+    /// A valid token whose delegation chain is longer than `auth.max_chain_depth` (too many
+    /// agents in a row, or a loop such as A → B → A).
+    ChainTooDeep {
+        /// Actors in the token's chain.
+        depth: usize,
+        /// The configured limit.
+        max: usize,
+    },
     /// The session id header is malformed.
     InvalidSessionId,
     /// The body is larger than `server.max_body_kib`.
@@ -72,6 +80,13 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "auth_unavailable",
                 "authorization is temporarily unavailable".into(),
+            ),
+            Self::ChainTooDeep { depth, max } => (
+                StatusCode::FORBIDDEN,
+                "chain_depth_exceeded",
+                format!(
+                    "the delegation chain is {depth} agents deep; this runtime accepts at most {max} (a loop between agents?)"
+                ),
             ),
             Self::InvalidSessionId => (
                 StatusCode::BAD_REQUEST,

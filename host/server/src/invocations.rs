@@ -100,6 +100,7 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
         Err(AuthRejection::Unauthenticated { .. }) => "unauthenticated",
         Err(AuthRejection::Forbidden { .. }) => "forbidden",
         Err(AuthRejection::Unavailable { .. }) => "unavailable",
+        Err(AuthRejection::ChainTooDeep { .. }) => "chain_depth_exceeded",
     };
     state.metrics.record_authorization(outcome, authorizing.elapsed());
     let caller = authorized.map_err(|r| {
@@ -108,6 +109,7 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
             AuthRejection::Unauthenticated { .. } => ApiError::Unauthenticated,
             AuthRejection::Forbidden { insufficient_scope, .. } => ApiError::Forbidden { insufficient_scope },
             AuthRejection::Unavailable { .. } => ApiError::AuthUnavailable,
+            AuthRejection::ChainTooDeep { depth, max } => ApiError::ChainTooDeep { depth, max },
         }
     })?;
 

@@ -60,12 +60,24 @@ pub enum AuthRejection {
         /// The failed check (logged, not returned).
         reason: &'static str,
     },
+    /// A valid token whose delegation chain (nested `act` claims) is longer than
+    /// `auth.max_chain_depth` → 403 `chain_depth_exceeded`. Not a secret: the caller (an agent
+    /// host) must learn that it is the chain, not its credentials, that was refused.
+    ChainTooDeep {
+        /// Actors in the token's chain.
+        depth: usize,
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 impl Authorize for delegate_auth::Authorizer {
     fn authorize<'a>(&'a self, headers: &'a HeaderMap) -> AuthFuture<'a> {
         Box::pin(async move {
             delegate_auth::Authorizer::authorize(self, headers).await.map_err(|e| {
+                if let delegate_auth::AuthError::ChainTooDeep { depth, max } = e {
+                    return AuthRejection::ChainTooDeep { depth, max };
+                }
                 let reason = e.code();
                 match e.status_class() {
                     delegate_auth::AuthFailure::Unauthenticated => AuthRejection::Unauthenticated { reason },
