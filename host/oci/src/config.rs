@@ -1,0 +1,202 @@
+//! The `[oci]` config section: which registries are plain HTTP, and registry credentials by
+//! reference (environment variable or file), never as literals.
+
+use delegate_secret::Secret;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// `[oci]`, exactly as written.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OciConfig {
+    /// Registries (`host[:port]`) reached over plain HTTP instead of HTTPS. Only for loopback
+    /// registries in tests and development: anything else needs TLS.
+    #[serde(default)]
+    pub plain_http: Vec<String>,
+    /// Credentials per registry (`host[:port]`).
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryConfig>,
+}
+
+/// `[oci.registries."host[:port]"]`: basic (username + password) or a bearer token.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// User name for basic credentials (with `password`); not a secret.
+    pub username: Option<String>,
+    /// The password, by reference.
+    pub password: Option<SecretRef>,
+    /// A bearer token (instead of `username`/`password`), by reference.
+    pub token: Option<SecretRef>,
+}
+
+/// Where a secret comes from: exactly one of `env` or `file`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an environment variable holding the secret.
+    pub env: Option<String>,
+    /// A file holding the secret (trailing newline ignored), relative to the config file.
+    pub file: Option<PathBuf>,
+}
+
+/// A registry's credentials, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// Basic credentials: sent to the registry, or to its token service (the distribution
+    /// token flow) when it answers with a `Bearer` challenge.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// A bearer token sent as is.
+    Bearer(Secret),
+}
+
+/// `[oci]`, validated: credentials resolved, plain-HTTP registries checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OciSettings {
+    /// Registries reached over plain HTTP.
+    pub plain_http: BTreeSet<String>,
+    /// Credentials per registry.
+    pub credentials: BTreeMap<String, Credentials>,
+}
+
+/// A setting that failed validation: the dotted key under `oci.` and why (never a secret).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct InvalidSetting {
+    /// Key under `oci.`, e.g. `plain_http[0]` or `registries."r.io".password`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> InvalidSetting {
+    InvalidSetting { key: key.into(), message: message.into() }
+}
+
+/// Whether a registry address is a loopback host.
+pub(crate) fn is_loopback(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => registry.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl SecretRef {
+    fn resolve(&self, key: &str, base: &Path) -> Result<Secret, InvalidSetting> {
+        let value = match (&self.env, &self.file) {
+            (Some(name), None) => std::env::var(name).map_err(|_| {
+                invalid(
+                    format!("{key}.env"),
+                    format!("environment variable `{name}` is not set or not UTF-8"),
+                )
+            })?,
+            (None, Some(path)) => {
+                let path = base.join(path);
+                std::fs::read_to_string(&path).map_err(|e| {
+                    invalid(format!("{key}.file"), format!("cannot read {}: {}", path.display(), e.kind()))
+                })?
+            }
+            _ => return Err(invalid(key, "give exactly one of `env` or `file`")),
+        };
+        let secret = Secret::new(value.trim_end_matches(['\r', '\n']));
+        drop(Secret::new(value));
+        if secret.is_empty() {
+            return Err(invalid(key, "the referenced secret is empty"));
+        }
+        Ok(secret)
+    }
+}
+
+impl OciConfig {
+    /// Validates the section; `base` is the config file's directory (for `file` references).
+    pub fn validate(self, base: &Path) -> Result<OciSettings, InvalidSetting> {
+        let mut plain_http = BTreeSet::new();
+        for (i, registry) in self.plain_http.iter().enumerate() {
+            let key = format!("plain_http[{i}]");
+            crate::reference::check_registry(registry).map_err(|m| invalid(&key, m))?;
+            if !is_loopback(registry) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{registry} is not a loopback address: plain HTTP is only for loopback registries"
+                    ),
+                ));
+            }
+            plain_http.insert(registry.clone());
+        }
+        let mut credentials = BTreeMap::new();
+        for (registry, c) in self.registries {
+            let key = format!("registries.{registry:?}");
+            crate::reference::check_registry(&registry).map_err(|m| invalid(&key, m))?;
+            let resolved = match (c.username, c.password, c.token) {
+                (Some(username), Some(password), None) if !username.is_empty() && !username.contains(':') => {
+                    Credentials::Basic {
+                        username,
+                        password: password.resolve(&format!("{key}.password"), base)?,
+                    }
+                }
+                (Some(_), Some(_), None) => {
+                    return Err(invalid(format!("{key}.username"), "must be non-empty and contain no `:`"));
+                }
+                (None, None, Some(token)) => {
+                    Credentials::Bearer(token.resolve(&format!("{key}.token"), base)?)
+                }
+                _ => {
+                    return Err(invalid(key, "give either `username` and `password`, or `token`"));
+                }
+            };
+            credentials.insert(registry, resolved);
+        }
+        Ok(OciSettings { plain_http, credentials })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn validate(text: &str) -> Result<OciSettings, InvalidSetting> {
+        let dir = std::env::temp_dir().join(format!("delegate-oci-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "s3cret-pw\n").unwrap();
+        toml::from_str::<OciConfig>(text).unwrap().validate(&dir)
+    }
+
+    #[test]
+    fn credentials_are_resolved_from_references() {
+        let s = validate(
+            "plain_http = [\"127.0.0.1:5000\", \"localhost:1\", \"[::1]:2\"]\n\
+             [registries.\"r.io\"]\nusername = \"u\"\npassword = { file = \"pw\" }\n",
+        )
+        .unwrap();
+        assert_eq!(s.plain_http.len(), 3);
+        let Some(Credentials::Basic { username, password }) = s.credentials.get("r.io") else { panic!() };
+        assert_eq!((username.as_str(), password.expose()), ("u", "s3cret-pw"));
+        // Debug output redacts the password.
+        assert!(!format!("{s:?}").contains("s3cret-pw"));
+    }
+
+    #[test]
+    fn bad_settings_name_their_key_and_never_a_secret() {
+        let e = validate("plain_http = [\"registry.example.com\"]").unwrap_err();
+        assert_eq!(e.key, "plain_http[0]");
+        assert!(e.message.contains("loopback"));
+        let e = validate("[registries.\"r.io\"]\nusername = \"u\"\n").unwrap_err();
+        assert!(e.message.contains("either"), "{e}");
+        let e =
+            validate("[registries.\"r.io\"]\ntoken = { env = \"DELEGATE_OCI_TEST_UNSET\" }\n").unwrap_err();
+        assert_eq!(e.key, "registries.\"r.io\".token.env");
+        let e = validate("[registries.\"r.io\"]\ntoken = { env = \"X\", file = \"pw\" }\n").unwrap_err();
+        assert!(e.message.contains("exactly one"));
+        assert!(toml::from_str::<OciConfig>("[registries.\"r.io\"]\npassword = \"literal\"\n").is_err());
+    }
+}
