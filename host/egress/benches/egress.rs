@@ -61,6 +61,7 @@ fn main() {
             caller: Arc::new(VerifiedCallerBuilder::new("oid").scopes(&["s"]).token("eyJ0eXAi.token-a.sig").build()),
             audit: AuditContext {
                 invocation_id: "i".into(),
+                trace: None,
                 caller_subject: "oid".into(),
                 caller_username: None,
                 plugin: "p".into(),

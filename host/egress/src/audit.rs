@@ -42,6 +42,9 @@ pub struct AuditRecord {
     pub time: String,
     /// The invocation that made the request.
     pub invocation_id: String,
+    /// W3C trace id of the invocation (the same in every hop of an agent chain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Verified caller subject (`oid`/`sub`).
     pub caller_subject: String,
     /// Caller sign-in name, if the token had one.
@@ -83,6 +86,9 @@ pub struct AuditRecord {
 pub struct AuditContext {
     /// Invocation id.
     pub invocation_id: String,
+    /// The invocation's trace context (inbound `traceparent`, or a new trace); outbound
+    /// requests carry a child of it.
+    pub trace: Option<crate::TraceContext>,
     /// Verified caller subject.
     pub caller_subject: String,
     /// Caller sign-in name.
@@ -120,6 +126,7 @@ impl AuditRecord {
         Self {
             time: rfc3339(SystemTime::now()),
             invocation_id: ctx.invocation_id.clone(),
+            trace_id: ctx.trace.as_ref().map(crate::TraceContext::trace_id),
             caller_subject: ctx.caller_subject.clone(),
             caller_username: ctx.caller_username.clone(),
             plugin: ctx.plugin.clone(),
@@ -196,10 +203,16 @@ pub struct InvocationRecord {
     pub kind: &'static str,
     /// Invocation id.
     pub invocation_id: String,
+    /// W3C trace id of the invocation (the same in every hop of an agent chain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Verified caller subject.
     pub caller_subject: String,
     /// Caller sign-in name.
     pub caller_username: Option<String>,
+    /// Length of the caller token's delegation chain (nested `act` claims): 0 when the user
+    /// called directly, 1 when one agent called on the user's behalf, and so on.
+    pub chain_depth: usize,
     /// Plugin name.
     pub plugin: String,
     /// Plugin digest.
@@ -227,8 +240,10 @@ impl InvocationRecord {
             time: rfc3339(SystemTime::now()),
             kind: "invocation",
             invocation_id: ctx.invocation_id.clone(),
+            trace_id: ctx.trace.as_ref().map(crate::TraceContext::trace_id),
             caller_subject: ctx.caller_subject.clone(),
             caller_username: ctx.caller_username.clone(),
+            chain_depth: 0,
             plugin: ctx.plugin.clone(),
             plugin_digest: ctx.plugin_digest.clone(),
             plugin_version: ctx.plugin_version.clone(),

@@ -106,6 +106,9 @@ fn is_dropped_request_header(name: &http::HeaderName) -> bool {
     [HOST, CONNECTION, TRANSFER_ENCODING, UPGRADE, TE, CONTENT_LENGTH, PROXY_AUTHENTICATE].contains(name)
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
+        // Trace context is the host's: a guest must not forge or break the chain's correlation.
+        || name.as_str() == crate::TRACEPARENT
+        || name.as_str() == crate::TRACESTATE
 }
 
 impl EgressGateway {
@@ -240,6 +243,11 @@ impl EgressGateway {
             if !is_dropped_request_header(name) {
                 headers.append(name.clone(), value.clone());
             }
+        }
+        if let Some(trace) = &inv.audit.trace
+            && let Ok(value) = http::HeaderValue::try_from(trace.child().header_value())
+        {
+            headers.insert(crate::TRACEPARENT, value);
         }
         if let Some(token) = token {
             let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.expose()))

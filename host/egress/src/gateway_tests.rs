@@ -116,6 +116,7 @@ fn invocation(port: u16, limits: EgressLimits) -> InvocationEgress {
         ),
         audit: AuditContext {
             invocation_id: "inv-1".into(),
+            trace: None,
             caller_subject: "oid-jane".into(),
             caller_username: Some("jane@contoso.example".into()),
             plugin: "servicenow-agent".into(),
@@ -267,4 +268,39 @@ fn send_future_and_body_are_send() {
     fn body_is_send<T: Send + 'static>() {}
     body_is_send::<EgressBody>();
     body_is_send::<EgressError>();
+}
+
+#[tokio::test]
+async fn the_host_sets_traceparent_and_drops_the_guests_trace_headers() {
+    let s = setup("trace").await;
+    let mut inv = invocation(s.port, EgressLimits::default());
+    let trace = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    inv.audit.trace = Some(trace);
+    let url = format!("http://127.0.0.1:{}/api/now/table/incident", s.port);
+    let forged = http::Request::builder()
+        .method("GET")
+        .uri(&url)
+        .header("traceparent", "00-11111111111111111111111111111111-2222222222222222-01")
+        .header("tracestate", "guest=forged")
+        .body(Bytes::new())
+        .unwrap();
+    for request in [get(&url), forged] {
+        let response = s.gateway.send(&inv, request).await.unwrap();
+        drop(response.into_body().collect().await.unwrap());
+    }
+    let seen = s.fake.seen_headers.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let mut spans = Vec::new();
+    for headers in &seen {
+        assert_eq!(headers.get_all("traceparent").iter().count(), 1, "{headers:?}");
+        assert!(!headers.contains_key("tracestate"), "{headers:?}");
+        let sent = TraceContext::parse(headers["traceparent"].to_str().unwrap()).unwrap();
+        assert_eq!(sent.trace_id(), trace.trace_id(), "same trace");
+        assert_ne!(sent.span_id(), trace.span_id(), "a child span, not the inbound one");
+        spans.push(sent.span_id());
+    }
+    assert_ne!(spans[0], spans[1], "one span per outbound request");
+    for line in audit_lines(&s.audit_path) {
+        assert_eq!(line["trace_id"], trace.trace_id());
+    }
 }

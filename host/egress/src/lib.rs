@@ -11,6 +11,8 @@
 //!   headers and bodies before the guest reads them.
 //! - [`AuditRecord`] / [`AuditSink`]: one JSON line per credential use and per denial.
 //! - [`EgressBudget`]: per-invocation request count, byte and timeout caps.
+//! - [`TraceContext`]: W3C `traceparent`, parsed inbound and set (with a child span id) on
+//!   every outbound request by the host; a guest's own trace headers are dropped.
 //! - [`EgressGateway::send`] ties it together with the token vault and the pooled client:
 //!   decide, inject Token B, send, evict-and-retry once on 401, scrub, meter, audit.
 //!
@@ -23,6 +25,7 @@ mod config;
 mod gateway;
 mod policy;
 mod scrub;
+mod trace;
 mod url;
 
 #[cfg(test)]
@@ -42,3 +45,4 @@ pub use policy::{
     CredentialRef, Decision, DenyReason, EgressPolicy, NotGranted, NotGrantedReason, Target, check_headers,
 };
 pub use scrub::{REDACTED, ScrubbedBody, Scrubber};
+pub use trace::{TRACEPARENT, TRACESTATE, TraceContext, TraceparentError};

@@ -478,6 +478,7 @@ fn audit_record_never_contains_query_or_headers() {
     let token = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0.sig";
     let ctx = AuditContext {
         invocation_id: "inv-1".into(),
+        trace: None,
         caller_subject: "oid-jane".into(),
         caller_username: Some("jane@contoso.example".into()),
         plugin: "servicenow-agent".into(),

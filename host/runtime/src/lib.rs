@@ -712,8 +712,20 @@ impl Plugin {
     }
 
     /// Starts an invocation in its own task; the returned handle streams its events.
-    /// Dropping the handle cancels the invocation.
+    /// Dropping the handle cancels the invocation. It starts a new trace; see
+    /// [`Plugin::invoke_traced`] to continue the caller's.
     pub fn invoke(&self, request: InvocationRequest) -> Invocation {
+        self.invoke_traced(request, delegate_egress::TraceContext::new_root())
+    }
+
+    /// [`Plugin::invoke`] within the trace `trace` (the inbound `traceparent`): its trace id
+    /// is on the invocation's span and audit records, and every outbound request carries a
+    /// child of it.
+    pub fn invoke_traced(
+        &self,
+        request: InvocationRequest,
+        trace: delegate_egress::TraceContext,
+    ) -> Invocation {
         use tracing::Instrument;
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let inner = Arc::clone(&self.inner);
@@ -721,6 +733,8 @@ impl Plugin {
         let span = tracing::info_span!(
             "invocation",
             invocation_id = %request.invocation_id,
+            trace_id = %trace.trace_id(),
+            chain_depth = request.caller.chain_depth(),
             session_id = request.session_id.as_deref().unwrap_or(""),
             plugin = %inner.name,
             version = %inner.version,
@@ -732,7 +746,7 @@ impl Plugin {
             let started = Instant::now();
             let wall = inner.limits.wall_clock;
             let credential_failure = http_hooks::CredentialFailure::default();
-            let egress = invocation_egress(&inner, &caller, &invocation_id);
+            let egress = invocation_egress(&inner, &caller, &invocation_id, trace);
             let state = new_state(
                 &inner,
                 &caller,
@@ -786,6 +800,7 @@ impl Plugin {
                     record.output_tokens = o.model_usage.output_tokens;
                 }
                 record.egress_requests = egress.budget.requests();
+                record.chain_depth = caller.chain_depth();
                 gateway.audit_invocation(&record);
             }
             if let Some(m) = &inner.metrics {
@@ -815,6 +830,7 @@ fn invocation_egress(
     inner: &PluginInner,
     caller: &VerifiedCaller,
     invocation_id: &str,
+    trace: delegate_egress::TraceContext,
 ) -> Option<(delegate_egress::EgressGateway, delegate_egress::InvocationEgress)> {
     inner.egress.as_ref().map(|e| {
         (
@@ -824,6 +840,7 @@ fn invocation_egress(
                 caller: Arc::new(caller.clone()),
                 audit: delegate_egress::AuditContext {
                     invocation_id: invocation_id.to_owned(),
+                    trace: Some(trace),
                     caller_subject: caller.subject().to_owned(),
                     caller_username: caller.username().map(str::to_owned),
                     plugin: inner.name.to_string(),

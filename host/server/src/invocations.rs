@@ -131,13 +131,22 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
     let permit =
         state.load.try_acquire().ok_or(ApiError::Busy { retry_after: state.options.retry_after_seconds })?;
     let invocation_id = rid.to_owned();
-    let mut invocation = plugin.invoke(InvocationRequest {
-        caller,
-        invocation_id: invocation_id.clone(),
-        session_id: session,
-        payload,
-        guard: Some(Box::new(permit)),
-    });
+    // W3C trace context: continue the caller's trace (an agent host upstream sets it), or
+    // start one when the header is missing or malformed; never an error.
+    let (trace, ignored) = delegate_egress::TraceContext::from_headers(&parts.headers);
+    if let Some(why) = ignored {
+        tracing::debug!(request_id = rid, reason = %why, "inbound traceparent ignored; new trace started");
+    }
+    let mut invocation = plugin.invoke_traced(
+        InvocationRequest {
+            caller,
+            invocation_id: invocation_id.clone(),
+            session_id: session,
+            payload,
+            guard: Some(Box::new(permit)),
+        },
+        trace,
+    );
     let plugin_tag = format!("{}@{}", plugin.name(), plugin.digest());
 
     let mut resp = if wants_json(&parts.headers) {
