@@ -29,6 +29,17 @@ pub mod defaults {
     pub const CONNECTOR_APP_ID: &str = "8b2e4f6a-1c3d-4a5b-9e7f-0a2c4e6b8d1f";
     /// The delegated scope the connector app exposes.
     pub const CONNECTOR_SCOPE: &str = "user_impersonation";
+    /// Microsoft Graph's application id (the same in every tenant). Registered as a resource
+    /// issuing v1 tokens, as Entra does for Graph: `aud` is `https://graph.microsoft.com`.
+    pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+    /// Graph's resource URI (Application ID URI), the `aud` of the tokens issued for it.
+    pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
+    /// The Graph scope the agent app is consented for (read the signed-in user's profile).
+    pub const GRAPH_USER_READ: &str = "User.Read";
+    /// Jane's manager (in the directory only for Graph's `/me/manager`; not a ServiceNow user).
+    pub const JANE_MANAGER: &str = "priya.shah@company.com";
+    /// Her object id (the devstack Graph's directory uses the same).
+    pub const JANE_MANAGER_OID: &str = "5e0c7a2d-8b41-4f6e-9d3a-1c2b4e6f8a0d";
 
     /// The article's user.
     pub const JANE: &str = "jane.smith@company.com";
@@ -289,9 +300,26 @@ impl Default for IdpConfig {
                     app_roles: Vec::new(),
                     access_token_version: 2,
                 },
+                AppConfig {
+                    name: "Microsoft Graph".into(),
+                    client_id: GRAPH_APP_ID.into(),
+                    object_id: "0c1e5a7b-3d9f-4b2e-8a6c-4f1d3b5e7a9c".into(),
+                    client_secret: None,
+                    client_certificates: Vec::new(),
+                    public_client: false,
+                    identifier_uris: vec![GRAPH_RESOURCE.into()],
+                    scopes: vec![
+                        GRAPH_USER_READ.into(),
+                        "User.ReadBasic.All".into(),
+                        "User.Read.All".into(),
+                    ],
+                    app_roles: vec!["User.Read.All".into()],
+                    access_token_version: 1,
+                },
             ],
             users: vec![
                 user(JANE, "Jane Smith", JANE_OID, None),
+                user(JANE_MANAGER, "Priya Shah", JANE_MANAGER_OID, None),
                 user(HR_ANALYST, "Hannah Reed", "bc1e3ac1-c27d-44ec-b72c-2c2678629522", None),
                 user(SECURITY_ANALYST, "Sam Ortiz", "32b7228f-cd4a-4557-bd24-b39645cf8aa4", None),
                 user("ravi.patel@company.com", "Ravi Patel", "181e290a-ae9a-4169-8a0c-510089ce5ef7", None),
@@ -327,6 +355,11 @@ impl Default for IdpConfig {
                     client_id: AGENT_APP_ID.into(),
                     resource: CONNECTOR_APP_ID.into(),
                     scopes: vec![CONNECTOR_SCOPE.into()],
+                },
+                ConsentConfig {
+                    client_id: AGENT_APP_ID.into(),
+                    resource: GRAPH_APP_ID.into(),
+                    scopes: vec![GRAPH_USER_READ.into()],
                 },
             ],
             app_role_assignments: vec![AppRoleAssignment {
