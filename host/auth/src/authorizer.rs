@@ -365,6 +365,7 @@ impl Authorizer {
             expires_at: exp,
             token: Secret::new(raw),
             actors,
+            workload: Default::default(),
         })
     }
 }

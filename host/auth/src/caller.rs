@@ -7,6 +7,9 @@ use delegate_secret::Secret;
 /// Fields are private and there is no public constructor: only the authorizer (or, in tests,
 /// the `testing` feature's builder) can make one. The raw token is kept as a [`Secret`] for the
 /// token vault, which presents it as the On-Behalf-Of assertion; it is never given to a plugin.
+/// The one other constructor, [`VerifiedCaller::from_workload_access_token`], is for the
+/// opt-in inbound mode where AgentCore Runtime verified the caller and delegate does not; such
+/// a caller has no claims and [`VerifiedCaller::is_token_verified`] says so.
 #[derive(Clone, Debug)]
 pub struct VerifiedCaller {
     pub(crate) issuer: String,
@@ -20,7 +23,25 @@ pub struct VerifiedCaller {
     pub(crate) expires_at: u64,
     pub(crate) token: Secret,
     pub(crate) actors: Vec<Actor>,
+    pub(crate) workload: WorkloadContext,
 }
+
+/// What AgentCore Runtime passed along with the request: its workload access token, and
+/// whether that token is the *only* evidence of the caller (inbound mode
+/// `agentcore_workload_token`, no `Authorization` forwarded).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WorkloadContext {
+    pub(crate) token: Option<Secret>,
+    pub(crate) vouched_only: bool,
+}
+
+/// How long a caller known only by its workload access token is trusted (delegate cannot see
+/// the token's own expiry; AgentCore mints one per invocation): tokens obtained for it are
+/// cached no longer than this.
+pub const WORKLOAD_ONLY_LIFETIME_SECS: u64 = 300;
+
+/// Prefix of the pseudonymous subject of a caller known only by its workload access token.
+pub const WORKLOAD_SUBJECT_PREFIX: &str = "agentcore-workload:";
 
 /// One prior actor of a delegation chain, from a nested `act` claim (RFC 8693 §4.1).
 ///
@@ -46,6 +67,60 @@ impl Actor {
 }
 
 impl VerifiedCaller {
+    /// A caller known only by the workload access token AgentCore Runtime passed
+    /// (`WorkloadAccessToken` header) when the operator opted into inbound mode
+    /// `agentcore_workload_token` and the request carries no `Authorization`.
+    ///
+    /// Nothing about the user is verified by delegate: AgentCore's customJWTAuthorizer
+    /// verified the user's JWT and bound this token to the user. The caller therefore has no
+    /// user claims: its subject is a pseudonym (`agentcore-workload:` and 32 hex digits of
+    /// the token's SHA-256, so one token always maps to one subject and distinct tokens never
+    /// share one), no username, tenant, client, scopes or roles, an empty [`Self::token`]
+    /// (so no On-Behalf-Of or token exchange can be made from it) and an expiry
+    /// [`WORKLOAD_ONLY_LIFETIME_SECS`] after `now`. Only `agentcore_identity` credential
+    /// providers accept it; see [`Self::is_token_verified`].
+    pub fn from_workload_access_token(wat: Secret, now: u64) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(wat.expose().as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Self {
+            issuer: String::new(),
+            subject: format!("{WORKLOAD_SUBJECT_PREFIX}{hex}"),
+            username: None,
+            display_name: None,
+            tenant: None,
+            client_id: String::new(),
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            expires_at: now.saturating_add(WORKLOAD_ONLY_LIFETIME_SECS),
+            token: Secret::new(""),
+            actors: Vec::new(),
+            workload: WorkloadContext { token: Some(wat), vouched_only: true },
+        }
+    }
+
+    /// The same caller, carrying the workload access token AgentCore Runtime passed with the
+    /// request (inbound mode `agentcore`), for `agentcore_identity` credential providers. It
+    /// adds a credential, not identity: every claim stays the verified token's.
+    #[must_use]
+    pub fn with_workload_access_token(mut self, wat: Secret) -> Self {
+        self.workload.token = Some(wat);
+        self
+    }
+
+    /// The workload access token AgentCore Runtime passed, if the inbound mode uses it.
+    /// For `agentcore_identity` credential providers and the egress scrubber only.
+    pub fn workload_access_token(&self) -> Option<&Secret> {
+        self.workload.token.as_ref()
+    }
+
+    /// Whether delegate verified this caller's JWT itself. `false` only for a caller from
+    /// [`Self::from_workload_access_token`]: its claims are placeholders and [`Self::token`]
+    /// is empty.
+    pub fn is_token_verified(&self) -> bool {
+        !self.workload.vouched_only
+    }
+
     /// The token's `iss`, exactly as verified.
     pub fn issuer(&self) -> &str {
         &self.issuer
@@ -130,6 +205,7 @@ impl VerifiedCallerBuilder {
             expires_at: u64::MAX,
             token: Secret::new("test-token"),
             actors: Vec::new(),
+            workload: WorkloadContext::default(),
         })
     }
 

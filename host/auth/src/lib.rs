@@ -52,7 +52,7 @@ mod token;
 pub use authorizer::Authorizer;
 #[cfg(feature = "testing")]
 pub use caller::VerifiedCallerBuilder;
-pub use caller::{Actor, VerifiedCaller};
+pub use caller::{Actor, VerifiedCaller, WORKLOAD_ONLY_LIFETIME_SECS, WORKLOAD_SUBJECT_PREFIX};
 pub use config::{AuthConfig, AuthSettings, ClaimRule, InvalidSetting};
 pub use error::{AuthError, AuthFailure};
 

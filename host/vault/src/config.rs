@@ -58,6 +58,27 @@ pub enum ProviderConfig {
     /// OAuth client credentials: a machine token, not the user's; only for rules that name
     /// this provider explicitly.
     ClientCredentials(ClientConfig),
+    /// AWS Bedrock AgentCore Identity (`GetResourceOauth2Token`, On-Behalf-Of flow) with the
+    /// workload access token AgentCore Runtime passes in; for a container inside AgentCore
+    /// Runtime. See [`AgentCoreIdentityConfig`].
+    AgentcoreIdentity(AgentCoreIdentityConfig),
+}
+
+/// `kind = "agentcore_identity"`: AgentCore Identity holds the client credentials; delegate
+/// holds none, only AWS credentials of its execution role (aws-config default chain).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct AgentCoreIdentityConfig {
+    /// The OAuth2 credential provider's name in AgentCore Identity
+    /// (`resourceCredentialProviderName`, e.g. the article's `EntraIdServiceNow`).
+    pub credential_provider: String,
+    /// AWS region of the AgentCore Identity data plane (default: the aws-config chain,
+    /// e.g. `AWS_REGION`, which AgentCore Runtime sets).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint override (VPC endpoint, devstack); https, or http on loopback only.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
 }
 
 /// Token endpoint and client authentication.
@@ -138,7 +159,7 @@ pub struct InvalidSetting {
     pub message: String,
 }
 
-fn invalid(key: String, message: impl Into<String>) -> InvalidSetting {
+pub(crate) fn invalid(key: String, message: impl Into<String>) -> InvalidSetting {
     InvalidSetting { key, message: message.into() }
 }
 
@@ -197,6 +218,8 @@ pub(crate) struct Provider {
 #[derive(Clone, Debug)]
 pub struct VaultSettings {
     pub(crate) providers: BTreeMap<String, Provider>,
+    /// `agentcore_identity` providers (names disjoint from `providers`).
+    pub(crate) agentcore: BTreeMap<String, crate::agentcore::AgentCoreProvider>,
     pub(crate) capacity: usize,
     pub(crate) skew_seconds: u64,
     pub(crate) attempts: u32,
@@ -207,7 +230,14 @@ pub struct VaultSettings {
 impl VaultSettings {
     /// Names of the configured providers.
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
-        self.providers.keys().map(String::as_str)
+        self.providers.keys().chain(self.agentcore.keys()).map(String::as_str)
+    }
+
+    /// Whether provider `name` is of kind `agentcore_identity` (it needs the workload access
+    /// token AgentCore Runtime passes, and is the only kind that works without a JWT verified
+    /// by delegate).
+    pub fn is_agentcore_identity(&self, name: &str) -> bool {
+        self.agentcore.contains_key(name)
     }
 }
 
@@ -215,12 +245,17 @@ impl VaultConfig {
     /// Resolves secret references and checks every provider.
     pub fn validate(self) -> Result<VaultSettings, InvalidSetting> {
         let mut providers = BTreeMap::new();
+        let mut agentcore = BTreeMap::new();
         for (name, config) in self.providers {
             let at = format!("providers.{name}");
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return Err(invalid(at, "provider names use letters, digits, `-` and `_` only"));
             }
             let provider = match config {
+                ProviderConfig::AgentcoreIdentity(c) => {
+                    agentcore.insert(name, crate::agentcore::validate(&at, c)?);
+                    continue;
+                }
                 ProviderConfig::EntraObo(c) => client(&at, c, Grant::EntraObo)?,
                 ProviderConfig::ClientCredentials(c) => client(&at, c, Grant::ClientCredentials)?,
                 ProviderConfig::TokenExchange(t) => {
@@ -256,6 +291,7 @@ impl VaultConfig {
         }
         Ok(VaultSettings {
             providers,
+            agentcore,
             capacity,
             skew_seconds: c.expiry_skew_seconds.unwrap_or(60),
             attempts,
@@ -306,7 +342,7 @@ fn load_certificate(at: &str, c: &CertificateConfig) -> Result<CertificateKey, I
 
 /// Token endpoints must be https, except on loopback (the devstack, tests): a client secret
 /// and the user's token travel in the request body.
-fn endpoint(key: &str, raw: &str) -> Result<url::Url, InvalidSetting> {
+pub(crate) fn endpoint(key: &str, raw: &str) -> Result<url::Url, InvalidSetting> {
     let url = url::Url::parse(raw).map_err(|e| invalid(key.into(), format!("not a URL ({e})")))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid(key.into(), "must not contain credentials"));

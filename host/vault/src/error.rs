@@ -120,6 +120,40 @@ pub enum VaultError {
         /// What was wrong (fixed text, never the body).
         detail: &'static str,
     },
+    /// An `agentcore_identity` provider was asked for a token, but the request carried no
+    /// workload access token (delegate is not behind AgentCore Runtime, or the inbound mode
+    /// is `standalone`).
+    #[error(
+        "provider `{provider}` needs the workload access token AgentCore Runtime passes, and the request has none"
+    )]
+    WorkloadTokenRequired {
+        /// The provider.
+        provider: String,
+    },
+    /// The caller is known only by a workload access token (inbound mode
+    /// `agentcore_workload_token` without `Authorization`): providers that present the
+    /// caller's own JWT, or issue machine tokens, are refused for it.
+    #[error(
+        "provider `{provider}` needs a caller whose JWT delegate verified; only agentcore_identity providers work with a workload access token alone"
+    )]
+    VerifiedCallerRequired {
+        /// The provider.
+        provider: String,
+    },
+    /// AgentCore Identity refused `GetResourceOauth2Token`. Only the exception name and the
+    /// AWS request id are kept (AWS messages can echo request members).
+    #[error("provider `{provider}`: AgentCore Identity refused the request ({error}{})", request_id.as_deref().map(|id| format!(", request id {id}")).unwrap_or_default())]
+    AgentCoreRefused {
+        /// The provider.
+        provider: String,
+        /// The AWS exception name: `UnauthorizedException` (the workload access token is
+        /// invalid or expired), `AccessDeniedException` (IAM, or the token exchange was
+        /// refused), `ResourceNotFoundException` (no such credential provider) or
+        /// `ValidationException`.
+        error: &'static str,
+        /// `x-amzn-RequestId`, for the operator's support case.
+        request_id: Option<String>,
+    },
 }
 
 impl VaultError {
@@ -130,6 +164,10 @@ impl VaultError {
             Self::ConsentRequired { .. } | Self::UserTokenRequired { .. } => 403,
             Self::UnknownProvider { .. } | Self::Misconfigured { .. } | Self::InvalidResponse { .. } => 502,
             Self::Unavailable { .. } => 503,
+            Self::WorkloadTokenRequired { .. } | Self::VerifiedCallerRequired { .. } => 403,
+            Self::AgentCoreRefused { error: "UnauthorizedException", .. } => 401,
+            Self::AgentCoreRefused { error: "AccessDeniedException", .. } => 403,
+            Self::AgentCoreRefused { .. } => 502,
         }
     }
 
@@ -144,6 +182,13 @@ impl VaultError {
             Self::UnknownProvider { .. } | Self::Misconfigured { .. } => "credential_provider_misconfigured",
             Self::InvalidResponse { .. } => "credential_provider_invalid_response",
             Self::Unavailable { .. } => "credential_provider_unavailable",
+            Self::WorkloadTokenRequired { .. } => "workload_token_required",
+            Self::VerifiedCallerRequired { .. } => "verified_caller_required",
+            Self::AgentCoreRefused { error: "UnauthorizedException", .. } => "workload_token_rejected",
+            Self::AgentCoreRefused { error: "AccessDeniedException", .. } => {
+                "credential_provider_access_denied"
+            }
+            Self::AgentCoreRefused { .. } => "credential_provider_misconfigured",
         }
     }
 

@@ -5,7 +5,10 @@
 //! - `entra_obo`: Microsoft Entra On-Behalf-Of (`jwt-bearer` grant, `assertion` = Token A,
 //!   `requested_token_use=on_behalf_of`);
 //! - `token_exchange`: RFC 8693 (`subject_token` = Token A);
-//! - `client_credentials`: a machine token, for rules that name such a provider explicitly.
+//! - `client_credentials`: a machine token, for rules that name such a provider explicitly;
+//! - `agentcore_identity`: AWS Bedrock AgentCore Identity's `GetResourceOauth2Token` with the
+//!   workload access token AgentCore Runtime passed ([`delegate_auth::VerifiedCaller::workload_access_token`]),
+//!   On-Behalf-Of flow (see `agentcore.rs`).
 //!
 //! Tokens are cached per (issuer, tenant, subject, provider, sorted scopes) until `expires_in`
 //! minus a skew, never past Token A's own expiry; the cache is bounded; concurrent misses for
@@ -13,6 +16,7 @@
 //! IdP errors keep their OAuth/AADSTS codes and map to caller-facing statuses in
 //! [`VaultError::status`], [`VaultError::code`] and [`VaultError::www_authenticate`].
 
+mod agentcore;
 mod cache;
 mod config;
 mod error;
@@ -23,6 +27,7 @@ mod vault;
 mod tests;
 
 pub use cache::{CacheKey, CachedToken, MemoryCache, VaultCache};
+pub use config::AgentCoreIdentityConfig;
 pub use config::{
     CacheConfig, CertificateConfig, ClientConfig, InvalidSetting, ProviderConfig, SecretRef,
     TokenExchangeConfig, VaultConfig, VaultSettings,

@@ -49,6 +49,7 @@ pub struct TokenVault {
     cache: Arc<dyn VaultCache>,
     inflight: Mutex<HashMap<CacheKey, Flight>>,
     clock: Clock,
+    agentcore: crate::agentcore::AgentCoreClients,
 }
 
 impl std::fmt::Debug for TokenVault {
@@ -69,7 +70,24 @@ impl TokenVault {
 
     /// A vault over another [`VaultCache`] (e.g. a shared store).
     pub fn with_cache(settings: VaultSettings, client: reqwest::Client, cache: Arc<dyn VaultCache>) -> Self {
-        Self { settings, client, cache, inflight: Mutex::new(HashMap::new()), clock: Arc::new(system_now) }
+        let agentcore = crate::agentcore::AgentCoreClients::new(&settings.agentcore);
+        Self {
+            settings,
+            client,
+            cache,
+            inflight: Mutex::new(HashMap::new()),
+            clock: Arc::new(system_now),
+            agentcore,
+        }
+    }
+
+    /// The AWS SDK configuration (credentials, region, HTTP client with the operator's CA
+    /// bundle) for `agentcore_identity` providers, instead of the aws-config default chain
+    /// loaded on first use.
+    #[must_use]
+    pub fn with_aws_config(mut self, sdk: aws_config::SdkConfig) -> Self {
+        self.agentcore.set_base(sdk);
+        self
     }
 
     #[cfg(test)]
@@ -84,7 +102,7 @@ impl TokenVault {
 
     /// Whether a provider of this name is configured (for cross-checking egress rules).
     pub fn has_provider(&self, provider: &str) -> bool {
-        self.settings.providers.contains_key(provider)
+        self.settings.providers.contains_key(provider) || self.settings.agentcore.contains_key(provider)
     }
 
     /// Every client secret the vault holds, so the egress scrubber can redact them too.
@@ -140,6 +158,22 @@ impl TokenVault {
         provider: &str,
         scopes: &[String],
     ) -> Result<(CacheKey, bool), VaultError> {
+        if self.settings.agentcore.contains_key(provider) {
+            let wat = caller
+                .workload_access_token()
+                .ok_or_else(|| VaultError::WorkloadTokenRequired { provider: provider.to_owned() })?;
+            // The token AgentCore returns is the user's, so the entry is the caller's; and it
+            // is tied to the workload access token too, since delegate cannot check that the
+            // token and the JWT it came with name the same user (see agentcore.rs).
+            let scoped = format!("{provider}@wat:{}", crate::agentcore::wat_digest(wat));
+            let key = CacheKey::new(caller.issuer(), caller.tenant(), caller.subject(), &scoped, scopes);
+            // An app-only JWT cannot be exchanged on behalf of a user; a caller known only by
+            // its workload access token has no claims to check (AgentCore checked them).
+            return Ok((key, caller.is_token_verified()));
+        }
+        if !caller.is_token_verified() {
+            return Err(VaultError::VerifiedCallerRequired { provider: provider.to_owned() });
+        }
         let p = self
             .settings
             .providers
@@ -161,6 +195,9 @@ impl TokenVault {
         key: &CacheKey,
         delegated: bool,
     ) -> Result<CachedToken, VaultError> {
+        if let Some(provider) = self.settings.agentcore.get(name) {
+            return self.fetch_agentcore(caller, name, provider, key).await;
+        }
         let provider = self
             .settings
             .providers
@@ -182,6 +219,47 @@ impl TokenVault {
             expires_at,
             fresh_until,
             "token obtained from the identity provider"
+        );
+        Ok(token)
+    }
+}
+
+impl TokenVault {
+    /// [`TokenVault::fetch`] for an `agentcore_identity` provider: always capped by the
+    /// caller's expiry (for a caller known only by its workload access token, a short bound).
+    async fn fetch_agentcore(
+        &self,
+        caller: &VerifiedCaller,
+        name: &str,
+        provider: &crate::agentcore::AgentCoreProvider,
+        key: &CacheKey,
+    ) -> Result<CachedToken, VaultError> {
+        let wat = caller
+            .workload_access_token()
+            .ok_or_else(|| VaultError::WorkloadTokenRequired { provider: name.to_owned() })?;
+        let now = (self.clock)();
+        let obtained = crate::agentcore::request_token(
+            &self.agentcore,
+            &self.settings,
+            name,
+            provider,
+            wat,
+            key.scopes(),
+            now,
+        )
+        .await?;
+        let (expires_at, fresh_until) =
+            lifetime(now, obtained.expires_in, self.settings.skew_seconds, Some(caller.expires_at()));
+        let token = CachedToken { token: obtained.token, expires_at, fresh_until };
+        if fresh_until > now {
+            self.cache.put(key.clone(), token.clone(), now).await;
+        }
+        tracing::debug!(
+            target: "delegate::vault",
+            provider = name,
+            expires_at,
+            fresh_until,
+            "token obtained from AgentCore Identity"
         );
         Ok(token)
     }
