@@ -112,6 +112,24 @@ pub(crate) struct Verifier {
     source: JwksSource,
     // A tokio mutex so concurrent first requests fetch the JWKS once (single flight).
     cache: tokio::sync::Mutex<Cache>,
+    /// Who each accepted token named (never the token): for tests of delegation chains.
+    seen: std::sync::Mutex<std::collections::VecDeque<SeenToken>>,
+}
+
+/// How many [`SeenToken`]s are kept (the oldest are dropped).
+const SEEN_CAPACITY: usize = 256;
+
+/// The identity claims of one token the sandbox accepted: who the user is, which app
+/// presented it (`azp`/`appid`) and the delegation chain (`act`), as a test would want to see
+/// them. Holds no token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenToken {
+    /// The user claim's value (e.g. `preferred_username`).
+    pub user: String,
+    /// `azp` (v2) or `appid` (v1): the client that obtained the token.
+    pub client_id: Option<String>,
+    /// The `act` claim (RFC 8693 §4.1), as issued.
+    pub act: Option<Value>,
 }
 
 impl Verifier {
@@ -135,6 +153,7 @@ impl Verifier {
             refetch_interval,
             source,
             cache: tokio::sync::Mutex::new(Cache { keys, fetched_at: None }),
+            seen: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -248,9 +267,25 @@ impl Verifier {
         validation.leeway = self.leeway;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token.expose(), &key, &validation)
             .map_err(|e| AuthError::Invalid(reason(&e)))?;
-        match data.claims.get(&self.user_claim) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(AuthError::MissingUserClaim(self.user_claim.clone())),
+        let user = match data.claims.get(&self.user_claim) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(AuthError::MissingUserClaim(self.user_claim.clone())),
+        };
+        let client_id = ["azp", "appid"]
+            .iter()
+            .find_map(|c| data.claims.get(*c).and_then(Value::as_str))
+            .map(str::to_owned);
+        let seen = SeenToken { user: user.clone(), client_id, act: data.claims.get("act").cloned() };
+        let mut log = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if log.len() == SEEN_CAPACITY {
+            log.pop_front();
         }
+        log.push_back(seen);
+        Ok(user)
+    }
+
+    /// The tokens accepted so far (oldest first, at most [`SEEN_CAPACITY`]).
+    pub(crate) fn seen(&self) -> Vec<SeenToken> {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
     }
 }

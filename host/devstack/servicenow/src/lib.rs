@@ -67,7 +67,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-pub use auth::JwksSource;
+pub use auth::{JwksSource, SeenToken};
 pub use faults::Faults;
 /// Re-exported so callers can build a [`JwksSource::Static`] without naming the crate.
 pub use jsonwebtoken::jwk::JwkSet;
@@ -273,6 +273,12 @@ impl ServiceNow {
     /// request counter.
     pub fn faults(&self) -> &Faults {
         &self.inner.faults
+    }
+
+    /// The identity claims (user, presenting client, `act` chain) of every token accepted so
+    /// far, oldest first (the last 256): what a test of a delegation chain checks.
+    pub fn seen_tokens(&self) -> Vec<SeenToken> {
+        self.inner.verifier.seen()
     }
 
     /// How many Table API requests arrived so far (including refused and faulted ones).
