@@ -4,6 +4,11 @@
 //! (very literal) model would: which tool to call with which input, or what to answer. Final
 //! answers are rendered from what the tools actually returned, never canned, so a test that
 //! checks what Jane sees checks what ServiceNow gave the plugin.
+//!
+//! Profile questions ("Who am I?", "Who is my manager?") go to the `who_am_i` / `my_manager`
+//! tools when, and only when, the plugin offers them; a request that also asks for incidents
+//! ("Who is my manager, and show me my incidents") calls both kinds of tool in one turn, as a
+//! model does with parallel tool use. Without those tools every prompt is planned as before.
 
 use serde_json::{Map, Value, json};
 
@@ -145,6 +150,25 @@ fn explicit_filters(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The directory tools a request asks for, in the order they are called.
+fn profile_asks(text: &str) -> Vec<&'static str> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> =
+        lower.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).collect();
+    let has = |w: &str| words.contains(&w);
+    let mut asks = Vec::new();
+    if lower.contains("who am i") || lower.contains("my profile") || lower.contains("about me") {
+        asks.push("who_am_i");
+    }
+    let manager = (has("manager") || has("boss")) && (has("my") || has("i") || has("me"))
+        || lower.contains("who do i report to")
+        || lower.contains("whom do i report to");
+    if manager {
+        asks.push("my_manager");
+    }
+    asks
+}
+
 fn parse_intent(text: &str) -> Intent {
     let lower = text.to_lowercase();
     if let Some(rest) = lower.find("echo json:").map(|i| &text[i + "echo json:".len()..])
@@ -247,6 +271,11 @@ pub fn plan(messages: &[Value], tools: &[OfferedTool]) -> Plan {
         .unwrap_or_default();
     let intent = parse_intent(&ask);
     if results.is_empty() {
+        let profile: Vec<&OfferedTool> =
+            profile_asks(&ask).into_iter().filter_map(|name| offered(tools, name)).collect();
+        if !profile.is_empty() {
+            return plan_profile_step(messages, tools, &profile, intent);
+        }
         return plan_first_step(messages, tools, intent);
     }
     plan_after_results(messages, tools, &intent, &results)
@@ -292,6 +321,69 @@ fn plan_first_step(messages: &[Value], tools: &[OfferedTool], intent: Intent) ->
         },
         Intent::Unknown => Plan::text(&format!("Sorry, I'm not sure how to help with that. {HELP}")),
     }
+}
+
+/// A first step that calls the directory tools in `profile` and, when the request also names
+/// incidents, the incident tool in the same turn.
+fn plan_profile_step(
+    messages: &[Value],
+    tools: &[OfferedTool],
+    profile: &[&OfferedTool],
+    intent: Intent,
+) -> Plan {
+    let mut blocks = Vec::new();
+    let mut what: Vec<String> = profile
+        .iter()
+        .map(|t| if t.name == "my_manager" { "your manager".to_owned() } else { "your profile".to_owned() })
+        .collect();
+    let mut uses = Vec::new();
+    for t in profile {
+        uses.push(PlannedBlock::ToolUse {
+            tool_use_id: tool_use_id(messages, &t.name),
+            name: t.name.clone(),
+            input: fit_input(t, Map::new()),
+        });
+    }
+    // The incident part of the request, planned as it would be alone.
+    let incidents = match intent {
+        Intent::List { .. } | Intent::Show { .. } | Intent::Update { .. } => {
+            plan_first_step(messages, tools, intent).blocks.into_iter().find_map(|b| match b {
+                PlannedBlock::ToolUse { .. } => Some(b),
+                PlannedBlock::Text(_) => None,
+            })
+        }
+        Intent::Echo { .. } | Intent::Unknown => None,
+    };
+    if let Some(b) = incidents {
+        what.push("those incidents".to_owned());
+        uses.push(b);
+    }
+    blocks.push(PlannedBlock::Text(split_deltas(&format!("Let me look up {}.", what.join(" and ")))));
+    blocks.extend(uses);
+    Plan { blocks, stop_reason: "tool_use" }
+}
+
+/// A Graph user object's field as text (`""` when absent or null).
+fn graph_field(user: &Value, name: &str) -> String {
+    match user.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// "Name (mail), Job title, Department, Office" from the fields that are present.
+fn describe_person(user: &Value) -> String {
+    let name = graph_field(user, "displayName");
+    let mail = graph_field(user, "mail");
+    let mut out = if mail.is_empty() { name } else { format!("{name} ({mail})") };
+    for f in ["jobTitle", "department", "officeLocation"] {
+        let v = graph_field(user, f);
+        if !v.is_empty() {
+            out.push_str(", ");
+            out.push_str(&v);
+        }
+    }
+    out
 }
 
 /// The tool uses of the assistant message before the last one, by id.
@@ -424,14 +516,28 @@ fn plan_after_results(
             format!("the {tool} call failed: {}", error_text(r))
         })
         .collect();
-    if !failed.is_empty() {
+    // One tool call that failed: nothing to show. With several (parallel tool use), what did
+    // succeed is shown and the failures are named after it.
+    if !failed.is_empty() && results.len() == 1 {
         return Plan::text(&format!("I couldn't complete your request because {}.", failed.join("; ")));
     }
     let mut answer = String::new();
     for r in results {
+        if r.get("status").and_then(Value::as_str) == Some("error") {
+            continue;
+        }
         let (tool, input) = name_of(r).unwrap_or_else(|| ("tool".into(), Value::Null));
         let payload = result_payload(r);
         match (tool.as_str(), &payload) {
+            ("who_am_i", Ok(p)) => {
+                answer.push_str(&format!("You are {}.\n", describe_person(p)));
+            }
+            ("my_manager", Ok(p)) => match p.get("manager") {
+                Some(m) if m.is_object() => {
+                    answer.push_str(&format!("Your manager is {}.\n", describe_person(m)));
+                }
+                _ => answer.push_str("No manager is recorded for you in the directory.\n"),
+            },
             ("query_incidents", Ok(p)) => {
                 let recs = records(p);
                 if recs.is_empty() {
@@ -493,6 +599,9 @@ fn plan_after_results(
             (_, Ok(p)) => answer.push_str(&format!("The {tool} tool returned: {p}\n")),
             (_, Err(t)) => answer.push_str(&format!("The {tool} tool said: {t}\n")),
         }
+    }
+    if !failed.is_empty() {
+        answer.push_str(&format!("I couldn't complete all of your request because {}.\n", failed.join("; ")));
     }
     Plan::text(&answer)
 }
@@ -600,6 +709,111 @@ mod tests {
         assert!(p.full_text().starts_with("Sorry"));
         let p = plan(&[user("list my incidents")], &[]);
         assert!(p.full_text().contains("no suitable tool"));
+    }
+
+    fn snow_and_graph_tools() -> Vec<OfferedTool> {
+        let mut tools = snow_tools();
+        for name in ["who_am_i", "my_manager"] {
+            tools.push(OfferedTool { name: name.into(), properties: Some(Vec::new()) });
+        }
+        tools
+    }
+
+    fn tool_names(p: &Plan) -> Vec<&str> {
+        p.blocks
+            .iter()
+            .filter_map(|b| match b {
+                PlannedBlock::ToolUse { name, .. } => Some(name.as_str()),
+                PlannedBlock::Text(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn profile_questions_use_the_graph_tools_only_when_offered() {
+        let tools = snow_and_graph_tools();
+        let p = plan(&[user("Who am I?")], &tools);
+        assert_eq!(p.stop_reason, "tool_use");
+        assert_eq!(tool_names(&p), ["who_am_i"]);
+        assert_eq!(tool_input(&p).1, &json!({}));
+        assert_eq!(tool_names(&plan(&[user("Who is my manager?")], &tools)), ["my_manager"]);
+        assert_eq!(tool_names(&plan(&[user("who do I report to")], &tools)), ["my_manager"]);
+        let both = plan(&[user("Who is my manager, and show me my incidents")], &tools);
+        assert_eq!(tool_names(&both), ["my_manager", "query_incidents"]);
+        assert!(both.full_text().starts_with("Let me look up your manager and those incidents"));
+        let PlannedBlock::ToolUse { input, .. } = &both.blocks[2] else { panic!() };
+        assert_eq!(input["query"], "assigned_to=javascript:gs.getUserID()^ORDERBYnumber");
+        // Ids are distinct within the turn.
+        let ids: Vec<&str> = both
+            .blocks
+            .iter()
+            .filter_map(|b| match b {
+                PlannedBlock::ToolUse { tool_use_id, .. } => Some(tool_use_id.as_str()),
+                PlannedBlock::Text(_) => None,
+            })
+            .collect();
+        assert_ne!(ids[0], ids[1]);
+        // Without the Graph tools, the same prompts are planned exactly as before.
+        assert_eq!(
+            plan(&[user("Who is my manager, and show me my incidents")], &snow_tools()),
+            plan(&[user("show me my incidents")], &snow_tools())
+        );
+        assert!(plan(&[user("Who am I?")], &snow_tools()).full_text().starts_with("Sorry"));
+        // Incident prompts do not touch the Graph tools even when they are offered.
+        assert_eq!(
+            tool_names(&plan(&[user("Show me 5 incidents assigned to me")], &tools)),
+            ["query_incidents"]
+        );
+        assert_eq!(
+            plan(&[user("Show me 5 incidents assigned to me")], &tools),
+            plan(&[user("Show me 5 incidents assigned to me")], &snow_tools())
+        );
+    }
+
+    #[test]
+    fn profile_answers_render_graph_results_and_errors() {
+        let conv = |results: Value| {
+            vec![
+                user("Who is my manager, and show me my incidents"),
+                json!({"role":"assistant","content":[
+                    {"toolUse":{"toolUseId":"m","name":"my_manager","input":{}}},
+                    {"toolUse":{"toolUseId":"q","name":"query_incidents","input":{}}}]}),
+                json!({"role":"user","content": results}),
+            ]
+        };
+        let incidents = json!({"toolResult":{"toolUseId":"q","status":"success","content":[{"json":
+            {"result":[{"number":"INC0012345","short_description":"VPN","priority":"2 - High","state":"New"}]}}]}});
+        let manager = json!({"toolResult":{"toolUseId":"m","status":"success","content":[{"json":
+            {"manager":{"displayName":"Priya Shah","mail":"priya.shah@company.com","jobTitle":"IT Service Desk Manager"}}}]}});
+        let text = plan(&conv(json!([manager, incidents])), &snow_and_graph_tools()).full_text();
+        assert!(
+            text.starts_with(
+                "Your manager is Priya Shah (priya.shah@company.com), IT Service Desk Manager.\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| INC0012345 | VPN | 2 - High | New |"), "{text}");
+        let none =
+            json!({"toolResult":{"toolUseId":"m","status":"success","content":[{"json":{"manager":null}}]}});
+        let text = plan(&conv(json!([none, incidents])), &snow_and_graph_tools()).full_text();
+        assert!(text.starts_with("No manager is recorded for you"), "{text}");
+        // A Graph failure is named; the incidents are still shown.
+        let failed = json!({"toolResult":{"toolUseId":"m","status":"error","content":[{"text":
+            "access denied: Microsoft Graph does not allow you to read this"}]}});
+        let text = plan(&conv(json!([failed, incidents])), &snow_and_graph_tools()).full_text();
+        assert!(text.contains("| INC0012345 |"), "{text}");
+        assert!(text.contains("the my_manager call failed: access denied: Microsoft Graph"), "{text}");
+        // who_am_i alone.
+        let me = vec![
+            user("Who am I?"),
+            json!({"role":"assistant","content":[{"toolUse":{"toolUseId":"w","name":"who_am_i","input":{}}}]}),
+            json!({"role":"user","content":[{"toolResult":{"toolUseId":"w","status":"success","content":[{"json":
+                {"displayName":"Jane Smith","mail":"jane.smith@company.com","jobTitle":"Service Desk Analyst","department":"IT"}}]}}]}),
+        ];
+        assert_eq!(
+            plan(&me, &snow_and_graph_tools()).full_text(),
+            "You are Jane Smith (jane.smith@company.com), Service Desk Analyst, IT.\n"
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The whole devstack on loopback, for `delegate demo` and the end-to-end tests.
 //!
 //! One CA generated at start signs the certificates of the Entra-compatible IdP, the ServiceNow
-//! sandbox and the Bedrock-compatible endpoint (all HTTPS). [`DevStack::delegate_config`]
+//! sandbox, the Microsoft Graph stand-in and the Bedrock-compatible endpoint (all HTTPS). [`DevStack::delegate_config`]
 //! writes the `delegate.toml` that points the production code paths at them: the same file an
 //! operator writes for real Entra ID, ServiceNow and Bedrock, with other URLs and the CA.
 
 use delegate_devstack_bedrock::{BedrockStub, BedrockStubConfig};
+use delegate_devstack_graph::{Graph, GraphConfig};
 use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};
 use delegate_devstack_servicenow::{JwksSource, ServiceNow, ServiceNowConfig};
 use delegate_devstack_tls::DevCa;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use delegate_devstack_bedrock::Faults as BedrockFaults;
+pub use delegate_devstack_graph::{Graph as GraphStandIn, SeenToken as GraphSeenToken};
 pub use delegate_devstack_idp::Idp;
 pub use delegate_devstack_idp::defaults as idp_defaults;
 pub use delegate_devstack_servicenow::seed;
@@ -51,6 +53,8 @@ pub struct DevStackOptions {
     pub servicenow: SocketAddr,
     /// Bedrock endpoint address.
     pub bedrock: SocketAddr,
+    /// Microsoft Graph stand-in address.
+    pub graph: SocketAddr,
     /// Directory for the CA certificate and the agent app's client secret file.
     pub dir: PathBuf,
     /// Pause between streamed model deltas (0 for tests and benchmarks).
@@ -61,7 +65,14 @@ impl DevStackOptions {
     /// Any free loopback ports, files under `dir`.
     pub fn ephemeral(dir: &Path) -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self { idp: any, servicenow: any, bedrock: any, dir: dir.to_owned(), delta_delay: Duration::ZERO }
+        Self {
+            idp: any,
+            servicenow: any,
+            bedrock: any,
+            graph: any,
+            dir: dir.to_owned(),
+            delta_delay: Duration::ZERO,
+        }
     }
 }
 
@@ -77,6 +88,11 @@ pub struct DevStack {
     pub servicenow_url: String,
     /// `https://localhost:<port>` of the Bedrock endpoint.
     pub bedrock_url: String,
+    /// The Microsoft Graph stand-in (what tokens it saw).
+    pub graph: Graph,
+    /// `https://localhost:<port>` of the Graph stand-in (where `https://graph.microsoft.com`
+    /// would be).
+    pub graph_url: String,
     /// The CA certificate every service's certificate is signed by.
     pub ca_path: PathBuf,
     /// File holding the agent app's client secret (referenced by the vault config).
@@ -95,6 +111,8 @@ pub struct DevStackFaults {
     pub servicenow: FaultSwitch,
     /// The Bedrock endpoint.
     pub bedrock: FaultSwitch,
+    /// The Microsoft Graph stand-in.
+    pub graph: FaultSwitch,
 }
 
 impl DevStack {
@@ -124,8 +142,9 @@ impl DevStack {
         let mut sn_config = ServiceNowConfig::new(
             idp.idp().issuer(defaults::TENANT_ID),
             defaults::CONNECTOR_APP_ID,
-            JwksSource::Remote { url: idp.idp().jwks_uri(defaults::TENANT_ID), client },
+            JwksSource::Remote { url: idp.idp().jwks_uri(defaults::TENANT_ID), client: client.clone() },
         );
+        let graph_client = client;
         sn_config.base_url = Some(servicenow_url.clone());
         let servicenow = ServiceNow::new(sn_config).map_err(err)?;
         tokio::spawn(serve(
@@ -136,6 +155,28 @@ impl DevStack {
             "ServiceNow sandbox",
         ));
 
+        // Graph accepts the v1 tokens Entra issues for it (and v2 ones, as Graph does).
+        let graph_listener = tokio::net::TcpListener::bind(options.graph).await.map_err(err)?;
+        let graph_url = format!("https://localhost:{}", graph_listener.local_addr().map_err(err)?.port());
+        let mut graph_config = GraphConfig::new(
+            defaults::TENANT_ID,
+            vec![idp.idp().issuer_v1(defaults::TENANT_ID), idp.idp().issuer(defaults::TENANT_ID)],
+            delegate_devstack_graph::JwksSource::Remote {
+                url: idp.idp().jwks_uri(defaults::TENANT_ID),
+                client: graph_client,
+            },
+        );
+        graph_config.base_url = Some(graph_url.clone());
+        graph_config.authorization_uri = format!("{}/common/oauth2/authorize", idp.url());
+        let graph = Graph::new(graph_config).map_err(err)?;
+        tokio::spawn(serve(
+            graph_listener,
+            graph.router(),
+            tls.clone(),
+            faults.graph.clone(),
+            "Graph stand-in",
+        ));
+
         let stub =
             BedrockStub::new(BedrockStubConfig { delta_delay: options.delta_delay, ..Default::default() });
         let bedrock = stub.faults();
@@ -143,11 +184,26 @@ impl DevStack {
         let bedrock_url = format!("https://localhost:{}", br_listener.local_addr().map_err(err)?.port());
         tokio::spawn(serve(br_listener, stub.router(), tls, faults.bedrock.clone(), "Bedrock endpoint"));
 
-        Ok(Self { idp, servicenow, bedrock, servicenow_url, bedrock_url, ca_path, secret_path, faults })
+        Ok(Self {
+            idp,
+            servicenow,
+            bedrock,
+            servicenow_url,
+            bedrock_url,
+            graph,
+            graph_url,
+            ca_path,
+            secret_path,
+            faults,
+        })
     }
 
     /// A complete `delegate.toml` for a host on `listen` serving the ServiceNow agent
     /// (`component`), pointed at this devstack. `audit` is `"stdout"` or a file path.
+    ///
+    /// Two downstream audiences, each with its own provider and cached Token B: ServiceNow
+    /// (the connector app's `user_impersonation`) and Microsoft Graph (`User.Read`, for the
+    /// agent's `who_am_i` / `my_manager` tools, offered because `graph_url` is set).
     pub fn delegate_config(&self, listen: SocketAddr, component: &Path, audit: &str) -> String {
         let idp = self.idp.idp();
         format!(
@@ -176,6 +232,12 @@ token_endpoint = "{token_endpoint}"
 client_id = "{agent}"
 client_secret = {{ file = {secret:?} }}
 
+[vault.providers.graph]
+kind = "entra_obo"
+token_endpoint = "{token_endpoint}"
+client_id = "{agent}"
+client_secret = {{ file = {secret:?} }}
+
 [audit]
 sink = {audit:?}
 
@@ -185,6 +247,7 @@ component = {component:?}
 
 [plugin.settings]
 servicenow_url = "{servicenow}"
+graph_url = "{graph}"
 
 [[plugin.egress.rules]]
 methods = ["GET", "PATCH"]
@@ -192,6 +255,13 @@ host = "localhost"
 port = {sn_port}
 path_prefix = "/api/now/table"
 credential = {{ provider = "servicenow", scopes = ["api://{connector}/{connector_scope}"] }}
+
+[[plugin.egress.rules]]
+methods = ["GET"]
+host = "localhost"
+port = {graph_port}
+path_prefix = "/v1.0/me"
+credential = {{ provider = "graph", scopes = ["{graph_scope}"] }}
 "#,
             ca = self.ca_path.display().to_string(),
             discovery = idp.discovery_url(defaults::TENANT_ID),
@@ -206,6 +276,9 @@ credential = {{ provider = "servicenow", scopes = ["api://{connector}/{connector
             sn_port = self.servicenow_url.rsplit(':').next().unwrap_or("443"),
             connector = defaults::CONNECTOR_APP_ID,
             connector_scope = defaults::CONNECTOR_SCOPE,
+            graph = self.graph_url,
+            graph_port = self.graph_url.rsplit(':').next().unwrap_or("443"),
+            graph_scope = delegate_devstack_graph::USER_READ_SCOPE,
         )
     }
 }
@@ -229,7 +302,7 @@ impl DevStack {
     /// A plugin manifest for the ServiceNow agent at `component` (whose bytes are
     /// `component_bytes`): version `version`, and the least privilege it needs — GET and
     /// PATCH on the incident table only, narrower than the operator's `/api/now/table` rule
-    /// in [`DevStack::delegate_config`].
+    /// in [`DevStack::delegate_config`], and GET on Graph's `/v1.0/me` (profile and manager).
     pub fn servicenow_manifest(&self, component: &Path, component_bytes: &[u8], version: &str) -> String {
         use sha2::Digest;
         format!(
@@ -245,10 +318,17 @@ methods = ["GET", "PATCH"]
 host = "localhost"
 port = {sn_port}
 path_prefix = "/api/now/table/incident"
+
+[[egress.rules]]
+methods = ["GET"]
+host = "localhost"
+port = {graph_port}
+path_prefix = "/v1.0/me"
 "#,
             component = component.display().to_string(),
             digest = hex::encode(sha2::Sha256::digest(component_bytes)),
             sn_port = self.servicenow_url.rsplit(':').next().unwrap_or("443"),
+            graph_port = self.graph_url.rsplit(':').next().unwrap_or("443"),
         )
     }
 }
