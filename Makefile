@@ -35,14 +35,17 @@ bench: setup
 	$(CARGO) bench --locked -p delegate-e2e -p delegate-auth -p delegate-vault -p delegate-egress -p delegate-model -p delegate
 
 ## Interop: real, independent client libraries (PyPI) against the devstack stand-ins:
-## MSAL + PyJWT → IdP, boto3 → Bedrock endpoint, pysnc → ServiceNow sandbox.
+## MSAL + PyJWT → IdP, boto3 → Bedrock endpoint, pysnc → ServiceNow sandbox; PyYAML checks
+## deploy/k8s and `delegate config check` validates its delegate.toml.
 INTEROP_VENV := target/interop-venv
 interop: setup
 	python3 -m venv $(INTEROP_VENV)
-	$(INTEROP_VENV)/bin/pip install --quiet --disable-pip-version-check msal 'pyjwt[crypto]' boto3 pysnc
+	$(INTEROP_VENV)/bin/pip install --quiet --disable-pip-version-check msal 'pyjwt[crypto]' boto3 pysnc pyyaml
 	$(CARGO) build --locked -p delegate-devstack-idp --example devstack-idp -p delegate-devstack-bedrock --example serve
 	env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE DEVSTACK_IDP_BIN=target/debug/examples/devstack-idp $(INTEROP_VENV)/bin/python tests/interop/msal_idp.py
 	env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE $(INTEROP_VENV)/bin/python tests/interop/boto3_bedrock.py
+	$(CARGO) build --locked -p delegate
+	$(INTEROP_VENV)/bin/python tests/interop/k8s_manifests.py
 	PYSNC_PYTHON=$(abspath $(INTEROP_VENV))/bin/python $(CARGO) test --locked -p delegate-devstack-servicenow --lib -- --ignored pysnc
 
 ## The ServiceNow agent in JavaScript (guest/servicenow-agent-js): npm ci (node 20, npm registry
