@@ -25,6 +25,8 @@ pub struct Deployer {
     config: Arc<Config>,
     model: Option<Arc<dyn delegate_model::ModelProvider>>,
     gateway: delegate_egress::EgressGateway,
+    /// Pulls `oci://` references (config `source` and admin deploys), cache first.
+    oci: delegate_oci::RegistryClient,
     /// One deploy at a time, so "the version it replaced" is always exact.
     deploying: tokio::sync::Mutex<()>,
 }
@@ -36,8 +38,20 @@ impl Deployer {
         config: Arc<Config>,
         model: Option<Arc<dyn delegate_model::ModelProvider>>,
         gateway: delegate_egress::EgressGateway,
+        oci: delegate_oci::RegistryClient,
     ) -> Self {
-        Self { runtime, registry, config, model, gateway, deploying: tokio::sync::Mutex::new(()) }
+        Self { runtime, registry, config, model, gateway, oci, deploying: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Pulls `reference` (from the local blob cache if every blob is there and intact).
+    async fn pull(
+        &self,
+        name: &str,
+        reference: &delegate_oci::Reference,
+    ) -> Result<delegate_oci::PulledPlugin, DeployRefusal> {
+        let pulled = self.oci.pull(reference).await.map_err(oci_refusal)?;
+        tracing::info!(plugin = %name, %reference, from_cache = pulled.from_cache, "plugin artifact pulled");
+        Ok(pulled)
     }
 
     fn settings(&self, name: &str) -> Result<&PluginSettings, DeployRefusal> {
@@ -143,6 +157,16 @@ impl Deployer {
                         self.check(&settings.name, &manifest, &bytes).map_err(|e| fail(e.to_string()))?;
                     (bytes, spec)
                 }
+                (Some(PluginSource::Oci(reference)), None) => {
+                    let pulled =
+                        self.pull(&settings.name, reference).await.map_err(|e| fail(e.to_string()))?;
+                    let manifest = Manifest::from_toml(&pulled.plugin_manifest, Path::new("."))
+                        .map_err(|e| fail(format!("{reference}: plugin.toml: {e}")))?;
+                    let bytes = ComponentBytes::new(pulled.component);
+                    let (spec, _) =
+                        self.check(&settings.name, &manifest, &bytes).map_err(|e| fail(e.to_string()))?;
+                    (bytes, spec)
+                }
             };
             let compiled = Self::compiled(&self.runtime, &bytes).map_err(|e| fail(e.to_string()))?;
             let compile = compiled.info();
@@ -191,6 +215,35 @@ impl Deployer {
 impl PluginAdmin for Deployer {
     fn deploy<'a>(&'a self, name: &'a str, request: DeployRequest) -> DeployFuture<'a> {
         Box::pin(self.deploy_request(name, request))
+    }
+
+    fn deploy_reference<'a>(&'a self, name: &'a str, reference: &'a str) -> DeployFuture<'a> {
+        Box::pin(async move {
+            let reference = delegate_oci::Reference::parse(reference).map_err(oci_refusal)?;
+            self.settings(name)?;
+            let pulled = self.pull(name, &reference).await?;
+            self.deploy_request(
+                name,
+                DeployRequest { manifest: pulled.plugin_manifest, component: pulled.component },
+            )
+            .await
+        })
+    }
+}
+
+/// The admin refusal for a failed pull (every case leaves the active version serving).
+fn oci_refusal(e: delegate_oci::OciError) -> DeployRefusal {
+    use delegate_oci::OciError as E;
+    let message = e.to_string();
+    match e {
+        E::InvalidReference { .. } => DeployRefusal::InvalidReference(message),
+        E::NotFound { .. } => DeployRefusal::ArtifactNotFound(message),
+        E::Unreachable { .. } | E::Unauthorized { .. } | E::Registry { .. } => {
+            DeployRefusal::RegistryUnavailable(message)
+        }
+        E::DigestMismatch { .. } => DeployRefusal::ArtifactTampered(message),
+        E::InvalidArtifact(_) | E::TooLarge { .. } => DeployRefusal::InvalidArtifact(message),
+        E::Cache(_) => DeployRefusal::Internal(message),
     }
 }
 

@@ -77,8 +77,15 @@ impl Host {
         let model = wiring::model_provider(config, aws_credentials).await?;
         let gateway =
             wiring::egress_gateway(config, wiring::audit_sink(config)?)?.with_metrics(Arc::clone(&metrics));
-        let deployer =
-            Arc::new(Deployer::new(runtime, Arc::clone(&registry), Arc::new(config.clone()), model, gateway));
+        let oci = wiring::oci_client(config)?;
+        let deployer = Arc::new(Deployer::new(
+            runtime,
+            Arc::clone(&registry),
+            Arc::new(config.clone()),
+            model,
+            gateway,
+            oci,
+        ));
         deployer.load_configured(component).await?;
         let authorizer = wiring::authorizer(config).await?;
         let state = AppState::with_metrics(

@@ -39,6 +39,24 @@ pub(crate) fn egress_gateway(
     Ok(delegate_egress::EgressGateway::new(vault, client, sink))
 }
 
+/// The OCI registry client for `oci://` plugin sources and admin deploys: the outbound client
+/// (operator CA bundle, timeouts), and the blob cache under `engine.cache_dir` (`oci/`) when
+/// there is one, so pulled digests survive a registry outage and a restart.
+pub(crate) fn oci_client(config: &Config) -> Result<delegate_oci::RegistryClient, Failure> {
+    let http = delegate_outbound::build_client(&config.outbound)
+        .map_err(|e| Failure::usage(format!("outbound: {e}")))?;
+    let cache = match &config.engine.cache_dir {
+        Some(dir) => {
+            Some(delegate_oci::BlobCache::open(&dir.join("oci")).map_err(|e| Failure::usage(e.to_string()))?)
+        }
+        None => None,
+    };
+    // A pulled component is held to the admin API's limit (64 MiB without an admin API).
+    let max_component = config.admin.as_ref().map_or(64 << 20, |a| a.max_component_bytes);
+    Ok(delegate_oci::RegistryClient::new(http, config.oci.clone(), cache)
+        .with_max_component_bytes(u64::try_from(max_component).unwrap_or(u64::MAX)))
+}
+
 /// The admin bearer token, read from its file or environment variable.
 pub(crate) fn admin_token(
     admin: &delegate_config::AdminSettings,

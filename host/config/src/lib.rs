@@ -39,6 +39,8 @@ pub struct Config {
     pub audit: AuditTarget,
     /// The admin API (deploy, roll back, remove plugins), if an `[admin]` section is present.
     pub admin: Option<AdminSettings>,
+    /// OCI registries plugins are pulled from: plain-HTTP (loopback) registries, credentials.
+    pub oci: delegate_oci::OciSettings,
 }
 
 /// The admin API listener.
@@ -72,6 +74,10 @@ pub enum PluginSource {
     /// A plugin manifest (`manifest = "..."`, see [`Manifest`]), resolved against the config
     /// file's directory; the manifest names the component and its digest.
     Manifest(PathBuf),
+    /// A plugin artifact in an OCI registry, pinned by its manifest digest (`source =
+    /// "oci://registry/repository@sha256:..."`): pulled (or read from the local blob cache) at
+    /// start, then checked like a manifest.
+    Oci(delegate_oci::Reference),
 }
 
 /// Where audit records are written.

@@ -23,6 +23,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub audit: RawAudit,
     pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub oci: delegate_oci::OciConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -93,6 +95,8 @@ pub(crate) struct RawPlugin {
     pub name: String,
     pub component: Option<String>,
     pub manifest: Option<String>,
+    /// `oci://registry/repository@sha256:<digest>`.
+    pub source: Option<String>,
     #[serde(default)]
     pub default: bool,
     #[serde(default)]

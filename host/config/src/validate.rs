@@ -398,16 +398,26 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
                 Err(ConfigError::invalid(key(what), format!("no such file: {}", path.display())))
             }
         };
-        let source = match (&p.component, &p.manifest) {
-            (Some(_), Some(_)) => {
+        let source = match (&p.component, &p.manifest, &p.source) {
+            (Some(_), Some(_), _) => {
                 return Err(ConfigError::invalid(
                     key("manifest"),
                     "set either component or manifest, not both",
                 ));
             }
-            (Some(c), None) => Some(PluginSource::Component(file("component", c)?)),
-            (None, Some(m)) => Some(PluginSource::Manifest(file("manifest", m)?)),
-            (None, None) => None,
+            (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    key("source"),
+                    "set one of component, manifest or source, not several",
+                ));
+            }
+            (Some(c), None, None) => Some(PluginSource::Component(file("component", c)?)),
+            (None, Some(m), None) => Some(PluginSource::Manifest(file("manifest", m)?)),
+            (None, None, Some(s)) => Some(PluginSource::Oci(
+                delegate_oci::Reference::parse(s)
+                    .map_err(|e| ConfigError::invalid(key("source"), e.to_string()))?,
+            )),
+            (None, None, None) => None,
         };
         check_settings(&key("settings"), &p.settings)?;
         if let Some(id) = &p.model_id {
@@ -447,7 +457,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     if let Some(i) = plugins.iter().position(|p| p.default && p.source.is_none()) {
         return Err(ConfigError::invalid(
             format!("plugin[{i}]"),
-            "the default plugin needs component or manifest (only other plugins may be empty slots)",
+            "the default plugin needs component, manifest or source (only other plugins may be empty slots)",
         ));
     }
     let model = match raw.model {
@@ -514,7 +524,9 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         Some(path) => crate::AuditTarget::File(base.join(path)),
     };
     let admin = raw.admin.map(|a| admin(a, base, &server)).transpose()?;
-    Ok(Config { server, engine, plugins, model, auth, outbound, vault, audit, admin })
+    let oci =
+        raw.oci.validate(base).map_err(|e| ConfigError::invalid(format!("oci.{}", e.key), e.message))?;
+    Ok(Config { server, engine, plugins, model, auth, outbound, vault, audit, admin, oci })
 }
 
 #[cfg(test)]
@@ -639,6 +651,31 @@ mod tests {
     }
 
     #[test]
+    fn plugin_sources_by_oci_digest() {
+        let hex = "ab".repeat(32);
+        let c = Config::from_toml(
+            &format!(
+                "[[plugin]]\nname = \"a\"\nsource = \"oci://127.0.0.1:5000/p/a@sha256:{hex}\"\n{AUTH}\n\
+                 [oci]\nplain_http = [\"127.0.0.1:5000\"]\n"
+            ),
+            base(),
+        )
+        .unwrap();
+        let Some(PluginSource::Oci(r)) = &c.plugins[0].source else { panic!("{:?}", c.plugins[0].source) };
+        assert_eq!(r.to_string(), format!("oci://127.0.0.1:5000/p/a@sha256:{hex}"));
+        assert!(c.oci.plain_http.contains("127.0.0.1:5000"));
+        // tags are refused: digest only
+        let e = err("[[plugin]]\nname = \"a\"\nsource = \"oci://r.io/p/a:latest\"\n");
+        assert!(e.starts_with("plugin[0].source: invalid OCI reference") && e.contains("digest only"), "{e}");
+        let e = err(&format!(
+            "[[plugin]]\nname = \"a\"\ncomponent = \"Cargo.toml\"\nsource = \"oci://r.io/p@sha256:{hex}\"\n"
+        ));
+        assert_eq!(e, "plugin[0].source: set one of component, manifest or source, not several");
+        let e = err(&format!("{PLUGIN}[oci]\nplain_http = [\"registry.example.com\"]\n"));
+        assert!(e.starts_with("oci.plain_http[0]: "), "{e}");
+    }
+
+    #[test]
     fn model_ids_are_validated() {
         let c = Config::from_toml(&format!("{PLUGIN}model_ids = [\"a\", \"b\"]\n{AUTH}"), base()).unwrap();
         assert_eq!(c.plugins[0].model_ids, ["a", "b"]);
@@ -759,6 +796,8 @@ mod docs_drift {
         ("certificate", "[vault.providers.a]\nkind = \"entra_obo\"\nclient_certificate = { zz = 1 }"),
         ("audit", "[audit]\nzz = 1"),
         ("admin", "[admin]\nzz = 1"),
+        ("oci", "[oci]\nzz = 1"),
+        ("oci.registries", "[oci.registries.a]\nzz = 1"),
     ];
 
     /// Section id in docs/plugins.md → manifest TOML that puts an unknown key in that section.

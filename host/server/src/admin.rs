@@ -9,7 +9,7 @@
 //! | Method | Path | Does |
 //! |---|---|---|
 //! | `GET` | `/admin/plugins` | every configured plugin, its active and previous version |
-//! | `PUT` | `/admin/plugins/{name}` | deploys `{"manifest": "<toml>", "component": "<base64 wasm>"}` |
+//! | `PUT` | `/admin/plugins/{name}` | deploys `{"manifest": "<toml>", "component": "<base64 wasm>"}`, or `{"oci": "oci://registry/repo@sha256:..."}` (pulled by digest) |
 //! | `POST` | `/admin/plugins/{name}/rollback` | swaps the active and the previous version |
 //! | `DELETE` | `/admin/plugins/{name}` | empties a non-default plugin's slot |
 //! | `GET` | `/metrics` | Prometheus metrics (OpenMetrics text) |
@@ -97,6 +97,22 @@ pub enum DeployRefusal {
     /// Something on the host failed (e.g. a compile thread died).
     #[error("deploy failed on the host: {0}")]
     Internal(String),
+    /// The OCI reference does not parse, or names a tag instead of a digest.
+    #[error("{0}")]
+    InvalidReference(String),
+    /// The registry has no manifest or blob of that digest.
+    #[error("{0}")]
+    ArtifactNotFound(String),
+    /// The registry could not be reached (and the digest is not in the local cache), refused
+    /// the credentials, or answered with an error.
+    #[error("{0}")]
+    RegistryUnavailable(String),
+    /// A manifest or blob from the registry did not hash to the digest that names it.
+    #[error("{0}")]
+    ArtifactTampered(String),
+    /// The pulled manifest is not a delegate plugin artifact (media types, layers, sizes).
+    #[error("{0}")]
+    InvalidArtifact(String),
 }
 
 /// Future returned by [`PluginAdmin::deploy`].
@@ -107,6 +123,17 @@ pub trait PluginAdmin: Send + Sync + 'static {
     /// Checks `request` against the operator's grants for plugin `name`, compiles it and makes
     /// it the active version. Must leave the active version untouched on any refusal.
     fn deploy<'a>(&'a self, name: &'a str, request: DeployRequest) -> DeployFuture<'a>;
+
+    /// Pulls the artifact `reference` (`oci://registry/repository@sha256:...`) and deploys it
+    /// like [`PluginAdmin::deploy`]. Without an OCI client every such deploy is refused.
+    fn deploy_reference<'a>(&'a self, name: &'a str, reference: &'a str) -> DeployFuture<'a> {
+        let _ = name;
+        Box::pin(async move {
+            Err(DeployRefusal::InvalidReference(format!(
+                "{reference}: this host does not pull from OCI registries"
+            )))
+        })
+    }
 }
 
 /// Settings of the admin API.
@@ -204,9 +231,11 @@ async fn list(State(state): State<Arc<AdminState>>) -> Response {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeployBody {
-    manifest: String,
+    manifest: Option<String>,
     /// Standard base64 of the component.
-    component: String,
+    component: Option<String>,
+    /// Instead of `manifest` + `component`: an `oci://...@sha256:...` reference to pull.
+    oci: Option<String>,
 }
 
 async fn deploy(
@@ -238,8 +267,23 @@ async fn deploy_inner(
     if !state.registry.is_configured(&name) {
         return Err(AdminError::Refused(DeployRefusal::UnknownPlugin(name)));
     }
+    let (manifest, component) = match (body.manifest, body.component, body.oci) {
+        (Some(manifest), Some(component), None) => (manifest, component),
+        (None, None, Some(reference)) => {
+            let outcome = state.deployer.deploy_reference(&name, &reference).await.map_err(|refusal| {
+                tracing::warn!(plugin = %name, %reference, error = %refusal, "deploy refused");
+                AdminError::Refused(refusal)
+            })?;
+            return Ok(deployed(&name, &outcome));
+        }
+        _ => {
+            return Err(AdminError::BadRequest(
+                "give `manifest` and `component`, or `oci` (a digest reference), not both".into(),
+            ));
+        }
+    };
     let component = base64::engine::general_purpose::STANDARD
-        .decode(body.component.as_bytes())
+        .decode(component.as_bytes())
         .map_err(|e| AdminError::BadRequest(format!("`component` is not standard base64: {e}")))?;
     if component.len() > state.options.max_component_bytes {
         return Err(AdminError::Refused(DeployRefusal::TooLarge {
@@ -247,12 +291,15 @@ async fn deploy_inner(
         }));
     }
     let outcome =
-        state.deployer.deploy(&name, DeployRequest { manifest: body.manifest, component }).await.map_err(
-            |refusal| {
-                tracing::warn!(plugin = %name, error = %refusal, "deploy refused");
-                AdminError::Refused(refusal)
-            },
-        )?;
+        state.deployer.deploy(&name, DeployRequest { manifest, component }).await.map_err(|refusal| {
+            tracing::warn!(plugin = %name, error = %refusal, "deploy refused");
+            AdminError::Refused(refusal)
+        })?;
+    Ok(deployed(&name, &outcome))
+}
+
+/// Logs a deploy and renders its answer.
+fn deployed(name: &str, outcome: &DeployOutcome) -> Response {
     tracing::info!(
         plugin = %name,
         version = outcome.active.plugin.version(),
@@ -261,13 +308,13 @@ async fn deploy_inner(
         unchanged = outcome.unchanged,
         "plugin deployed"
     );
-    Ok(axum::Json(serde_json::json!({
+    axum::Json(serde_json::json!({
         "name": name,
         "active": version_json(&outcome.active),
         "previous": outcome.replaced.as_ref().map(version_json),
         "unchanged": outcome.unchanged,
     }))
-    .into_response())
+    .into_response()
 }
 
 async fn rollback(

@@ -284,6 +284,11 @@ impl AdminError {
                     D::World(_) => (StatusCode::UNPROCESSABLE_ENTITY, "world_mismatch"),
                     D::NotInstantiable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_instantiable"),
                     D::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "deploy_failed"),
+                    D::InvalidReference(_) => (StatusCode::BAD_REQUEST, "invalid_reference"),
+                    D::ArtifactNotFound(_) => (StatusCode::NOT_FOUND, "artifact_not_found"),
+                    D::RegistryUnavailable(_) => (StatusCode::BAD_GATEWAY, "registry_unavailable"),
+                    D::ArtifactTampered(_) => (StatusCode::UNPROCESSABLE_ENTITY, "artifact_digest_mismatch"),
+                    D::InvalidArtifact(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_artifact"),
                 };
                 (status, code, r.to_string())
             }

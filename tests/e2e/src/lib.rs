@@ -1,6 +1,8 @@
 //! Shared harness for delegate's end-to-end tests: a real server on a loopback port.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod registry;
+
 use delegate_auth::{VerifiedCaller, VerifiedCallerBuilder};
 use delegate_config::Limits;
 pub use delegate_runtime::ModelAccess;

@@ -99,6 +99,9 @@ pub struct DevStack {
     pub secret_path: PathBuf,
     /// One fault switch per service, all at [`Fault::Pass`] until a test flips them.
     pub faults: DevStackFaults,
+    /// A server certificate for `localhost`/`127.0.0.1` signed by the devstack CA, for more
+    /// stand-ins started next to these (the AgentCore front door and Identity data plane).
+    pub server_tls: std::sync::Arc<rustls::ServerConfig>,
 }
 
 /// The fault switches of the three services (see [`FaultSwitch`]): every request each one
@@ -195,6 +198,7 @@ impl DevStack {
             ca_path,
             secret_path,
             faults,
+            server_tls: tls,
         })
     }
 

@@ -13,6 +13,7 @@ mod jane_py;
 mod lifecycle;
 mod limits;
 mod observability;
+mod oci;
 mod sandbox;
 mod streaming;
 
