@@ -652,6 +652,11 @@ async fn invoke_inner(
              than what was used in your request. (OAuth or SigV4)",
         ));
     }
+    // Two Authorization headers are ambiguous (which one was validated?): refused as invalid.
+    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        bump(&counters.invalid_token);
+        return Err(door.invalid_token_refusal());
+    }
     let bearer = auth
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -675,14 +680,7 @@ async fn invoke_inner(
     if let Err(reason) = door.validate(token).await {
         bump(&counters.invalid_token);
         tracing::info!(decision = "invalid_token", reason, "AgentCore front door: token refused");
-        return Err(match door.0.config.invalid_token_status {
-            InvalidTokenStatus::Unauthorized => {
-                Refusal::new(StatusCode::UNAUTHORIZED, "UnauthorizedException", "JWT bearer token is invalid")
-            }
-            InvalidTokenStatus::Forbidden => {
-                Refusal::new(StatusCode::FORBIDDEN, "AccessDeniedException", "JWT bearer token is invalid")
-            }
-        });
+        return Err(door.invalid_token_refusal());
     }
 
     // Session and request ids.
@@ -816,6 +814,10 @@ fn internal(message: &str) -> Refusal {
     Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException", message)
 }
 
+/// Clock skew allowed on `exp` and `nbf` (the service's value is not documented; 60 s is the
+/// common default, and what the IdP's attack corpus assumes).
+pub const CLOCK_SKEW_LEEWAY: Duration = Duration::from_secs(60);
+
 /// Keys are refetched at most this often when a token names an unknown `kid`.
 const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -896,7 +898,7 @@ impl FrontDoor {
         validation.set_issuer(&[issuer]);
         validation.validate_aud = false;
         validation.validate_nbf = true;
-        validation.leeway = 0;
+        validation.leeway = CLOCK_SKEW_LEEWAY.as_secs();
         validation.set_required_spec_claims(&["exp", "iss"]);
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
@@ -909,6 +911,17 @@ impl FrontDoor {
             }
         })?;
         authorize_claims(&self.0.config.authorizer, &data.claims)
+    }
+
+    fn invalid_token_refusal(&self) -> Refusal {
+        match self.0.config.invalid_token_status {
+            InvalidTokenStatus::Unauthorized => {
+                Refusal::new(StatusCode::UNAUTHORIZED, "UnauthorizedException", "JWT bearer token is invalid")
+            }
+            InvalidTokenStatus::Forbidden => {
+                Refusal::new(StatusCode::FORBIDDEN, "AccessDeniedException", "JWT bearer token is invalid")
+            }
+        }
     }
 
     async fn workload_access_token(

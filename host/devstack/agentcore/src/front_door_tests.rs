@@ -213,7 +213,7 @@ async fn invalid_tokens_never_reach_the_container_401_by_default_403_when_config
         let good = s.token();
         let mut expired = s.claims();
         let now = expired["iat"].as_i64().unwrap();
-        expired.insert("exp".into(), json!(now - 10));
+        expired.insert("exp".into(), json!(now - 120));
         let mut not_yet = s.claims();
         not_yet.insert("nbf".into(), json!(now + 3600));
         let mut wrong_iss = s.claims();

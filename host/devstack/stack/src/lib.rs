@@ -185,7 +185,7 @@ impl DevStack {
         let bedrock = stub.faults();
         let br_listener = tokio::net::TcpListener::bind(options.bedrock).await.map_err(err)?;
         let bedrock_url = format!("https://localhost:{}", br_listener.local_addr().map_err(err)?.port());
-        tokio::spawn(serve(br_listener, stub.router(), tls, faults.bedrock.clone(), "Bedrock endpoint"));
+        tokio::spawn(serve(br_listener, stub.router(), tls.clone(), faults.bedrock.clone(), "Bedrock endpoint"));
 
         Ok(Self {
             idp,
