@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use delegate_devstack_bedrock::Faults as BedrockFaults;
-pub use delegate_devstack_graph::{Graph as GraphStandIn, SeenToken as GraphSeenToken};
+pub use delegate_devstack_graph::{
+    Graph as GraphStandIn, Refusal as GraphRefusal, SeenToken as GraphSeenToken,
+};
 pub use delegate_devstack_idp::Idp;
 pub use delegate_devstack_idp::defaults as idp_defaults;
 pub use delegate_devstack_servicenow::seed;

@@ -7,6 +7,7 @@ mod auth;
 mod contract;
 mod credentials;
 mod faults;
+mod graph;
 mod hostile_io;
 mod jane;
 mod jane_js;
