@@ -1,8 +1,8 @@
 //! The article's AgentCore deployment on loopback: Jane → AgentCore Runtime front door
 //! (customJWTAuthorizer, header allow-list, workload access token minting) → delegate as the
-//! container (the same `delegate.toml` and `Host::start` as `delegate serve`) → ServiceNow, with
-//! the AgentCore Identity data plane stand-in minting the workload access token the front door
-//! passes on.
+//! container (the same `delegate.toml` and `Host::start` as `delegate serve`, with an
+//! `agentcore_identity` provider for ServiceNow and `server.inbound = "agentcore"`) → AgentCore
+//! Identity stand-in (`GetResourceOauth2Token`, On-Behalf-Of at the IdP) → ServiceNow.
 //!
 //! What is asserted is what the caller and the container would notice: statuses and AWS error
 //! names from the front door, whether the container (or plugin code) saw the request at all, the
@@ -15,7 +15,9 @@ use delegate_devstack::{DevStack, DevStackOptions, idp_defaults as ids, seed};
 use delegate_devstack_agentcore::front_door::{
     FrontDoor, FrontDoorConfig, FrontDoorServer, SESSION_ID_HEADER, WorkloadIdentity,
 };
-use delegate_devstack_agentcore::identity::{ARTICLE_WORKLOAD, AgentCoreIdentity, IdentityConfig};
+use delegate_devstack_agentcore::identity::{
+    ARTICLE_PROVIDER, ARTICLE_WORKLOAD, AgentCoreIdentity, IdentityConfig,
+};
 use delegate_devstack_idp::{CorpusTarget, Expected, attack_corpus};
 use delegate_e2e::*;
 use serde_json::json;
@@ -73,6 +75,36 @@ async fn serve_identity(stack: &DevStack, identity: &AgentCoreIdentity) -> (Stri
     (url, wats)
 }
 
+/// `toml` (the devstack's `delegate.toml`) as the article's container runs it: the
+/// `servicenow` provider is `agentcore_identity` (AgentCore Identity performs the On-Behalf-Of
+/// exchange with the workload access token; delegate holds no client secret for it) and
+/// `server.inbound = "agentcore"` (Authorization allow-listed and verified again by delegate).
+fn behind_agentcore(toml: &str, identity_url: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in toml.lines() {
+        if line.starts_with('[') {
+            skipping = line == "[vault.providers.servicenow]";
+            if skipping {
+                out.push_str(&format!(
+                    "{line}\nkind = \"agentcore_identity\"\ncredential_provider = \"{ARTICLE_PROVIDER}\"\nregion = \"us-east-1\"\nendpoint_url = \"{identity_url}\"\n\n"
+                ));
+                continue;
+            }
+        }
+        if skipping {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if line == "[server]" {
+            out.push_str("inbound = \"agentcore\"\n");
+        }
+    }
+    assert!(out.contains("agentcore_identity") && out.contains("inbound = "), "unexpected devstack config");
+    out
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("delegate-e2e-agentcore-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -115,7 +147,8 @@ async fn chain(
         Path::new(component),
         &audit.display().to_string(),
     );
-    let config = Config::from_toml(&edit(toml, &identity_url), &dir).unwrap();
+    let toml = edit(behind_agentcore(&toml, &identity_url), &identity_url);
+    let config = Config::from_toml(&toml, &dir).unwrap();
     let host = Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.unwrap();
 
     // The authorizer as `update-agent-runtime --authorizer-configuration` takes it for Entra:
@@ -187,7 +220,13 @@ async fn jane_through_the_front_door_sees_exactly_her_five_incidents() {
     // ServiceNow call went out as Jane.
     let counters = chain.front.door.counters();
     assert_eq!((counters.workload_tokens, counters.container_requests, counters.container_errors), (1, 1, 0));
-    assert_eq!(chain.identity.counters().workload_tokens_issued, 1);
+    // Token B came from AgentCore Identity (GetResourceOauth2Token with that WAT, one OBO
+    // exchange at the IdP), not from delegate: it holds no client secret for ServiceNow.
+    let identity = chain.identity.counters();
+    assert_eq!(identity.workload_tokens_issued, 1);
+    assert!(identity.resource_token_calls >= 1, "{identity:?}");
+    assert_eq!(identity.obo_exchanges, 1, "{identity:?}");
+    assert_eq!(chain.stack.idp.idp().obo_calls(), 1);
     let audit: Vec<serde_json::Value> =
         chain.audit_text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let egress: Vec<_> = audit.iter().filter(|l| l["kind"] != "invocation").collect();
@@ -348,6 +387,9 @@ async fn the_workload_access_token_never_reaches_the_plugin_the_logs_or_the_audi
     assert_eq!(chain.front.door.counters().container_requests, 1);
     let wat = &wats[0];
     assert!(wat.len() >= 32);
+    // …and delegate used it: the probe's ServiceNow request got its Token B from AgentCore
+    // Identity, which only a valid WAT gets.
+    assert!(chain.identity.counters().obo_exchanges >= 1);
     let audit = chain.audit_text();
     assert!(!audit.is_empty());
     let log_text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
