@@ -1,9 +1,9 @@
 //! `delegate demo` and `delegate token`: the whole chain on one machine, on loopback.
 //!
-//! The demo starts the devstack (Entra-compatible IdP, ServiceNow sandbox, Bedrock-compatible
-//! endpoint with its planner; one CA) and the host serving the ServiceNow agent plugin (its
-//! component embedded in this binary), configured through the same `delegate.toml` an operator
-//! writes, so every code path is the production one.
+//! The demo starts the devstack (Entra-compatible IdP, ServiceNow sandbox, Microsoft Graph
+//! stand-in, Bedrock-compatible endpoint with its planner; one CA) and the host serving the
+//! ServiceNow agent plugin (its component embedded in this binary), configured through the same
+//! `delegate.toml` an operator writes, so every code path is the production one.
 
 use crate::Failure;
 use delegate_app::Host;
@@ -51,6 +51,8 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
         idp: options.idp,
         servicenow: options.servicenow,
         bedrock: options.bedrock,
+        // Any free loopback port: the URL is printed and written into the config.
+        graph: SocketAddr::from(([127, 0, 0, 1], 0)),
         dir: dir.clone(),
         delta_delay: Duration::from_millis(15),
     })
@@ -104,6 +106,7 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
     );
     println!("  identity provider (Entra-like)   {}  tenant {}", stack.idp.url(), defaults::TENANT_ID);
     println!("  ServiceNow sandbox               {}", stack.servicenow_url);
+    println!("  Microsoft Graph stand-in         {}", stack.graph_url);
     println!("  Bedrock-compatible endpoint      {}", stack.bedrock_url);
     println!("  devstack CA certificate          {}", stack.ca_path.display());
     println!("  host config                      {}", config_path.display());
@@ -116,6 +119,10 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
     println!("\n  try it:");
     println!(
         "    curl -N http://{listen}/invocations -H \"Authorization: Bearer $({exe} token --user {})\" -d '{{\"prompt\":\"Show me 5 incidents assigned to me\"}}'",
+        defaults::JANE
+    );
+    println!(
+        "    {exe} invoke --user {} \"Who is my manager, and show me my incidents\"   # Graph and ServiceNow, two Token Bs",
         defaults::JANE
     );
     println!(
