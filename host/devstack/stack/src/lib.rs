@@ -5,6 +5,8 @@
 //! writes the `delegate.toml` that points the production code paths at them: the same file an
 //! operator writes for real Entra ID, ServiceNow and Bedrock, with other URLs and the CA.
 
+pub mod agentcore;
+
 use delegate_devstack_bedrock::{BedrockStub, BedrockStubConfig};
 use delegate_devstack_graph::{Graph, GraphConfig};
 use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};

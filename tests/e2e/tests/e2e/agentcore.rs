@@ -11,22 +11,16 @@
 
 use delegate_app::Host;
 use delegate_config::Config;
+use delegate_devstack::agentcore::behind_agentcore;
 use delegate_devstack::{DevStack, DevStackOptions, idp_defaults as ids, seed};
-use delegate_devstack_agentcore::front_door::{
-    FrontDoor, FrontDoorConfig, FrontDoorServer, SESSION_ID_HEADER, WorkloadIdentity,
-};
-use delegate_devstack_agentcore::identity::{
-    ARTICLE_PROVIDER, ARTICLE_WORKLOAD, AgentCoreIdentity, IdentityConfig,
-};
+use delegate_devstack_agentcore::front_door::{FrontDoorConfig, FrontDoorServer, SESSION_ID_HEADER};
+use delegate_devstack_agentcore::identity::AgentCoreIdentity;
 use delegate_devstack_idp::{CorpusTarget, Expected, attack_corpus};
 use delegate_e2e::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const RUNTIME_ARN: &str =
-    "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/servicenow_agent-Xy12Ab34Cd";
 
 /// The whole chain: devstack, Identity stand-in, delegate (the container) and the front door.
 struct AgentCoreChain {
@@ -75,36 +69,6 @@ async fn serve_identity(stack: &DevStack, identity: &AgentCoreIdentity) -> (Stri
     (url, wats)
 }
 
-/// `toml` (the devstack's `delegate.toml`) as the article's container runs it: the
-/// `servicenow` provider is `agentcore_identity` (AgentCore Identity performs the On-Behalf-Of
-/// exchange with the workload access token; delegate holds no client secret for it) and
-/// `server.inbound = "agentcore"` (Authorization allow-listed and verified again by delegate).
-fn behind_agentcore(toml: &str, identity_url: &str) -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in toml.lines() {
-        if line.starts_with('[') {
-            skipping = line == "[vault.providers.servicenow]";
-            if skipping {
-                out.push_str(&format!(
-                    "{line}\nkind = \"agentcore_identity\"\ncredential_provider = \"{ARTICLE_PROVIDER}\"\nregion = \"us-east-1\"\nendpoint_url = \"{identity_url}\"\n\n"
-                ));
-                continue;
-            }
-        }
-        if skipping {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-        if line == "[server]" {
-            out.push_str("inbound = \"agentcore\"\n");
-        }
-    }
-    assert!(out.contains("agentcore_identity") && out.contains("inbound = "), "unexpected devstack config");
-    out
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("delegate-e2e-agentcore-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -119,26 +83,16 @@ fn ca_client(ca: &Path) -> reqwest::Client {
     .unwrap()
 }
 
-/// The chain serving `component`; `edit` may change delegate's config (it also gets the
-/// Identity stand-in's URL), `door` the front door's.
+/// The chain serving `component`; `edit` may change delegate's config, `door` the front door's.
 async fn chain(
     name: &str,
     component: &str,
-    edit: impl FnOnce(String, &str) -> String,
+    edit: impl FnOnce(String) -> String,
     door: impl FnOnce(&mut FrontDoorConfig),
 ) -> AgentCoreChain {
     let dir = scratch(name);
     let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
-    let idp = stack.idp.idp();
-    let client = ca_client(&stack.ca_path);
-    let identity = AgentCoreIdentity::new(IdentityConfig::article(
-        idp.issuer(ids::TENANT_ID),
-        idp.jwks_uri(ids::TENANT_ID),
-        idp.token_endpoint(ids::TENANT_ID),
-        ids::AGENT_APP_ID,
-        delegate_secret::Secret::new(ids::AGENT_APP_SECRET),
-        client.clone(),
-    ));
+    let identity = stack.agentcore_identity().unwrap();
     let (identity_url, wats) = serve_identity(&stack, &identity).await;
 
     let audit = dir.join("audit.jsonl");
@@ -147,33 +101,16 @@ async fn chain(
         Path::new(component),
         &audit.display().to_string(),
     );
-    let toml = edit(behind_agentcore(&toml, &identity_url), &identity_url);
+    let toml = edit(behind_agentcore(&toml, &identity_url));
+    assert!(toml.contains("kind = \"agentcore_identity\""), "the devstack config changed shape");
     let config = Config::from_toml(&toml, &dir).unwrap();
     let host = Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.unwrap();
 
-    // The authorizer as `update-agent-runtime --authorizer-configuration` takes it for Entra:
-    // the agent app's audiences (v2 GUID, v1 App ID URI); Entra tokens have no client_id, so
-    // no allowedClients. Authorization is allow-listed so delegate can verify it again and use
-    // it as the On-Behalf-Of assertion.
-    let authorizer = json!({"customJWTAuthorizer": {
-        "discoveryUrl": idp.discovery_url(ids::TENANT_ID),
-        "allowedAudience": [ids::AGENT_APP_ID, format!("api://{}", ids::AGENT_APP_ID)],
-    }});
-    let mut config = FrontDoorConfig::from_api_json(
-        RUNTIME_ARN,
-        &authorizer.to_string(),
-        &["Authorization"],
-        &format!("http://{}", host.addr),
-    )
-    .unwrap();
-    config.workload_identity =
-        Some(WorkloadIdentity { identity_url, workload_name: ARTICLE_WORKLOAD.to_owned() });
+    // The article's authorizer as the API takes it for Entra, Authorization allow-listed so
+    // delegate verifies the caller again.
+    let mut config = stack.front_door_config(&format!("http://{}", host.addr), &identity_url).unwrap();
     door(&mut config);
-    let front = FrontDoor::new(config, client)
-        .unwrap()
-        .serve("127.0.0.1:0".parse().unwrap(), Some(stack.server_tls.clone()))
-        .await
-        .unwrap();
+    let front = stack.start_front_door(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let http = ca_client(&stack.ca_path);
     AgentCoreChain { stack, host, identity, wats, front, audit, http }
 }
@@ -198,7 +135,7 @@ impl AgentCoreChain {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jane_through_the_front_door_sees_exactly_her_five_incidents() {
-    let chain = chain("jane", delegate_artifacts::SERVICENOW_AGENT, |t, _| t, |_| {}).await;
+    let chain = chain("jane", delegate_artifacts::SERVICENOW_AGENT, |t| t, |_| {}).await;
     let resp = chain
         .invoke()
         .bearer_auth(chain.token_a(ids::JANE))
@@ -241,7 +178,7 @@ async fn jane_through_the_front_door_sees_exactly_her_five_incidents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_token_gets_401_from_the_front_door_before_the_container_sees_anything() {
-    let chain = chain("missing", delegate_artifacts::SERVICENOW_AGENT, |t, _| t, |_| {}).await;
+    let chain = chain("missing", delegate_artifacts::SERVICENOW_AGENT, |t| t, |_| {}).await;
     let resp = chain.invoke().json(&json!({"prompt": "Show me my incidents"})).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["x-amzn-errortype"], "UnauthorizedException");
@@ -261,7 +198,7 @@ async fn a_missing_token_gets_401_from_the_front_door_before_the_container_sees_
 /// plugin code except the accepted controls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_tokens_never_reach_plugin_code() {
-    let chain = chain("corpus", delegate_artifacts::ECHO, |t, _| t, |_| {}).await;
+    let chain = chain("corpus", delegate_artifacts::ECHO, |t| t, |_| {}).await;
     let corpus = attack_corpus(chain.stack.idp.idp(), &CorpusTarget::default()).unwrap();
     assert!(corpus.len() >= 35, "only {} cases", corpus.len());
     let mut accepted = 0;
@@ -311,7 +248,7 @@ async fn invalid_tokens_never_reach_plugin_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_id_passes_through_to_the_plugin() {
-    let chain = chain("session", delegate_artifacts::PROBE_SANDBOX, |t, _| t, |_| {}).await;
+    let chain = chain("session", delegate_artifacts::PROBE_SANDBOX, |t| t, |_| {}).await;
     let token = chain.token_a(ids::JANE);
     let session = "jane-chat-2026-12-04-0001-abcdefghijklmnop";
     let resp = chain
@@ -337,7 +274,7 @@ async fn the_session_id_passes_through_to_the_plugin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_errors_reach_the_caller_as_424_runtime_client_error() {
-    let chain = chain("errors", delegate_artifacts::ECHO, |t, _| t, |_| {}).await;
+    let chain = chain("errors", delegate_artifacts::ECHO, |t| t, |_| {}).await;
     let token = chain.token_a(ids::JANE);
     // delegate answers 400 invalid_json; the caller sees the service's 424.
     let resp = chain.invoke().bearer_auth(&token).body("{not json").send().await.unwrap();
@@ -366,7 +303,7 @@ async fn container_errors_reach_the_caller_as_424_runtime_client_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workload_access_token_never_reaches_the_plugin_the_logs_or_the_audit() {
     let logs = crate::credentials::captured_logs();
-    let chain = chain("wat", delegate_artifacts::PROBE_CREDENTIALS, |t, _| t, |_| {}).await;
+    let chain = chain("wat", delegate_artifacts::PROBE_CREDENTIALS, |t| t, |_| {}).await;
     let token = chain.token_a(ids::JANE);
     let url = format!("{}/api/now/table/incident?sysparm_limit=1", chain.stack.servicenow_url);
     let resp = chain
