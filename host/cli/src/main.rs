@@ -124,17 +124,52 @@ enum PluginCommand {
         /// The component (.wasm) file.
         file: PathBuf,
     },
-    /// Deploy a plugin version (its manifest and the component it names) without a restart.
+    /// Deploy a plugin version (its manifest and the component it names, or a plugin artifact
+    /// in an OCI registry, by digest) without a restart.
     ///
     /// Example: delegate plugin deploy --name servicenow-agent plugins/servicenow/plugin.toml
+    /// Example: delegate plugin deploy --name servicenow-agent --oci oci://registry.example.com/plugins/servicenow-agent@sha256:...
     Deploy {
         /// The operator's plugin name (the manifest must carry the same name).
         #[arg(long)]
         name: String,
         /// The manifest (.toml); its `component` file is uploaded with it.
-        file: PathBuf,
+        #[arg(required_unless_present = "oci", conflicts_with = "oci")]
+        file: Option<PathBuf>,
+        /// Instead of a manifest file: `oci://registry[:port]/repository@sha256:<digest>`, pulled
+        /// and verified by the host (tags are refused).
+        #[arg(long)]
+        oci: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Push a plugin version (the manifest and the component it names) to an OCI registry as a
+    /// plugin artifact; prints the digest reference to deploy.
+    ///
+    /// Registry credentials come from a file or the environment, never the command line:
+    /// `--username` with `--password-file` or `DELEGATE_REGISTRY_PASSWORD`, or `--token-file`.
+    ///
+    /// Example: delegate plugin push plugin.toml oci://registry.example.com/plugins/servicenow-agent:1.4.0
+    Push {
+        /// The manifest (.toml) naming the component and its digest.
+        file: PathBuf,
+        /// `oci://registry[:port]/repository[:tag]`.
+        target: String,
+        /// Plain HTTP instead of HTTPS (loopback registries only).
+        #[arg(long)]
+        plain_http: bool,
+        /// User name for basic credentials.
+        #[arg(long, env = "DELEGATE_REGISTRY_USERNAME")]
+        username: Option<String>,
+        /// File holding the password (else `DELEGATE_REGISTRY_PASSWORD`).
+        #[arg(long, requires = "username")]
+        password_file: Option<PathBuf>,
+        /// File holding a bearer token (instead of a user name and password).
+        #[arg(long, conflicts_with = "username")]
+        token_file: Option<PathBuf>,
+        /// PEM CA bundle to trust in addition to the platform roots.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
     /// List every plugin with its active and previous version and digest.
     ///
@@ -239,7 +274,28 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve::run(&config),
         Command::Plugin { command } => match command {
             PluginCommand::Check { file } => check::plugin(&file),
-            PluginCommand::Deploy { name, file, admin } => plugin::deploy(&admin.client(), &name, &file),
+            PluginCommand::Deploy { name, file, oci, admin } => match (file, oci) {
+                (_, Some(reference)) => plugin::deploy_reference(&admin.client(), &name, &reference),
+                (Some(file), None) => plugin::deploy(&admin.client(), &name, &file),
+                (None, None) => Err(Failure::usage("give a manifest file or --oci REFERENCE")),
+            },
+            PluginCommand::Push {
+                file,
+                target,
+                plain_http,
+                username,
+                password_file,
+                token_file,
+                ca_file,
+            } => plugin::push(&plugin::PushOptions {
+                file,
+                target,
+                plain_http,
+                username,
+                password_file,
+                token_file,
+                ca_file,
+            }),
             PluginCommand::List { admin } => plugin::list(&admin.client()),
             PluginCommand::Rollback { name, admin } => plugin::rollback(&admin.client(), &name),
             PluginCommand::Remove { name, admin } => plugin::remove(&admin.client(), &name),

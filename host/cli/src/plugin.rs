@@ -102,6 +102,22 @@ pub(crate) fn deploy(client: &AdminClient, name: &str, file: &Path) -> Result<()
         "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
     });
     let answer = block_on(client.send(reqwest::Method::PUT, &format!("/admin/plugins/{name}"), Some(body)))?;
+    report_deploy(name, &answer);
+    Ok(())
+}
+
+/// Deploys the OCI artifact `reference` as plugin `name`: the host pulls and verifies it.
+pub(crate) fn deploy_reference(client: &AdminClient, name: &str, reference: &str) -> Result<(), Failure> {
+    // Refuse a tag or a typo here, with the same message the host would give.
+    delegate_oci::Reference::parse(reference).map_err(|e| Failure::usage(e.to_string()))?;
+    let body = serde_json::json!({ "oci": reference });
+    let answer = block_on(client.send(reqwest::Method::PUT, &format!("/admin/plugins/{name}"), Some(body)))?;
+    report_deploy(name, &answer);
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn report_deploy(name: &str, answer: &serde_json::Value) {
     if answer["unchanged"].as_bool() == Some(true) {
         println!("{name}: {} is already active; nothing changed", describe(&answer["active"]));
     } else {
@@ -117,6 +133,108 @@ pub(crate) fn deploy(client: &AdminClient, name: &str, file: &Path) -> Result<()
             answer["active"]["load_ms"]
         );
     }
+}
+
+/// What `delegate plugin push` was given.
+pub(crate) struct PushOptions {
+    /// The manifest.
+    pub file: PathBuf,
+    /// `oci://registry/repository[:tag]`.
+    pub target: String,
+    /// Plain HTTP (loopback only).
+    pub plain_http: bool,
+    /// Basic credentials' user name.
+    pub username: Option<String>,
+    /// The password's file (else `DELEGATE_REGISTRY_PASSWORD`).
+    pub password_file: Option<PathBuf>,
+    /// A bearer token's file.
+    pub token_file: Option<PathBuf>,
+    /// Extra CA bundle.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn read_secret(path: &Path, what: &str) -> Result<delegate_secret::Secret, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::usage(format!("cannot read the {what} file {}: {}", path.display(), e.kind()))
+    })?;
+    let secret = delegate_secret::Secret::new(text.trim_end_matches(['\r', '\n']));
+    drop(delegate_secret::Secret::new(text));
+    if secret.is_empty() {
+        return Err(Failure::usage(format!("the {what} file {} is empty", path.display())));
+    }
+    Ok(secret)
+}
+
+/// Pushes the manifest `file` and its component to `target`; prints the digest reference.
+#[allow(clippy::print_stdout)]
+pub(crate) fn push(options: &PushOptions) -> Result<(), Failure> {
+    let file = &options.file;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::usage(format!("cannot read the manifest {}: {e}", file.display())))?;
+    let base = file.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let manifest = delegate_config::Manifest::from_toml(&text, &base)
+        .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+    let component = manifest.component.as_deref().ok_or_else(|| {
+        Failure::usage(format!("{}: the manifest names no `component` file to push", file.display()))
+    })?;
+    let bytes = std::fs::read(component)
+        .map_err(|e| Failure::usage(format!("cannot read the component {}: {e}", component.display())))?;
+    // An artifact whose component does not match its manifest would be refused by every host.
+    let actual = delegate_oci::Digest::of(&bytes);
+    if actual.as_str() != manifest.digest {
+        return Err(Failure::usage(format!(
+            "{}: the component's digest is {actual}, the manifest pins {}",
+            file.display(),
+            manifest.digest
+        )));
+    }
+    // The artifact's plugin.toml must not carry this machine's path to the component: the
+    // component is the artifact's wasm layer.
+    let portable = without_component_key(&text);
+    let check = delegate_config::Manifest::from_toml(&portable, &base)
+        .map_err(|e| Failure::failed(format!("{}: {e}", file.display())))?;
+    if check.component.is_some() || check.digest != manifest.digest {
+        return Err(Failure::usage(format!(
+            "{}: write `component` as one top-level `component = \"...\"` line",
+            file.display()
+        )));
+    }
+    let target = delegate_oci::Target::parse(&options.target).map_err(|e| Failure::usage(e.to_string()))?;
+    let mut config = delegate_oci::OciConfig::default();
+    if options.plain_http {
+        config.plain_http.push(target.registry.clone());
+    }
+    let mut settings =
+        config.validate(&base).map_err(|e| Failure::usage(format!("--plain-http: {}", e.message)))?;
+    let credentials = match (&options.username, &options.token_file) {
+        (Some(username), None) => {
+            let password = match &options.password_file {
+                Some(path) => read_secret(path, "password")?,
+                None => std::env::var("DELEGATE_REGISTRY_PASSWORD")
+                    .map(delegate_secret::Secret::new)
+                    .map_err(|_| {
+                        Failure::usage("--username needs --password-file FILE or DELEGATE_REGISTRY_PASSWORD")
+                    })?,
+            };
+            Some(delegate_oci::Credentials::Basic { username: username.clone(), password })
+        }
+        (None, Some(path)) => Some(delegate_oci::Credentials::Bearer(read_secret(path, "token")?)),
+        (None, None) => None,
+        (Some(_), Some(_)) => return Err(Failure::usage("give --username or --token-file, not both")),
+    };
+    if let Some(c) = credentials {
+        settings.credentials.insert(target.registry.clone(), c);
+    }
+    let outbound = delegate_outbound::OutboundConfig {
+        extra_ca_pem_files: options.ca_file.iter().cloned().collect(),
+        ..delegate_outbound::OutboundConfig::default()
+    };
+    let http = delegate_outbound::build_client(&outbound).map_err(|e| Failure::usage(e.to_string()))?;
+    let client = delegate_oci::RegistryClient::new(http, settings, None);
+    let reference = block_on(async {
+        client.push(&target, &bytes, &portable).await.map_err(|e| Failure::failed(e.to_string()))
+    })?;
+    println!("{reference}");
     Ok(())
 }
 
@@ -152,4 +270,35 @@ pub(crate) fn remove(client: &AdminClient, name: &str) -> Result<(), Failure> {
     let answer = block_on(client.send(reqwest::Method::DELETE, &format!("/admin/plugins/{name}"), None))?;
     println!("{name}: removed {}", describe(&answer["removed"]));
     Ok(())
+}
+
+/// `text` without its top-level `component = ...` line.
+fn without_component_key(text: &str) -> String {
+    let mut in_root = true;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        in_root &= !trimmed.starts_with('[');
+        let is_component =
+            trimmed.strip_prefix("component").is_some_and(|rest| rest.trim_start().starts_with('='));
+        if !(in_root && is_component) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    #[test]
+    fn the_pushed_manifest_drops_only_the_top_level_component_path() {
+        let text = "name = \"echo\"\ncomponent = \"/home/me/echo.wasm\"\ndigest = \"sha256:x\"\n[settings]\ncomponent = \"kept\"\n";
+        assert_eq!(
+            super::without_component_key(text),
+            "name = \"echo\"\ndigest = \"sha256:x\"\n[settings]\ncomponent = \"kept\"\n"
+        );
+    }
 }
