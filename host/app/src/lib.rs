@@ -75,8 +75,8 @@ impl Host {
                 .map_err(StartError::usage)?,
         );
         let model = wiring::model_provider(config, aws_credentials).await?;
-        let gateway =
-            wiring::egress_gateway(config, wiring::audit_sink(config)?)?.with_metrics(Arc::clone(&metrics));
+        let gateway = wiring::egress_gateway(config, wiring::audit_sink(config)?, &metrics)?
+            .with_metrics(Arc::clone(&metrics));
         let oci = wiring::oci_client(config)?;
         let deployer = Arc::new(Deployer::new(
             runtime,

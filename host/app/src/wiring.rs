@@ -32,10 +32,22 @@ pub(crate) async fn authorizer(config: &Config) -> Result<Arc<dyn delegate_serve
 pub(crate) fn egress_gateway(
     config: &Config,
     sink: Arc<delegate_egress::AuditSink>,
+    metrics: &Arc<delegate_metrics::Metrics>,
 ) -> Result<delegate_egress::EgressGateway, Failure> {
     let client = delegate_outbound::build_client(&config.outbound)
         .map_err(|e| Failure::usage(format!("outbound: {e}")))?;
-    let vault = Arc::new(delegate_vault::TokenVault::new(config.vault.clone(), client.clone()));
+    let vault = match config.vault.redis() {
+        None => delegate_vault::TokenVault::new(config.vault.clone(), client.clone()),
+        Some(redis) => {
+            // Connects lazily: Redis being down at start is a miss like any other, not a
+            // start failure (the fleet must come up even while its cache does not).
+            let cache = delegate_vault::RedisCache::new(redis, Some(Arc::clone(metrics)))
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            tracing::info!(url = redis.url(), "token vault: tokens shared with the other replicas in Redis");
+            delegate_vault::TokenVault::with_cache(config.vault.clone(), client.clone(), Arc::new(cache))
+        }
+    };
+    let vault = Arc::new(vault);
     Ok(delegate_egress::EgressGateway::new(vault, client, sink))
 }
 

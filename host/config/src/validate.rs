@@ -789,6 +789,7 @@ mod docs_drift {
         ("outbound", "[outbound]\nzz = 1"),
         ("vault", "[vault]\nzz = 1"),
         ("vault.cache", "[vault.cache]\nzz = 1"),
+        ("vault.cache.redis", "[vault.cache.redis]\nzz = 1"),
         ("vault.providers.kind", "[vault.providers.a]\nkind = \"zz\""),
         ("vault.providers.entra_obo", "[vault.providers.a]\nkind = \"entra_obo\"\nzz = 1"),
         ("vault.providers.token_exchange", "[vault.providers.a]\nkind = \"token_exchange\"\nzz = 1"),

@@ -100,6 +100,11 @@ struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SharedCacheLabels {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeployLabels {
     plugin: String,
     outcome: String,
@@ -116,6 +121,44 @@ pub enum TokenSource {
     Failed,
 }
 
+/// What happened at the shared token cache (Redis) of the vault
+/// (`delegate_vault_shared_cache_events_total{event=...}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedCacheEvent {
+    /// A fresh token was found in the shared store.
+    Hit,
+    /// Nothing (fresh) under the key.
+    Miss,
+    /// A store operation failed or timed out (treated as a miss).
+    Error,
+    /// A stored value did not open (wrong key, tampered, malformed): treated as a miss.
+    Undecryptable,
+    /// This replica took the cross-replica exchange lock for a key.
+    LockWon,
+    /// Another replica held the lock; this one waited for its token.
+    LockWaited,
+    /// The wait for another replica's token passed its bound.
+    LockTimedOut,
+    /// An exchange made without the cross-replica lock (store down, wait bound passed, or the
+    /// lock holder gave up): the fail-safe path that costs an extra IdP call.
+    FallbackExchange,
+}
+
+impl SharedCacheEvent {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Error => "error",
+            Self::Undecryptable => "undecryptable",
+            Self::LockWon => "lock_won",
+            Self::LockWaited => "lock_waited",
+            Self::LockTimedOut => "lock_timed_out",
+            Self::FallbackExchange => "fallback_exchange",
+        }
+    }
+}
+
 /// Every series of the host.
 pub struct Metrics {
     registry: Registry,
@@ -130,6 +173,7 @@ pub struct Metrics {
     model_tokens: Family<TokenLabels, Counter>,
     limit_hits: Family<LimitLabels, Counter>,
     deploys: Family<DeployLabels, Counter>,
+    shared_cache: Family<SharedCacheLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -222,6 +266,12 @@ impl Metrics {
             "Plugin deploys through the admin API, by plugin and outcome",
             deploys.clone(),
         );
+        let shared_cache = Family::<SharedCacheLabels, Counter>::default();
+        registry.register(
+            "vault_shared_cache_events",
+            "Shared token cache (Redis) events: hit, miss, error, undecryptable, lock_won, lock_waited, lock_timed_out, fallback_exchange",
+            shared_cache.clone(),
+        );
         Arc::new(Self {
             registry,
             invocations,
@@ -235,6 +285,7 @@ impl Metrics {
             model_tokens,
             limit_hits,
             deploys,
+            shared_cache,
         })
     }
 
@@ -335,6 +386,11 @@ impl Metrics {
         self.deploys
             .get_or_create(&DeployLabels { plugin: plugin.to_owned(), outcome: outcome.to_owned() })
             .inc();
+    }
+
+    /// Counts one event at the vault's shared token cache.
+    pub fn record_shared_cache(&self, event: SharedCacheEvent) {
+        self.shared_cache.get_or_create(&SharedCacheLabels { event: event.label() }).inc();
     }
 
     /// Counts an invocation as running until the returned guard is dropped.

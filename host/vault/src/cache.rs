@@ -12,8 +12,9 @@
 //!   replica dies;
 //! - treat store errors as misses (fail towards asking the IdP, never towards a stale token).
 //!
-//! Single-flight is per replica (N replicas → at most N concurrent IdP calls per key); a
-//! store-side lock (`SET NX PX`) could make it global if the IdP's throttling requires it.
+//! Single-flight is per replica; a shared store may also offer a [`SharedLock`] (Redis:
+//! `SET NX PX`), which the vault takes on a miss so that one replica of the fleet asks the IdP
+//! while the others wait for its token, boundedly ([`crate::RedisCache`]).
 
 use async_trait::async_trait;
 use delegate_secret::Secret;
@@ -94,6 +95,39 @@ pub trait VaultCache: Send + Sync + 'static {
     async fn put(&self, key: CacheKey, token: CachedToken, now: u64);
     /// Removes the entry for `key` (the downstream said 401 to it).
     async fn evict(&self, key: &CacheKey);
+    /// A cross-replica lock for one key's exchange, if the store has one (the in-memory
+    /// store does not: the vault's per-replica single-flight is all it needs).
+    fn shared_lock(&self) -> Option<&dyn SharedLock> {
+        None
+    }
+}
+
+/// Proof of holding a [`SharedLock`] for a key: a random value only the holder knows, so a
+/// release never deletes a lock that expired and was taken by another replica meanwhile.
+#[derive(Debug)]
+pub struct HeldLock(pub(crate) String);
+
+/// The answer to [`SharedLock::acquire`].
+#[derive(Debug)]
+pub enum LockAttempt {
+    /// This replica exchanges; it must [`SharedLock::release`] afterwards.
+    Acquired(HeldLock),
+    /// Another replica is exchanging: [`SharedLock::wait`] for its token.
+    Held,
+    /// The store did not answer: exchange locally (fail safe: an extra IdP call).
+    Unavailable,
+}
+
+/// A lock around one key's IdP exchange, shared by every replica using the store.
+#[async_trait]
+pub trait SharedLock: Send + Sync {
+    /// Tries to take the lock for `key` (never blocks beyond the store's operation timeout).
+    async fn acquire(&self, key: &CacheKey) -> LockAttempt;
+    /// Releases a lock taken by [`SharedLock::acquire`] if it is still this replica's.
+    async fn release(&self, key: &CacheKey, lock: HeldLock);
+    /// Waits, boundedly, for the holder's token to appear under `key`; `None` if the bound
+    /// passes, the holder gave up, or the store fails (the caller then exchanges itself).
+    async fn wait(&self, key: &CacheKey, now: u64) -> Option<CachedToken>;
 }
 
 /// The in-memory store: a bounded map. When full, expired entries are dropped first, then the

@@ -45,6 +45,58 @@ pub struct CacheConfig {
     /// (default 200).
     #[serde(default)]
     pub retry_backoff_ms: Option<u64>,
+    /// Where tokens are cached: `memory` (default, per replica) or `redis` (shared by every
+    /// replica, configured in `redis`).
+    #[serde(default)]
+    pub backend: Option<CacheBackend>,
+    /// The shared store, for `backend = "redis"`.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+/// The token cache's store.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheBackend {
+    /// A bounded map in this process.
+    #[default]
+    Memory,
+    /// Redis, shared by the replicas: sealed values, keyed-hash names, a cross-replica lock.
+    Redis,
+}
+
+/// The `[vault.cache.redis]` section.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RedisConfig {
+    /// `redis://host:port/db`, `rediss://…` (TLS) or `unix:///path/redis.sock`; without
+    /// credentials (those go in `username` and `password`).
+    pub url: String,
+    /// The 256-bit vault key (base64), by reference: seals values and keys their names.
+    pub key: SecretRef,
+    /// The key before a rotation, by reference: entries it sealed are still read.
+    #[serde(default)]
+    pub previous_key: Option<SecretRef>,
+    /// ACL user name (default: Redis's `default` user).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The Redis password, by reference.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// Time limit per Redis operation, in milliseconds (default 150).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Lifetime of the cross-replica exchange lock, in milliseconds (default 5000).
+    #[serde(default)]
+    pub lock_ttl_ms: Option<u64>,
+    /// How long a replica waits for another's exchange before exchanging itself, in
+    /// milliseconds (default 2000).
+    #[serde(default)]
+    pub lock_wait_ms: Option<u64>,
+    /// Allow plain `redis://` to a host that is not loopback (default false: tokens, even
+    /// sealed, and the password would cross the network in clear).
+    #[serde(default)]
+    pub allow_plaintext: Option<bool>,
 }
 
 /// One credential provider.
@@ -225,6 +277,43 @@ pub struct VaultSettings {
     pub(crate) attempts: u32,
     pub(crate) attempt_timeout: Duration,
     pub(crate) retry_backoff: Duration,
+    pub(crate) redis: Option<RedisSettings>,
+}
+
+/// A validated `[vault.cache.redis]`: the connection target, its credentials and the vault
+/// keys resolved, the timings checked.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// The URL without credentials (safe to log).
+    pub(crate) url: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<Secret>,
+    pub(crate) key: zeroize::Zeroizing<[u8; crate::seal::KEY_LEN]>,
+    pub(crate) previous_key: Option<zeroize::Zeroizing<[u8; crate::seal::KEY_LEN]>>,
+    pub(crate) timeout: Duration,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) lock_wait: Duration,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("previous_key", &self.previous_key.is_some())
+            .field("timeout", &self.timeout)
+            .field("lock_ttl", &self.lock_ttl)
+            .field("lock_wait", &self.lock_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSettings {
+    /// The store's URL (without credentials).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 impl VaultSettings {
@@ -238,6 +327,11 @@ impl VaultSettings {
     /// by delegate).
     pub fn is_agentcore_identity(&self, name: &str) -> bool {
         self.agentcore.contains_key(name)
+    }
+
+    /// The shared store, when `backend = "redis"`.
+    pub fn redis(&self) -> Option<&RedisSettings> {
+        self.redis.as_ref()
     }
 }
 
@@ -289,6 +383,19 @@ impl VaultConfig {
         if timeout_ms == 0 {
             return Err(invalid("cache.idp_timeout_ms".into(), "must be greater than zero"));
         }
+        let redis = match (c.backend.unwrap_or_default(), c.redis) {
+            (CacheBackend::Memory, None) => None,
+            (CacheBackend::Memory, Some(_)) => {
+                return Err(invalid("cache.redis".into(), "is set, but `cache.backend` is not \"redis\""));
+            }
+            (CacheBackend::Redis, None) => {
+                return Err(invalid(
+                    "cache.redis".into(),
+                    "`backend = \"redis\"` needs a [vault.cache.redis] section",
+                ));
+            }
+            (CacheBackend::Redis, Some(r)) => Some(r.validate()?),
+        };
         Ok(VaultSettings {
             providers,
             agentcore,
@@ -297,8 +404,92 @@ impl VaultConfig {
             attempts,
             attempt_timeout: Duration::from_millis(timeout_ms),
             retry_backoff: Duration::from_millis(c.retry_backoff_ms.unwrap_or(200)),
+            redis,
         })
     }
+}
+
+impl RedisConfig {
+    fn validate(self) -> Result<RedisSettings, InvalidSetting> {
+        let at = |k: &str| format!("cache.redis.{k}");
+        let url = redis_url(&at("url"), &self.url, self.allow_plaintext.unwrap_or(false))?;
+        let vault_key = |r: &SecretRef, k: &str| {
+            let secret = r.resolve(&at(k))?;
+            crate::seal::decode_key(&secret).map_err(|e| invalid(at(k), e.to_string()))
+        };
+        let key = vault_key(&self.key, "key")?;
+        let previous_key = self.previous_key.as_ref().map(|r| vault_key(r, "previous_key")).transpose()?;
+        if previous_key.as_ref().is_some_and(|p| **p == *key) {
+            return Err(invalid(at("previous_key"), "is the same as `key`"));
+        }
+        if self.username.as_deref().is_some_and(|u| u.trim().is_empty() || u.contains(char::is_whitespace)) {
+            return Err(invalid(at("username"), "must be a non-empty name without spaces"));
+        }
+        let password = self.password.as_ref().map(|r| r.resolve(&at("password"))).transpose()?;
+        let ms = |v: Option<u64>, default: u64, k: &str, max: u64| {
+            let v = v.unwrap_or(default);
+            if v == 0 || v > max {
+                return Err(invalid(at(k), format!("must be between 1 and {max}")));
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let timeout = ms(self.timeout_ms, 150, "timeout_ms", 5_000)?;
+        let lock_ttl = ms(self.lock_ttl_ms, 5_000, "lock_ttl_ms", 120_000)?;
+        let lock_wait = ms(self.lock_wait_ms, 2_000, "lock_wait_ms", 60_000)?;
+        Ok(RedisSettings {
+            url,
+            username: self.username,
+            password,
+            key,
+            previous_key,
+            timeout,
+            lock_ttl,
+            lock_wait,
+        })
+    }
+}
+
+/// Redis URLs: no credentials in them (a URL gets logged), and plain TCP only to loopback
+/// unless the operator opts in; unix sockets are local by construction.
+fn redis_url(key: &str, raw: &str, allow_plaintext: bool) -> Result<String, InvalidSetting> {
+    let url = url::Url::parse(raw).map_err(|e| invalid(key.into(), format!("not a URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(key.into(), "must not contain credentials; use `username` and `password`"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(key.into(), "must not have a query or fragment"));
+    }
+    match url.scheme() {
+        "unix" | "redis+unix" => {
+            if url.path().is_empty() || url.path() == "/" {
+                return Err(invalid(
+                    key.into(),
+                    "needs the socket's path, e.g. unix:///run/redis/redis.sock",
+                ));
+            }
+        }
+        "rediss" => {
+            if url.host().is_none() {
+                return Err(invalid(key.into(), "has no host"));
+            }
+        }
+        "redis" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => return Err(invalid(key.into(), "has no host")),
+            };
+            if !loopback && !allow_plaintext {
+                return Err(invalid(
+                    key.into(),
+                    "plain redis:// is only for loopback; use rediss:// (TLS) or set `allow_plaintext = true`",
+                ));
+            }
+        }
+        _ => return Err(invalid(key.into(), "must be redis://, rediss:// or unix://")),
+    }
+    Ok(raw.to_owned())
 }
 
 fn client(at: &str, c: ClientConfig, grant: Grant) -> Result<Provider, InvalidSetting> {

@@ -12,7 +12,10 @@
 //!
 //! Tokens are cached per (issuer, tenant, subject, provider, sorted scopes) until `expires_in`
 //! minus a skew, never past Token A's own expiry; the cache is bounded; concurrent misses for
-//! one key make a single IdP call. [`VaultCache`] admits a shared store for several replicas.
+//! one key make a single IdP call. [`VaultCache`] admits a shared store for several replicas:
+//! [`RedisCache`] keeps sealed tokens ([`seal`]) in Redis and takes a cross-replica lock on a
+//! miss, so the fleet makes one exchange per key, falling back to a local exchange when Redis
+//! fails.
 //! IdP errors keep their OAuth/AADSTS codes and map to caller-facing statuses in
 //! [`VaultError::status`], [`VaultError::code`] and [`VaultError::www_authenticate`].
 
@@ -21,16 +24,20 @@ mod cache;
 mod config;
 mod error;
 mod idp;
+mod redis_cache;
+pub mod seal;
 mod vault;
 
 #[cfg(test)]
 mod tests;
 
-pub use cache::{CacheKey, CachedToken, MemoryCache, VaultCache};
+pub use cache::{CacheKey, CachedToken, HeldLock, LockAttempt, MemoryCache, SharedLock, VaultCache};
 pub use config::AgentCoreIdentityConfig;
 pub use config::{
-    CacheConfig, CertificateConfig, ClientConfig, InvalidSetting, ProviderConfig, SecretRef,
+    CacheBackend, CacheConfig, CertificateConfig, ClientConfig, InvalidSetting, ProviderConfig, SecretRef,
     TokenExchangeConfig, VaultConfig, VaultSettings,
 };
+pub use config::{RedisConfig, RedisSettings};
 pub use error::{IdpError, VaultError};
+pub use redis_cache::{RedisCache, SharedCacheStats};
 pub use vault::{CacheStatus, IssuedToken, TokenVault};

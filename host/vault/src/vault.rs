@@ -1,6 +1,6 @@
 //! [`TokenVault`]: cache lookup, single-flight, IdP call, expiry rules.
 
-use crate::cache::{CacheKey, CachedToken, MemoryCache, VaultCache};
+use crate::cache::{CacheKey, CachedToken, LockAttempt, MemoryCache, VaultCache};
 use crate::config::{Grant, VaultSettings};
 use crate::error::VaultError;
 use crate::idp;
@@ -138,7 +138,8 @@ impl TokenVault {
         // finished or abandoned flight never lingers (an errored one must not be reused).
         let _guard = FlightGuard { inflight: &self.inflight, key: &key, flight: &flight };
         // If the request running the initialiser is cancelled, the next waiter runs it.
-        let result = flight.get_or_init(|| self.fetch(caller, provider, &key, delegated)).await.clone();
+        let result =
+            flight.get_or_init(|| self.fetch_shared(caller, provider, &key, delegated)).await.clone();
         result.map(|t| IssuedToken { token: t.token, cache: CacheStatus::Miss, expires_at: t.expires_at })
     }
 
@@ -186,6 +187,37 @@ impl TokenVault {
                 (CacheKey::new(caller.issuer(), caller.tenant(), caller.subject(), provider, scopes), true)
             }
         })
+    }
+
+    /// [`TokenVault::fetch`], coordinated across replicas when the cache offers a
+    /// [`SharedLock`]: the lock's winner exchanges and shares the token, the others wait for it
+    /// (boundedly), and any store failure falls back to a local exchange.
+    async fn fetch_shared(
+        &self,
+        caller: &VerifiedCaller,
+        name: &str,
+        key: &CacheKey,
+        delegated: bool,
+    ) -> Result<CachedToken, VaultError> {
+        let Some(lock) = self.cache.shared_lock() else {
+            return self.fetch(caller, name, key, delegated).await;
+        };
+        match lock.acquire(key).await {
+            LockAttempt::Acquired(held) => {
+                // Another replica may have shared the token between our miss and the lock.
+                let result = match self.cache.get(key, (self.clock)()).await {
+                    Some(token) => Ok(token),
+                    None => self.fetch(caller, name, key, delegated).await,
+                };
+                lock.release(key, held).await;
+                result
+            }
+            LockAttempt::Held => match lock.wait(key, (self.clock)()).await {
+                Some(token) => Ok(token),
+                None => self.fetch(caller, name, key, delegated).await,
+            },
+            LockAttempt::Unavailable => self.fetch(caller, name, key, delegated).await,
+        }
     }
 
     async fn fetch(

@@ -1,6 +1,7 @@
 //! Shared harness for delegate's end-to-end tests: a real server on a loopback port.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod redis;
 pub mod registry;
 
 use delegate_auth::{VerifiedCaller, VerifiedCallerBuilder};

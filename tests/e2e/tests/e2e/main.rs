@@ -17,6 +17,7 @@ mod limits;
 mod observability;
 mod oci;
 mod sandbox;
+mod scale_out;
 mod streaming;
 
 /// Every guest artifact is used by some test (wasmtime's "no orphan test program" rule).
