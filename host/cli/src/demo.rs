@@ -34,6 +34,8 @@ pub(crate) struct DemoOptions {
     pub bedrock: SocketAddr,
     pub admin: SocketAddr,
     pub audit_log: Option<PathBuf>,
+    /// `--agentcore`: serve the host as the container behind the AgentCore stand-ins.
+    pub agentcore: Option<crate::demo_agentcore::AgentCoreDemo>,
 }
 
 pub(crate) fn run(options: &DemoOptions) -> Result<(), Failure> {
@@ -83,6 +85,14 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
         options.admin,
         token_file.display().to_string()
     );
+    // `--agentcore`: the Identity stand-in first, since the container's config names it.
+    let (agentcore, toml) = match &options.agentcore {
+        Some(ac) => {
+            let (identity, toml) = crate::demo_agentcore::start_identity(&stack, ac, &toml).await?;
+            (Some((ac, identity)), toml)
+        }
+        None => (None, toml),
+    };
     let config_path = dir.join("delegate.toml");
     std::fs::write(&config_path, &toml)
         .map_err(|e| Failure::failed(format!("cannot write {}: {e}", config_path.display())))?;
@@ -133,6 +143,13 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
         host.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
         token_file.display()
     );
+
+    let _front_door = match &agentcore {
+        Some((ac, identity)) => {
+            Some(crate::demo_agentcore::start_front_door(&stack, ac, identity, listen).await?)
+        }
+        None => None,
+    };
 
     crate::serve::shutdown_signal().await;
     host.shutdown(Duration::from_secs(10)).await.map_err(Failure::from)

@@ -5,6 +5,7 @@
 
 mod check;
 mod demo;
+mod demo_agentcore;
 mod invoke;
 mod plugin;
 mod serve;
@@ -52,6 +53,16 @@ enum Command {
         /// Write audit records (one JSON line per credential use or denial) here.
         #[arg(long)]
         audit_log: Option<PathBuf>,
+        /// Run the article's AgentCore deployment: the host as the container behind an AgentCore
+        /// Runtime front door stand-in, Token B from an AgentCore Identity stand-in.
+        #[arg(long)]
+        agentcore: bool,
+        /// Address of the AgentCore Runtime front door (HTTPS; with --agentcore).
+        #[arg(long, default_value = "127.0.0.1:8446")]
+        front_door_listen: std::net::SocketAddr,
+        /// Address of the AgentCore Identity data plane (HTTPS; with --agentcore).
+        #[arg(long, default_value = "127.0.0.1:8447")]
+        identity_listen: std::net::SocketAddr,
     },
     /// Send a prompt to /invocations and print the answer as it streams (exit 1 on failure).
     ///
@@ -257,16 +268,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let result = match cli.command {
-        Command::Demo { listen, idp_listen, servicenow_listen, bedrock_listen, admin_listen, audit_log } => {
-            demo::run(&demo::DemoOptions {
-                listen,
-                idp: idp_listen,
-                servicenow: servicenow_listen,
-                bedrock: bedrock_listen,
-                admin: admin_listen,
-                audit_log,
-            })
-        }
+        Command::Demo {
+            listen,
+            idp_listen,
+            servicenow_listen,
+            bedrock_listen,
+            admin_listen,
+            audit_log,
+            agentcore,
+            front_door_listen,
+            identity_listen,
+        } => demo::run(&demo::DemoOptions {
+            listen,
+            idp: idp_listen,
+            servicenow: servicenow_listen,
+            bedrock: bedrock_listen,
+            admin: admin_listen,
+            audit_log,
+            agentcore: agentcore.then_some(demo_agentcore::AgentCoreDemo {
+                front_door: front_door_listen,
+                identity: identity_listen,
+            }),
+        }),
         Command::Invoke { url, token, user, idp, session, json, prompt } => {
             invoke::run(&invoke::InvokeOptions { url, token, user, idp, session, json, prompt })
         }

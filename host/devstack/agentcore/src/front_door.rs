@@ -518,9 +518,14 @@ fn parse_runtime_arn(arn: &str) -> Result<String, FrontDoorError> {
     Ok(region.to_owned())
 }
 
+/// Everything but RFC 3986's unreserved characters: what `urllib.parse.quote(arn, safe="")`
+/// and `encodeURIComponent` escape.
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// The ARN percent-encoded as one path segment (`:` → `%3A`, `/` → `%2F`), as callers send it.
 pub fn encode_arn(arn: &str) -> String {
-    percent_encoding::utf8_percent_encode(arn, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(arn, PATH_SEGMENT).to_string()
 }
 
 fn check_custom_claim(claim: &CustomClaim) -> Result<(), FrontDoorError> {

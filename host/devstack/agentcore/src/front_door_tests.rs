@@ -183,6 +183,7 @@ async fn missing_token_is_401_with_resource_metadata_and_the_container_sees_noth
         encode_arn(ARN)
     );
     assert_eq!(challenge, expected);
+    assert!(challenge.contains("/runtimes/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A123456789012%3Aruntime%2Fservicenow_agent-Ab12Cd34Ef/invocations/"), "{challenge}");
     let body: Value = resp.json().await.unwrap();
     assert!(body["message"].as_str().unwrap().contains("missing"), "{body}");
     // A non-Bearer scheme counts as missing, too.
