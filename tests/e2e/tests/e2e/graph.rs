@@ -247,3 +247,50 @@ async fn graph_refuses_token_a_and_servicenow_tokens() {
         ]
     );
 }
+
+/// The operator's Graph rule grants `GET` below `/v1.0/me` and nothing else: a plugin (the
+/// credential probe, which requests whatever URL it is given) reads the caller's own profile
+/// with the Graph token attached, and is denied other users and other methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_rule_grants_only_get_below_me() {
+    let probe = AgentBuild {
+        component: std::path::PathBuf::from(delegate_artifacts::PROBE_CREDENTIALS),
+        cache_dir: None,
+        engine: "",
+    };
+    let chain = chain_with(&probe, |t| t).await;
+    let graph = &chain.stack.graph_url;
+    let resp = delegate_e2e::client()
+        .post(format!("{}/invocations", chain.url))
+        .bearer_auth(chain.token_a(ids::JANE))
+        .json(&serde_json::json!({
+            "url": format!("{graph}/v1.0/me"),
+            "redirect": format!("{graph}/v1.0/users/{}", ids::JANE_MANAGER),
+        }))
+        .send()
+        .await
+        .unwrap();
+    let seen = delegate_e2e::collect(resp).await;
+    let report: Value = serde_json::from_str(seen.result.as_deref().expect("probe result")).unwrap();
+    let entry =
+        |label: &str| report.as_array().unwrap().iter().find(|e| e["label"] == label).cloned().unwrap();
+    let me = entry("reflect");
+    assert_eq!(me["status"], 200, "{me}");
+    let profile: Value = serde_json::from_str(me["body"].as_str().unwrap()).unwrap();
+    assert_eq!(profile["userPrincipalName"], ids::JANE);
+    // Another user, and a POST to /me: no rule covers them.
+    assert!(entry("redirect")["error"].as_str().unwrap().contains("denied"), "{}", entry("redirect"));
+    assert!(entry("post")["error"].as_str().unwrap().contains("denied"), "{}", entry("post"));
+    let denied: Vec<Value> = egress_lines(&chain).into_iter().filter(|l| l["decision"] == "denied").collect();
+    assert!(denied.iter().any(|l| l["path"] == "/v1.0/users/priya.shah@company.com"), "{denied:?}");
+    // Graph saw only Graph-audience tokens for Jane (one exchange, cached for the rest).
+    let tokens = chain.stack.graph.tokens_seen();
+    assert!(!tokens.is_empty());
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.audience.as_deref() == Some(GRAPH_AUD) && t.oid.as_deref() == Some(ids::JANE_OID))
+    );
+    assert_eq!(chain.stack.idp.idp().grant_calls(OBO_GRANT), 1);
+    assert!(!seen.result.as_deref().unwrap().contains("eyJ"), "a token reached the plugin");
+}
