@@ -308,11 +308,7 @@ impl Default for IdpConfig {
                     client_certificates: Vec::new(),
                     public_client: false,
                     identifier_uris: vec![GRAPH_RESOURCE.into()],
-                    scopes: vec![
-                        GRAPH_USER_READ.into(),
-                        "User.ReadBasic.All".into(),
-                        "User.Read.All".into(),
-                    ],
+                    scopes: vec![GRAPH_USER_READ.into(), "User.ReadBasic.All".into(), "User.Read.All".into()],
                     app_roles: vec!["User.Read.All".into()],
                     access_token_version: 1,
                 },
