@@ -74,9 +74,10 @@ impl Host {
             PluginRegistry::new(config.plugins.iter().map(|p| p.name.clone()), &config.default_plugin().name)
                 .map_err(StartError::usage)?,
         );
-        let model = wiring::model_provider(config, aws_credentials).await?;
-        let gateway = wiring::egress_gateway(config, wiring::audit_sink(config)?, &metrics)?
-            .with_metrics(Arc::clone(&metrics));
+        let model = wiring::model_provider(config, aws_credentials.clone()).await?;
+        let gateway =
+            wiring::egress_gateway(config, &aws_credentials, wiring::audit_sink(config)?, &metrics)?
+                .with_metrics(Arc::clone(&metrics));
         let oci = wiring::oci_client(config)?;
         let deployer = Arc::new(Deployer::new(
             runtime,

@@ -24,13 +24,16 @@ pub(crate) async fn authorizer(config: &Config) -> Result<Arc<dyn delegate_serve
     let authorizer = delegate_auth::Authorizer::new(config.auth.clone(), client);
     // The task lives as long as the process; dropping the handle does not stop it.
     drop(authorizer.spawn_refresh());
-    Ok(Arc::new(authorizer))
+    // `server.inbound`: whether AgentCore Runtime's workload access token is used, and
+    // whether it alone may stand for the caller (docs/agentcore.md).
+    Ok(Arc::new(delegate_server::InboundAuthorizer::new(Arc::new(authorizer), config.server.inbound)))
 }
 
 /// The egress path shared by every plugin: the token vault, the pooled outbound client and
 /// the audit sink. Each plugin version adds its own rules and caps.
 pub(crate) fn egress_gateway(
     config: &Config,
+    aws: &delegate_model::AwsCredentials,
     sink: Arc<delegate_egress::AuditSink>,
     metrics: &Arc<delegate_metrics::Metrics>,
 ) -> Result<delegate_egress::EgressGateway, Failure> {
@@ -48,7 +51,36 @@ pub(crate) fn egress_gateway(
         }
     };
     let vault = Arc::new(vault);
+    if config.vault.provider_names().any(|n| config.vault.is_agentcore_identity(n)) {
+        vault.set_agentcore_aws(agentcore_aws(config, aws)?);
+    }
     Ok(delegate_egress::EgressGateway::new(vault, client, sink))
+}
+
+/// How `agentcore_identity` providers reach AWS: the model client's credentials, and the
+/// operator's CA bundle (`outbound.ca_files`) on top of the system roots.
+fn agentcore_aws(
+    config: &Config,
+    aws: &delegate_model::AwsCredentials,
+) -> Result<delegate_vault::AgentCoreAws, Failure> {
+    let static_keys = match aws {
+        delegate_model::AwsCredentials::DefaultChain => None,
+        delegate_model::AwsCredentials::Static { access_key_id, secret_access_key, session_token } => {
+            Some(delegate_vault::StaticAwsKeys {
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret_access_key.clone(),
+                session_token: session_token.clone(),
+            })
+        }
+    };
+    let mut extra_ca_pem = Vec::new();
+    for path in &config.outbound.extra_ca_pem_files {
+        let pem = std::fs::read(path)
+            .map_err(|e| Failure::usage(format!("outbound.ca_files {}: {e}", path.display())))?;
+        extra_ca_pem.extend_from_slice(&pem);
+        extra_ca_pem.push(b'\n');
+    }
+    Ok(delegate_vault::AgentCoreAws { static_keys, extra_ca_pem })
 }
 
 /// The OCI registry client for `oci://` plugin sources and admin deploys: the outbound client

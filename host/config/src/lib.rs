@@ -103,6 +103,28 @@ pub struct ServerSettings {
     pub retry_after_seconds: u32,
     /// How long a shutdown waits for in-flight invocations.
     pub shutdown_grace: Duration,
+    /// How callers are established: who verifies them, and whether AgentCore Runtime's
+    /// workload access token is used.
+    pub inbound: InboundMode,
+}
+
+/// `server.inbound`: how `/invocations` establishes the caller (docs/agentcore.md, "Inbound
+/// modes and what is trusted").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InboundMode {
+    /// `"standalone"` (default): delegate verifies `Authorization` itself; a
+    /// `WorkloadAccessToken` header is ignored (never used, never forwarded).
+    #[default]
+    Standalone,
+    /// `"agentcore"`: behind AgentCore Runtime's customJWTAuthorizer with `Authorization`
+    /// allow-listed. delegate still verifies `Authorization` (required); the workload access
+    /// token, when present, is handed to `agentcore_identity` providers.
+    AgentCore,
+    /// `"agentcore_workload_token"` (opt-in): as `agentcore`, and a request that carries only
+    /// a workload access token (no `Authorization`) is served for a caller delegate has not
+    /// verified: pseudonymous, without claims, usable only with `agentcore_identity`
+    /// providers. An `Authorization` header, when present, must still verify.
+    AgentCoreWorkloadToken,
 }
 
 /// Engine-wide settings.

@@ -62,6 +62,7 @@ pub(crate) struct RawServer {
     pub max_body_kib: Option<u64>,
     pub retry_after_seconds: Option<u64>,
     pub shutdown_grace_seconds: Option<u64>,
+    pub inbound: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -348,6 +348,19 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             0,
             3600,
         )?),
+        inbound: match raw.server.inbound.as_deref() {
+            None | Some("standalone") => crate::InboundMode::Standalone,
+            Some("agentcore") => crate::InboundMode::AgentCore,
+            Some("agentcore_workload_token") => crate::InboundMode::AgentCoreWorkloadToken,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "server.inbound",
+                    format!(
+                        "must be \"standalone\", \"agentcore\" or \"agentcore_workload_token\", got {other:?}"
+                    ),
+                ));
+            }
+        },
     };
     let engine = EngineSettings {
         epoch_tick: Duration::from_millis(ranged(
@@ -506,6 +519,16 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     };
     let vault =
         raw.vault.validate().map_err(|e| ConfigError::invalid(format!("vault.{}", e.key), e.message))?;
+    // Callers known only by a workload access token can use nothing else; a mode that admits
+    // them with no provider to use them is a mistake, not a default.
+    if server.inbound == crate::InboundMode::AgentCoreWorkloadToken
+        && !vault.provider_names().any(|n| vault.is_agentcore_identity(n))
+    {
+        return Err(ConfigError::invalid(
+            "server.inbound",
+            "\"agentcore_workload_token\" needs at least one [vault.providers.*] of kind \"agentcore_identity\"",
+        ));
+    }
     for (i, p) in plugins.iter().enumerate() {
         for provider in p.egress.credential_providers() {
             if !vault.provider_names().any(|n| n == provider) {
@@ -545,6 +568,25 @@ mod tests {
 
     const AUTH: &str = "[auth]\ndiscovery_url = \"https://login.example.com/t/v2.0/.well-known/openid-configuration\"\nallowed_audiences = [\"api\"]\nallowed_clients = [\"app\"]\n";
     const PLUGIN: &str = "[[plugin]]\nname = \"echo\"\ncomponent = \"Cargo.toml\"\n";
+
+    #[test]
+    fn inbound_modes_parse_and_the_workload_token_mode_needs_an_agentcore_identity_provider() {
+        use crate::InboundMode;
+        let parse = |server: &str, vault: &str| {
+            Config::from_toml(&format!("[server]\n{server}\n{vault}\n{AUTH}{PLUGIN}"), base())
+        };
+        assert_eq!(parse("", "").unwrap().server.inbound, InboundMode::Standalone);
+        assert_eq!(parse("inbound = \"standalone\"", "").unwrap().server.inbound, InboundMode::Standalone);
+        assert_eq!(parse("inbound = \"agentcore\"", "").unwrap().server.inbound, InboundMode::AgentCore);
+        let e = parse("inbound = \"jwt\"", "").unwrap_err().to_string();
+        assert!(e.contains("server.inbound"), "{e}");
+        // Opting into callers known only by a workload access token needs a provider they can use.
+        let e = parse("inbound = \"agentcore_workload_token\"", "").unwrap_err().to_string();
+        assert!(e.contains("server.inbound") && e.contains("agentcore_identity"), "{e}");
+        let agentcore = "[vault.providers.sn]\nkind = \"agentcore_identity\"\ncredential_provider = \"EntraIdServiceNow\"";
+        let c = parse("inbound = \"agentcore_workload_token\"", agentcore).unwrap();
+        assert_eq!(c.server.inbound, InboundMode::AgentCoreWorkloadToken);
+    }
 
     #[test]
     fn minimal_config_gets_safe_defaults() {
@@ -793,6 +835,7 @@ mod docs_drift {
         ("vault.providers.kind", "[vault.providers.a]\nkind = \"zz\""),
         ("vault.providers.entra_obo", "[vault.providers.a]\nkind = \"entra_obo\"\nzz = 1"),
         ("vault.providers.token_exchange", "[vault.providers.a]\nkind = \"token_exchange\"\nzz = 1"),
+        ("vault.providers.agentcore_identity", "[vault.providers.a]\nkind = \"agentcore_identity\"\nzz = 1"),
         ("secret_ref", "[vault.providers.a]\nkind = \"entra_obo\"\nclient_secret = { zz = 1 }"),
         ("certificate", "[vault.providers.a]\nkind = \"entra_obo\"\nclient_certificate = { zz = 1 }"),
         ("audit", "[audit]\nzz = 1"),

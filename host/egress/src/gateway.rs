@@ -205,6 +205,8 @@ impl EgressGateway {
         }
 
         let mut secrets: Vec<&Secret> = vec![inv.caller.token()];
+        // AgentCore Runtime's workload access token, when the inbound mode uses it.
+        secrets.extend(inv.caller.workload_access_token());
         secrets.extend(token.as_ref());
         secrets.extend(self.vault.client_secrets());
         let scrubber = Scrubber::new(&secrets);

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod errors;
+pub mod inbound;
 mod invocations;
 pub mod load;
 
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 use delegate_auth::VerifiedCaller;
 use delegate_runtime::PluginRegistry;
 use errors::ApiError;
+pub use inbound::InboundAuthorizer;
 use load::Load;
 use std::future::Future;
 use std::pin::Pin;

@@ -77,22 +77,94 @@ pub(crate) fn validate(
     Ok(AgentCoreProvider { credential_provider: name, region: c.region, endpoint_url })
 }
 
+/// How `agentcore_identity` providers reach AWS: the same credentials as the Bedrock model
+/// client, and the operator's CA bundle.
+#[derive(Clone, Debug, Default)]
+pub struct AgentCoreAws {
+    /// Fixed keys (the devstack, tests); `None`: the aws-config default chain (inside
+    /// AgentCore Runtime, the execution role).
+    pub static_keys: Option<StaticAwsKeys>,
+    /// PEM CA certificates trusted for the data-plane endpoint besides the system roots
+    /// (`outbound.ca_files`); empty: system roots only.
+    pub extra_ca_pem: Vec<u8>,
+}
+
+/// Fixed AWS keys.
+#[derive(Clone, Debug)]
+pub struct StaticAwsKeys {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: Secret,
+    /// Session token of temporary credentials.
+    pub session_token: Option<Secret>,
+}
+
+/// Where the SDK configuration comes from.
+#[derive(Debug)]
+enum Base {
+    Sdk(Box<aws_config::SdkConfig>),
+    Access(AgentCoreAws),
+}
+
 /// The SDK clients, one per provider, built on first use (loading aws-config is async and
 /// may probe the credential chain; a vault without AgentCore providers never does).
 #[derive(Debug, Default)]
 pub(crate) struct AgentCoreClients {
-    base: Option<aws_config::SdkConfig>,
+    base: std::sync::OnceLock<Base>,
     clients: BTreeMap<String, OnceCell<aws_sdk_bedrockagentcore::Client>>,
 }
 
 impl AgentCoreClients {
     pub(crate) fn new(providers: &BTreeMap<String, AgentCoreProvider>) -> Self {
-        Self { base: None, clients: providers.keys().map(|k| (k.clone(), OnceCell::new())).collect() }
+        Self {
+            base: std::sync::OnceLock::new(),
+            clients: providers.keys().map(|k| (k.clone(), OnceCell::new())).collect(),
+        }
     }
 
     /// Uses `sdk` (credentials, region, HTTP client) instead of the aws-config default chain.
-    pub(crate) fn set_base(&mut self, sdk: aws_config::SdkConfig) {
-        self.base = Some(sdk);
+    pub(crate) fn set_base(&self, sdk: aws_config::SdkConfig) {
+        let _ = self.base.set(Base::Sdk(Box::new(sdk)));
+    }
+
+    /// Uses `access` on top of the aws-config default chain. Only the first call counts.
+    pub(crate) fn set_access(&self, access: AgentCoreAws) {
+        let _ = self.base.set(Base::Access(access));
+    }
+
+    async fn load(&self, name: &str) -> Result<aws_config::SdkConfig, VaultError> {
+        let access = match self.base.get() {
+            Some(Base::Sdk(sdk)) => return Ok((**sdk).clone()),
+            Some(Base::Access(access)) => access.clone(),
+            None => AgentCoreAws::default(),
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(k) = &access.static_keys {
+            loader = loader.credentials_provider(aws_sdk_bedrockagentcore::config::Credentials::new(
+                k.access_key_id.clone(),
+                k.secret_access_key.expose().to_owned(),
+                k.session_token.as_ref().map(|t| t.expose().to_owned()),
+                None,
+                "delegate-static",
+            ));
+        }
+        if !access.extra_ca_pem.is_empty() {
+            use aws_smithy_http_client::tls;
+            let bad = || VaultError::InvalidResponse {
+                provider: name.to_owned(),
+                detail: "the outbound CA bundle cannot be used for the AgentCore Identity client",
+            };
+            // System roots stay trusted (the public endpoint); the bundle adds the operator's.
+            let trust = tls::TrustStore::default().with_pem_certificate(access.extra_ca_pem.clone());
+            let ctx = tls::TlsContext::builder().with_trust_store(trust).build().map_err(|_| bad())?;
+            let http = aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                .tls_context(ctx)
+                .build_https();
+            loader = loader.http_client(http);
+        }
+        Ok(loader.load().await)
     }
 
     async fn client(
@@ -108,10 +180,7 @@ impl AgentCoreClients {
             .get(name)
             .ok_or_else(|| VaultError::UnknownProvider { provider: name.to_owned() })?;
         cell.get_or_try_init(|| async {
-            let sdk = match &self.base {
-                Some(sdk) => sdk.clone(),
-                None => aws_config::defaults(BehaviorVersion::latest()).load().await,
-            };
+            let sdk = self.load(name).await?;
             let mut conf = aws_sdk_bedrockagentcore::config::Builder::from(&sdk)
                 .retry_config(
                     RetryConfig::standard()

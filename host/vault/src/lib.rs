@@ -31,6 +31,7 @@ mod vault;
 #[cfg(test)]
 mod tests;
 
+pub use agentcore::{AgentCoreAws, StaticAwsKeys};
 pub use cache::{CacheKey, CachedToken, HeldLock, LockAttempt, MemoryCache, SharedLock, VaultCache};
 pub use config::AgentCoreIdentityConfig;
 pub use config::{

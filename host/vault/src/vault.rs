@@ -85,9 +85,17 @@ impl TokenVault {
     /// bundle) for `agentcore_identity` providers, instead of the aws-config default chain
     /// loaded on first use.
     #[must_use]
-    pub fn with_aws_config(mut self, sdk: aws_config::SdkConfig) -> Self {
+    pub fn with_aws_config(self, sdk: aws_config::SdkConfig) -> Self {
         self.agentcore.set_base(sdk);
         self
+    }
+
+    /// How `agentcore_identity` providers reach AWS (the model client's credentials, the
+    /// operator's CA bundle), on top of the aws-config default chain. Call before the first
+    /// token request; later calls (and calls after [`TokenVault::with_aws_config`]) are
+    /// ignored.
+    pub fn set_agentcore_aws(&self, access: crate::agentcore::AgentCoreAws) {
+        self.agentcore.set_access(access);
     }
 
     #[cfg(test)]

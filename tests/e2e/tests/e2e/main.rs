@@ -3,6 +3,7 @@
 
 mod agent;
 mod agentcore;
+mod agentcore_identity;
 mod auth;
 mod contract;
 mod credentials;
