@@ -349,7 +349,12 @@ impl RegistryClient {
                     .get(LOCATION)
                     .and_then(|l| l.to_str().ok())
                     .and_then(|l| url.join(l).ok())
-                    .filter(|u| u.scheme() == "https" || u.origin() == origin);
+                    // Storage behind a plain-HTTP (loopback-only) registry may be plain HTTP too.
+                    .filter(|u| {
+                        u.scheme() == "https"
+                            || u.origin() == origin
+                            || self.settings.plain_http.contains(registry)
+                    });
                 if let Some(next) = next {
                     redirects += 1;
                     url = next;
