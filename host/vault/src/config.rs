@@ -475,7 +475,10 @@ fn redis_url(key: &str, raw: &str, allow_plaintext: bool) -> Result<String, Inva
         }
         "redis" => {
             let loopback = match url.host() {
-                Some(url::Host::Domain(d)) => d == "localhost",
+                // `redis` is not a special scheme: the URL parser leaves an IPv4 host as text.
+                Some(url::Host::Domain(d)) => {
+                    d == "localhost" || d.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+                }
                 Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
                 Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
                 None => return Err(invalid(key.into(), "has no host")),

@@ -336,3 +336,7 @@ impl SharedLock for RedisCache {
         None
     }
 }
+
+#[cfg(test)]
+#[path = "redis_cache_tests.rs"]
+mod tests;
