@@ -18,6 +18,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("probe-sandbox", "probe_sandbox", "PROBE_SANDBOX"),
     ("probe-credentials", "probe_credentials", "PROBE_CREDENTIALS"),
     ("servicenow-agent", "servicenow_agent", "SERVICENOW_AGENT"),
+    ("dispatcher", "dispatcher", "DISPATCHER"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -36,6 +36,8 @@ pub(crate) struct DemoOptions {
     pub audit_log: Option<PathBuf>,
     /// `--agentcore`: serve the host as the container behind the AgentCore stand-ins.
     pub agentcore: Option<crate::demo_agentcore::AgentCoreDemo>,
+    /// `--chain`: two hosts (dispatcher on `listen`, ServiceNow agent on this address).
+    pub chain: Option<SocketAddr>,
 }
 
 pub(crate) fn run(options: &DemoOptions) -> Result<(), Failure> {
@@ -60,6 +62,10 @@ async fn demo(options: &DemoOptions) -> Result<(), Failure> {
     })
     .await
     .map_err(Failure::failed)?;
+    if let Some(listen_b) = options.chain {
+        return crate::demo_chain::run(&stack, &dir, options.listen, listen_b, options.audit_log.clone())
+            .await;
+    }
     let component = dir.join("servicenow_agent.wasm");
     std::fs::write(&component, delegate_artifacts::bytes::SERVICENOW_AGENT)
         .map_err(|e| Failure::failed(format!("cannot write {}: {e}", component.display())))?;

@@ -6,6 +6,7 @@
 mod check;
 mod demo;
 mod demo_agentcore;
+mod demo_chain;
 mod invoke;
 mod plugin;
 mod serve;
@@ -63,6 +64,14 @@ enum Command {
         /// Address of the AgentCore Identity data plane (HTTPS; with --agentcore).
         #[arg(long, default_value = "127.0.0.1:8447")]
         identity_listen: std::net::SocketAddr,
+        /// Run a two-agent chain: the dispatcher plugin on host A (`--listen`), which hands the
+        /// prompt to the ServiceNow agent on host B (`--chain-b-listen`), as the user all the way
+        /// (docs/chains.md).
+        #[arg(long, conflicts_with = "agentcore")]
+        chain: bool,
+        /// Address of host B (with --chain).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        chain_b_listen: std::net::SocketAddr,
     },
     /// Send a prompt to /invocations and print the answer as it streams (exit 1 on failure).
     ///
@@ -278,6 +287,8 @@ fn main() -> ExitCode {
             agentcore,
             front_door_listen,
             identity_listen,
+            chain,
+            chain_b_listen,
         } => demo::run(&demo::DemoOptions {
             listen,
             idp: idp_listen,
@@ -289,6 +300,7 @@ fn main() -> ExitCode {
                 front_door: front_door_listen,
                 identity: identity_listen,
             }),
+            chain: chain.then_some(chain_b_listen),
         }),
         Command::Invoke { url, token, user, idp, session, json, prompt } => {
             invoke::run(&invoke::InvokeOptions { url, token, user, idp, session, json, prompt })

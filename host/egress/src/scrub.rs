@@ -3,8 +3,10 @@
 //! A downstream that reflects request headers (a debug endpoint, an error page quoting the
 //! `Authorization` header) would otherwise hand the injected token straight to the plugin.
 //! [`Scrubber`] replaces every occurrence of any of the given secrets with [`REDACTED`] in a
-//! byte stream, including occurrences split across chunk boundaries, by holding back the last
-//! `longest - 1` bytes of each chunk until the next one shows whether they start a secret.
+//! byte stream, including occurrences split across chunk boundaries, by holding back the end
+//! of a chunk that could be the start of a secret (a suffix that is a proper prefix of one),
+//! until the next chunk shows whether it is. Everything else passes at once, so a streamed
+//! answer (server-sent events from another agent) is not delayed by the scrubbing.
 //! [`ScrubbedBody`] applies it to an `http_body::Body`; [`Scrubber::scrub_headers`] to headers.
 //!
 //! Only literal occurrences are found. Tokens (JWTs: base64url and `.`) survive JSON and URL
@@ -126,10 +128,25 @@ impl Scrubber {
         self.needles.iter().find(|n| data.starts_with(n)).map(|n| n.len())
     }
 
-    /// Scans `buf`, emitting up to the last position where a secret could still be
+    /// Where the bytes that could begin a secret continued in the next chunk start: the first
+    /// position `p` of the last `longest - 1` bytes whose suffix `buf[p..]` is a proper prefix
+    /// of some secret (`buf.len()` when there is none). Before `p`, no secret can be
+    /// incomplete: each position has either a whole secret or none.
+    fn hold_from(&self, buf: &[u8]) -> usize {
+        let start = buf.len().saturating_sub(self.max_len.saturating_sub(1));
+        (start..buf.len())
+            .find(|&p| {
+                let rest = &buf[p..];
+                self.first[usize::from(buf[p])]
+                    && self.needles.iter().any(|n| n.len() > rest.len() && n.starts_with(rest))
+            })
+            .unwrap_or(buf.len())
+    }
+
+    /// Scans `buf`, emitting up to the first position where a secret could still be
     /// incomplete, and keeps the rest as the tail (unless `last`).
     fn scan(&mut self, buf: &[u8], last: bool) -> Bytes {
-        let limit = if last { buf.len() } else { buf.len().saturating_sub(self.max_len - 1) };
+        let limit = if last { buf.len() } else { self.hold_from(buf) };
         let mut out = BytesMut::with_capacity(limit + REDACTED.len());
         let mut i = 0;
         let mut copied = 0;

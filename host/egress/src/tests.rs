@@ -347,6 +347,22 @@ fn secret_split_at_every_boundary_is_redacted() {
 }
 
 #[test]
+fn only_a_possible_secret_start_is_held_back() {
+    let token = Secret::new("eyJ0eXAiOiJKV1QifQ.payload.signature");
+    let mut s = Scrubber::new(&[&token]);
+    // A streamed event that cannot begin the secret passes at once, whole.
+    assert_eq!(&s.push(b"data: \"hello\"\n\n")[..], b"data: \"hello\"\n\n");
+    // A chunk ending in what may be the secret's start keeps exactly that part back ...
+    assert_eq!(&s.push(b"data: \"ey")[..], b"data: \"");
+    // ... and releases it once the next chunk shows it is not the secret.
+    assert_eq!(&s.push(b"es\"\n\n")[..], b"eyes\"\n\n");
+    // Split inside the secret: redacted, never released in part.
+    assert_eq!(&s.push(b"x eyJ0eXAiOiJKV1Qi")[..], b"x ");
+    assert_eq!(&s.push(b"fQ.payload.signature!")[..], b"[redacted]!");
+    assert!(s.finish().is_empty());
+}
+
+#[test]
 fn several_secrets_and_partial_matches() {
     let a = Secret::new("token-A-value");
     let b = Secret::new("token-B-longer-value");
@@ -653,5 +669,43 @@ proptest! {
                 Decision::Deny { reason } => prop_assert!(false, "{} re-decided as {:?}", target.uri, reason),
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// However a body with secrets (and near-misses of them) is cut into chunks, the streamed
+    /// result equals scrubbing the whole body at once: no secret byte run survives and nothing
+    /// else changes.
+    #[test]
+    fn streamed_scrubbing_equals_scrubbing_the_whole(
+        parts in proptest::collection::vec(
+            prop_oneof![
+                Just(b"eyJhbGciOi.secret-token.sig".to_vec()),
+                Just(b"eyJhbGciOi.secret-tok".to_vec()),
+                Just(b"c~secret".to_vec()),
+                Just(b"c~secre".to_vec()),
+                proptest::collection::vec(prop_oneof![Just(b'e'), Just(b'y'), Just(b'c'), Just(b'~'), any::<u8>()], 0..12),
+            ],
+            0..12,
+        ),
+        cuts in proptest::collection::vec(1usize..16, 1..40),
+    ) {
+        let a = Secret::new("eyJhbGciOi.secret-token.sig");
+        let b = Secret::new("c~secret");
+        let body: Vec<u8> = parts.concat();
+        let whole = Scrubber::new(&[&a, &b]).scrub_all(&body).unwrap_or_else(|| body.clone());
+        let mut chunks: Vec<&[u8]> = Vec::new();
+        let mut rest = &body[..];
+        for c in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (head, tail) = rest.split_at((*c).min(rest.len()));
+            chunks.push(head);
+            rest = tail;
+        }
+        prop_assert_eq!(scrub_stream(&[&a, &b], &chunks), whole);
     }
 }

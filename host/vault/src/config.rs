@@ -186,6 +186,19 @@ pub struct TokenExchangeConfig {
     /// `resource`: absolute URI of the target service.
     #[serde(default)]
     pub resource: Option<String>,
+    /// Send an `actor_token` (RFC 8693 §2.1, AgentCore's `actorTokenContent = M2M`): a
+    /// client-credentials token of this provider's own client for these scopes, obtained and
+    /// cached by the host (never the guest). The IdP then records delegate as the current
+    /// actor in the issued token's `act` claim, nesting earlier actors, so the next agent
+    /// host can count the chain. Unset: no actor token.
+    #[serde(default)]
+    pub actor_token_scopes: Option<Vec<String>>,
+    /// Refuse the exchange (403 `chain_depth_exceeded`) when the issued token's delegation
+    /// chain would be longer than this: the caller's actors, plus this host when it sends an
+    /// actor token. For providers whose tokens go to another agent host, set it to that
+    /// host's `auth.max_chain_depth` to fail early, before calling it. Unset: no check.
+    #[serde(default)]
+    pub max_chain_depth: Option<usize>,
 }
 
 /// Where a secret comes from: exactly one of `env` or `file`. Never the value itself, so a
@@ -227,6 +240,9 @@ pub(crate) enum Grant {
         requested_token_type: Option<String>,
         audience: Option<String>,
         resource: Option<String>,
+        /// Scopes of the actor token (client credentials of the same client), if one is sent.
+        actor_scopes: Option<Vec<String>>,
+        max_chain_depth: Option<usize>,
     },
     ClientCredentials,
 }
@@ -358,6 +374,18 @@ impl VaultConfig {
                         requested_token_type: t.requested_token_type,
                         audience: t.audience,
                         resource: t.resource,
+                        actor_scopes: match t.actor_token_scopes {
+                            Some(scopes)
+                                if scopes.is_empty() || scopes.iter().any(|s| s.trim().is_empty()) =>
+                            {
+                                return Err(invalid(
+                                    format!("{at}.actor_token_scopes"),
+                                    "list at least one non-empty scope (or leave the key out for no actor token)",
+                                ));
+                            }
+                            other => other,
+                        },
+                        max_chain_depth: t.max_chain_depth,
                     };
                     let c = ClientConfig {
                         token_endpoint: t.token_endpoint,

@@ -54,6 +54,19 @@ impl IdpError {
 /// Why the vault could not provide a token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {
+    /// The token would carry a delegation chain longer than the provider's
+    /// `max_chain_depth`: the next agent host would refuse it (or this is a loop).
+    #[error(
+        "provider `{provider}`: the delegation chain would be {depth} actors deep, over the limit of {max}"
+    )]
+    ChainTooDeep {
+        /// The provider.
+        provider: String,
+        /// Actors the issued token would carry.
+        depth: usize,
+        /// The provider's `max_chain_depth`.
+        max: usize,
+    },
     /// An egress rule names a provider the vault does not have (configuration bug).
     #[error("credential provider `{provider}` is not configured")]
     UnknownProvider {
@@ -160,6 +173,7 @@ impl VaultError {
     /// HTTP status for the caller of `/invocations`.
     pub fn status(&self) -> u16 {
         match self {
+            Self::ChainTooDeep { .. } => 403,
             Self::CallerTokenRejected { .. } | Self::InteractionRequired { .. } => 401,
             Self::ConsentRequired { .. } | Self::UserTokenRequired { .. } => 403,
             Self::UnknownProvider { .. } | Self::Misconfigured { .. } | Self::InvalidResponse { .. } => 502,
@@ -174,6 +188,7 @@ impl VaultError {
     /// Stable error code for the caller.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::ChainTooDeep { .. } => "chain_depth_exceeded",
             Self::CallerTokenRejected { idp, .. } if idp.has_code(500133) => "token_expired",
             Self::CallerTokenRejected { .. } => "invalid_token",
             Self::InteractionRequired { .. } => "interaction_required",

@@ -1,7 +1,7 @@
 //! The token-endpoint call: form building per grant, bounded retries, response parsing and
 //! error classification.
 
-use crate::config::{CertificateKey, ClientAuth, Grant, Provider, VaultSettings};
+use crate::config::{ACCESS_TOKEN_TYPE, CertificateKey, ClientAuth, Grant, Provider, VaultSettings};
 use crate::error::{IdpError, VaultError};
 use delegate_auth::VerifiedCaller;
 use delegate_secret::Secret;
@@ -41,9 +41,22 @@ pub(crate) async fn request_token(
     caller: &VerifiedCaller,
     scopes: &[String],
 ) -> Result<Issued, VaultError> {
+    request_token_with_actor(client, settings, name, provider, caller, scopes, None).await
+}
+
+/// [`request_token`], with an RFC 8693 `actor_token` for a token-exchange grant.
+pub(crate) async fn request_token_with_actor(
+    client: &reqwest::Client,
+    settings: &VaultSettings,
+    name: &str,
+    provider: &Provider,
+    caller: &VerifiedCaller,
+    scopes: &[String],
+    actor: Option<&Secret>,
+) -> Result<Issued, VaultError> {
     let mut cause = String::new();
     for attempt in 1..=settings.attempts {
-        match attempt_once(client, settings, name, provider, caller, scopes).await {
+        match attempt_once(client, settings, name, provider, caller, scopes, actor).await {
             Ok(issued) => return Ok(issued),
             Err(Failure::Final(e)) => return Err(e),
             Err(Failure::Retryable(why)) => {
@@ -72,6 +85,7 @@ async fn attempt_once(
     provider: &Provider,
     caller: &VerifiedCaller,
     scopes: &[String],
+    actor: Option<&Secret>,
 ) -> Result<Issued, Failure> {
     let scope = scopes.join(" ");
     // A fresh client assertion per attempt: each carries its own `jti` and validity window.
@@ -98,7 +112,7 @@ async fn attempt_once(
             form.push(("scope", &scope));
             form.push(("requested_token_use", "on_behalf_of"));
         }
-        Grant::TokenExchange { subject_token_type, requested_token_type, audience, resource } => {
+        Grant::TokenExchange { subject_token_type, requested_token_type, audience, resource, .. } => {
             form.push(("grant_type", TOKEN_EXCHANGE));
             form.push(("subject_token", caller.token().expose()));
             form.push(("subject_token_type", subject_token_type));
@@ -110,6 +124,11 @@ async fn attempt_once(
             }
             if let Some(r) = resource {
                 form.push(("resource", r));
+            }
+            if let Some(actor) = actor {
+                // The host's own client-credentials token: the IdP records it in `act`.
+                form.push(("actor_token", actor.expose()));
+                form.push(("actor_token_type", ACCESS_TOKEN_TYPE));
             }
             if !scope.is_empty() {
                 form.push(("scope", &scope));

@@ -606,3 +606,84 @@ async fn cancelled_and_failed_flights_do_not_linger() {
     assert_eq!(vault.flights_in_progress(), 0);
     gate.notify_waiters();
 }
+
+/// A token-exchange provider to another agent host: actor token, depth limit 2.
+fn hop_vault(url: &str) -> TokenVault {
+    let file = secret_file();
+    let src = format!(
+        r#"
+[providers.agent-b]
+kind = "token_exchange"
+token_endpoint = "{url}"
+client_id = "delegate-client"
+client_secret = {{ file = "{file}" }}
+actor_token_scopes = ["api://delegate-client/.default"]
+max_chain_depth = 2
+
+[cache]
+retry_backoff_ms = 1
+"#,
+        file = file.display(),
+    );
+    let config: VaultConfig = toml::from_str(&src).unwrap();
+    let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig::default()).unwrap();
+    TokenVault::new(config.validate().unwrap(), client)
+}
+
+#[tokio::test]
+async fn token_exchange_sends_the_hosts_own_actor_token_and_refuses_too_deep_chains() {
+    let (idp, url) = start_idp(Mode::Ok { expires_in: 3600 }).await;
+    let vault = hop_vault(&url);
+    let b_scope = scopes(&["api://agent-b/access_as_user"]);
+    vault.token_for(&jane(), "agent-b", &b_scope).await.unwrap();
+    {
+        let forms = idp.forms.lock().unwrap();
+        assert_eq!(forms.len(), 2, "one client-credentials request for the actor token, one exchange");
+        assert_eq!(forms[0]["grant_type"], "client_credentials");
+        assert_eq!(forms[0]["scope"], "api://delegate-client/.default");
+        assert!(!forms[0].values().any(|v| v.contains("token-a")), "the actor token is the host's own");
+        assert_eq!(forms[1]["grant_type"], "urn:ietf:params:oauth:grant-type:token-exchange");
+        assert_eq!(forms[1]["subject_token"], TOKEN_A);
+        assert_eq!(forms[1]["actor_token"], "token-b-1", "the client-credentials token just obtained");
+        assert_eq!(forms[1]["actor_token_type"], "urn:ietf:params:oauth:token-type:access_token");
+    }
+    // Another user: the actor token comes from the cache, only the exchange is new.
+    vault.token_for(&fred(), "agent-b", &b_scope).await.unwrap();
+    {
+        let forms = idp.forms.lock().unwrap();
+        assert_eq!(forms.len(), 3);
+        assert_eq!(forms[2]["actor_token"], "token-b-1");
+    }
+
+    // A caller one agent deep: this hop makes it 2, the limit: allowed.
+    let one = VerifiedCallerBuilder::new("oid-jane")
+        .tenant("tid-1")
+        .scopes(&["access_as_user"])
+        .token("token-a-via-one")
+        .actor("agent-x", Some("client-x"))
+        .build();
+    vault.token_for(&one, "agent-b", &b_scope).await.unwrap();
+    // Two deep: this hop would make 3, refused before any IdP call, as 403 with its own code.
+    let two = VerifiedCallerBuilder::new("oid-jane")
+        .tenant("tid-1")
+        .scopes(&["access_as_user"])
+        .token("token-a-via-two")
+        .actor("agent-y", None)
+        .actor("agent-x", None)
+        .build();
+    let calls = idp.calls.load(Ordering::SeqCst);
+    let err = vault.token_for(&two, "agent-b", &b_scope).await.unwrap_err();
+    assert_eq!(err, VaultError::ChainTooDeep { provider: "agent-b".into(), depth: 3, max: 2 });
+    assert_eq!((err.status(), err.code()), (403, "chain_depth_exceeded"));
+    assert_eq!(idp.calls.load(Ordering::SeqCst), calls, "refused without asking the IdP");
+}
+
+#[test]
+fn empty_actor_token_scopes_are_refused() {
+    let src = format!(
+        "[providers.b]\nkind = \"token_exchange\"\ntoken_endpoint = \"http://127.0.0.1:1/t\"\nclient_id = \"c\"\nclient_secret = {{ file = \"{}\" }}\nactor_token_scopes = []\n",
+        secret_file().display()
+    );
+    let config: VaultConfig = toml::from_str(&src).unwrap();
+    assert_eq!(config.validate().unwrap_err().key, "providers.b.actor_token_scopes");
+}

@@ -134,6 +134,7 @@ impl TokenVault {
             // App-only tokens cannot be exchanged on behalf of a user; refuse before the IdP does.
             return Err(VaultError::UserTokenRequired { provider: provider.to_owned() });
         }
+        self.check_chain_depth(caller, provider)?;
         let now = (self.clock)();
         if let Some(hit) = self.cache.get(&key, now).await {
             return Ok(IssuedToken { token: hit.token, cache: CacheStatus::Hit, expires_at: hit.expires_at });
@@ -243,8 +244,22 @@ impl TokenVault {
             .providers
             .get(name)
             .ok_or_else(|| VaultError::UnknownProvider { provider: name.to_owned() })?;
-        let issued =
-            idp::request_token(&self.client, &self.settings, name, provider, caller, key.scopes()).await?;
+        let actor = match &provider.grant {
+            Grant::TokenExchange { actor_scopes: Some(scopes), .. } => {
+                Some(self.actor_token(caller, name, provider, scopes).await?)
+            }
+            _ => None,
+        };
+        let issued = idp::request_token_with_actor(
+            &self.client,
+            &self.settings,
+            name,
+            provider,
+            caller,
+            key.scopes(),
+            actor.as_ref(),
+        )
+        .await?;
         let now = (self.clock)();
         let caller_exp = delegated.then(|| caller.expires_at());
         let (expires_at, fresh_until) =
@@ -265,6 +280,49 @@ impl TokenVault {
 }
 
 impl TokenVault {
+    /// Refuses early when the token `provider` would issue carries a longer delegation chain
+    /// than its `max_chain_depth`: the caller's actors, plus this host if it sends an actor
+    /// token. Only token exchange records a chain (On-Behalf-Of drops `act`).
+    fn check_chain_depth(&self, caller: &VerifiedCaller, provider: &str) -> Result<(), VaultError> {
+        let Some(Grant::TokenExchange { actor_scopes, max_chain_depth: Some(max), .. }) =
+            self.settings.providers.get(provider).map(|p| &p.grant)
+        else {
+            return Ok(());
+        };
+        let depth = caller.chain_depth() + usize::from(actor_scopes.is_some());
+        if depth > *max {
+            return Err(VaultError::ChainTooDeep { provider: provider.to_owned(), depth, max: *max });
+        }
+        Ok(())
+    }
+
+    /// The actor token of a token-exchange provider: a client-credentials token of the same
+    /// client, cached like any machine token (one entry for all users, under a name no
+    /// provider can have).
+    async fn actor_token(
+        &self,
+        caller: &VerifiedCaller,
+        name: &str,
+        provider: &crate::config::Provider,
+        scopes: &[String],
+    ) -> Result<Secret, VaultError> {
+        let key = CacheKey::new("", None, "", &format!("{name}#actor"), scopes);
+        let now = (self.clock)();
+        if let Some(hit) = self.cache.get(&key, now).await {
+            return Ok(hit.token);
+        }
+        // The caller is not sent with a client-credentials grant; it only fills the argument.
+        let machine = crate::config::Provider { grant: Grant::ClientCredentials, ..provider.clone() };
+        let issued =
+            idp::request_token(&self.client, &self.settings, name, &machine, caller, key.scopes()).await?;
+        let (expires_at, fresh_until) = lifetime(now, issued.expires_in, self.settings.skew_seconds, None);
+        let token = CachedToken { token: issued.token, expires_at, fresh_until };
+        if fresh_until > now {
+            self.cache.put(key, token.clone(), now).await;
+        }
+        Ok(token.token)
+    }
+
     /// [`TokenVault::fetch`] for an `agentcore_identity` provider: always capped by the
     /// caller's expiry (for a caller known only by its workload access token, a short bound).
     async fn fetch_agentcore(

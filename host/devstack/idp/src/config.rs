@@ -29,6 +29,19 @@ pub mod defaults {
     pub const CONNECTOR_APP_ID: &str = "8b2e4f6a-1c3d-4a5b-9e7f-0a2c4e6b8d1f";
     /// The delegated scope the connector app exposes.
     pub const CONNECTOR_SCOPE: &str = "user_impersonation";
+
+    /// "Agent B": a second agent app registration, for multi-hop chains (Agent A → Agent B →
+    /// ServiceNow). Agent A's host exchanges the user's token for one addressed to Agent B
+    /// (`api://<AGENT_B_APP_ID>/access_as_user`); Agent B's host verifies it and exchanges it
+    /// again for the ServiceNow connector.
+    pub const AGENT_B_APP_ID: &str = "c4d2e8f1-7a3b-4c5d-9e6f-2b8a1d3c5e7f";
+    /// Agent B's client secret (devstack only).
+    pub const AGENT_B_APP_SECRET: &str = "devstack-agent-b-secret-c4d2e8f1";
+    /// Object id of Agent B's service principal (the `sub` of its app-only tokens, and so of
+    /// its entry in an `act` chain).
+    pub const AGENT_B_OBJECT_ID: &str = "a7b9c1d3-e5f7-4a9b-8c1d-3e5f7a9b1c2d";
+    /// Object id of the agent app's (Agent A's) service principal.
+    pub const AGENT_OBJECT_ID: &str = "e1c7a3b5-2d4f-4a6b-8c9e-1f3a5c7e9b2d";
     /// Microsoft Graph's application id (the same in every tenant). Registered as a resource
     /// issuing v1 tokens, as Entra does for Graph: `aud` is `https://graph.microsoft.com`.
     pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
@@ -277,7 +290,7 @@ impl Default for IdpConfig {
                 AppConfig {
                     name: "ServiceNow Agent".into(),
                     client_id: AGENT_APP_ID.into(),
-                    object_id: "e1c7a3b5-2d4f-4a6b-8c9e-1f3a5c7e9b2d".into(),
+                    object_id: AGENT_OBJECT_ID.into(),
                     client_secret: Some(Secret::new(AGENT_APP_SECRET)),
                     client_certificates: Vec::new(),
                     // Lets `delegate token` and MSAL's PublicClientApplication sign users in
@@ -311,6 +324,18 @@ impl Default for IdpConfig {
                     scopes: vec![GRAPH_USER_READ.into(), "User.ReadBasic.All".into(), "User.Read.All".into()],
                     app_roles: vec!["User.Read.All".into()],
                     access_token_version: 1,
+                },
+                AppConfig {
+                    name: "Agent B".into(),
+                    client_id: AGENT_B_APP_ID.into(),
+                    object_id: AGENT_B_OBJECT_ID.into(),
+                    client_secret: Some(Secret::new(AGENT_B_APP_SECRET)),
+                    client_certificates: Vec::new(),
+                    public_client: false,
+                    identifier_uris: vec![format!("api://{AGENT_B_APP_ID}")],
+                    scopes: vec![AGENT_SCOPE.into()],
+                    app_roles: Vec::new(),
+                    access_token_version: 2,
                 },
             ],
             users: vec![
@@ -351,6 +376,24 @@ impl Default for IdpConfig {
                     client_id: AGENT_APP_ID.into(),
                     resource: CONNECTOR_APP_ID.into(),
                     scopes: vec![CONNECTOR_SCOPE.into()],
+                },
+                // Multi-hop: Agent A may call Agent B as the user, Agent B may call the
+                // ServiceNow connector; and Agent B may call Agent A, so that a loop
+                // A → B → A can be demonstrated (and refused by the chain-depth limit).
+                ConsentConfig {
+                    client_id: AGENT_APP_ID.into(),
+                    resource: AGENT_B_APP_ID.into(),
+                    scopes: vec![AGENT_SCOPE.into()],
+                },
+                ConsentConfig {
+                    client_id: AGENT_B_APP_ID.into(),
+                    resource: CONNECTOR_APP_ID.into(),
+                    scopes: vec![CONNECTOR_SCOPE.into()],
+                },
+                ConsentConfig {
+                    client_id: AGENT_B_APP_ID.into(),
+                    resource: AGENT_APP_ID.into(),
+                    scopes: vec![AGENT_SCOPE.into()],
                 },
                 ConsentConfig {
                     client_id: AGENT_APP_ID.into(),

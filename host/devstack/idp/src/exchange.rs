@@ -58,6 +58,8 @@ struct Inbound {
     scp: Option<String>,
     idtyp: Option<String>,
     act: Option<Value>,
+    azp: Option<String>,
+    appid: Option<String>,
 }
 
 fn malformed() -> EntraError {
@@ -379,11 +381,16 @@ fn exchange_scope<'a>(
 }
 
 /// The `act` claim: the actor token's subject as the current actor, with the subject token's
-/// own `act` (earlier actors) nested inside, as RFC 8693 §4.1 describes.
+/// own `act` (earlier actors) nested inside, as RFC 8693 §4.1 describes. The actor's client
+/// id (its `azp`/`appid`) is recorded as `client_id` (RFC 8693 §4.3), so a chain names the
+/// agent apps that acted.
 fn act_claim(actor: &Inbound, prior: Option<&Value>) -> Value {
     let mut act = Map::new();
     let sub = actor.sub.clone().or_else(|| actor.oid.clone()).unwrap_or_default();
     act.insert("sub".into(), sub.into());
+    if let Some(client_id) = actor.azp.as_ref().or(actor.appid.as_ref()) {
+        act.insert("client_id".into(), client_id.clone().into());
+    }
     if let Some(prior) = prior {
         act.insert("act".into(), prior.clone());
     }
@@ -452,6 +459,16 @@ pub(crate) fn token_exchange_grant(
     let act = match &actor {
         Some(actor) => {
             let actor = verify(idp, actor.expose(), tenant).map_err(as_invalid_request)?;
+            // The actor is the requesting client itself (AgentCore's M2M actor token): a
+            // client cannot name another app's token as the actor of its exchange.
+            let actor_client = actor.azp.as_deref().or(actor.appid.as_deref());
+            if !actor_client.is_some_and(|c| c.eq_ignore_ascii_case(&client.app.client_id)) {
+                return Err(EntraError::bad_request(
+                    "invalid_request",
+                    9002313,
+                    "Invalid request. The actor_token was not issued to the client presenting it.",
+                ));
+            }
             Some(act_claim(&actor, claims.act.as_ref()))
         }
         None => claims.act.clone(),

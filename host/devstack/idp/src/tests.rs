@@ -549,3 +549,99 @@ async fn a_shared_ca_serves_the_idp() {
 
 mod client_cert;
 mod exchange;
+
+/// The multi-hop chain through RFC 8693 with actor tokens: Jane's token for Agent A, exchanged
+/// by A (actor: A's client-credentials token) for Agent B, exchanged again by B (actor: B) for
+/// the ServiceNow connector. Each hop nests the previous actor.
+#[tokio::test]
+async fn token_exchange_with_actor_tokens_nests_act_claims_per_hop() {
+    const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
+    let server = IdpServer::start(IdpConfig::default()).await.unwrap();
+    let issuer = server.idp().issuer(TENANT_ID);
+    let jane = server
+        .idp()
+        .mint_access_token(JANE, AGENT_APP_ID, AGENT_APP_ID, &[AGENT_SCOPE], Duration::from_secs(600))
+        .unwrap();
+    let machine = |client: &'static str, secret: &'static str| {
+        let server = &server;
+        async move {
+            let scope = format!("api://{client}/.default");
+            let (status, body) = token(
+                server,
+                TENANT_ID,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client),
+                    ("client_secret", secret),
+                    ("scope", &scope),
+                ],
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let actor_a = machine(AGENT_APP_ID, AGENT_APP_SECRET).await;
+    let scope_b = format!("api://{AGENT_B_APP_ID}/{AGENT_SCOPE}");
+    let (status, body) = token(
+        &server,
+        TENANT_ID,
+        &[
+            ("grant_type", EXCHANGE),
+            ("client_id", AGENT_APP_ID),
+            ("client_secret", AGENT_APP_SECRET),
+            ("subject_token", jane.expose()),
+            ("subject_token_type", AT),
+            ("actor_token", &actor_a),
+            ("actor_token_type", AT),
+            ("scope", &scope_b),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let for_b = body["access_token"].as_str().unwrap().to_owned();
+    let claims = verify(&server, &for_b, &issuer, AGENT_B_APP_ID).await;
+    assert_eq!(claims["preferred_username"], JANE);
+    assert_eq!(claims["azp"], AGENT_APP_ID);
+    assert_eq!(claims["act"], serde_json::json!({"sub": AGENT_OBJECT_ID, "client_id": AGENT_APP_ID}));
+
+    let actor_b = machine(AGENT_B_APP_ID, AGENT_B_APP_SECRET).await;
+    let scope_sn = format!("api://{CONNECTOR_APP_ID}/{CONNECTOR_SCOPE}");
+    let hop2 = |actor: String| {
+        let (server, for_b, scope_sn) = (&server, for_b.clone(), scope_sn.clone());
+        async move {
+            token(
+                server,
+                TENANT_ID,
+                &[
+                    ("grant_type", EXCHANGE),
+                    ("client_id", AGENT_B_APP_ID),
+                    ("client_secret", AGENT_B_APP_SECRET),
+                    ("subject_token", &for_b),
+                    ("subject_token_type", AT),
+                    ("actor_token", &actor),
+                    ("actor_token_type", AT),
+                    ("scope", &scope_sn),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body) = hop2(actor_b).await;
+    assert_eq!(status, 200, "{body}");
+    let claims = verify(&server, body["access_token"].as_str().unwrap(), &issuer, CONNECTOR_APP_ID).await;
+    assert_eq!(claims["preferred_username"], JANE);
+    assert_eq!(claims["oid"], JANE_OID);
+    assert_eq!(claims["azp"], AGENT_B_APP_ID);
+    assert_eq!(
+        claims["act"],
+        serde_json::json!({"sub": AGENT_B_OBJECT_ID, "client_id": AGENT_B_APP_ID,
+            "act": {"sub": AGENT_OBJECT_ID, "client_id": AGENT_APP_ID}})
+    );
+
+    // B cannot present A's machine token as its own actor.
+    let (status, body) = hop2(actor_a).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "invalid_request", "{body}");
+}

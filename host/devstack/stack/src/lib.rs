@@ -189,7 +189,13 @@ impl DevStack {
         let bedrock = stub.faults();
         let br_listener = tokio::net::TcpListener::bind(options.bedrock).await.map_err(err)?;
         let bedrock_url = format!("https://localhost:{}", br_listener.local_addr().map_err(err)?.port());
-        tokio::spawn(serve(br_listener, stub.router(), tls.clone(), faults.bedrock.clone(), "Bedrock endpoint"));
+        tokio::spawn(serve(
+            br_listener,
+            stub.router(),
+            tls.clone(),
+            faults.bedrock.clone(),
+            "Bedrock endpoint",
+        ));
 
         Ok(Self {
             idp,
@@ -372,5 +378,236 @@ async fn serve(
         delegate_devstack_tls::serve_https_with_faults(listener, router, tls, pending, faults).await
     {
         tracing::warn!(error = %e, "devstack {what} stopped");
+    }
+}
+
+/// How a chain host exchanges the caller's token for the next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainExchange {
+    /// RFC 8693 token exchange with the host's own client-credentials token as `actor_token`:
+    /// the IdP nests this host in the issued token's `act` chain, so the next host can count it.
+    TokenExchange,
+    /// Entra On-Behalf-Of: no `act` chain (each hop looks like the user's own call; depth
+    /// protection cannot see it).
+    OnBehalfOf,
+}
+
+/// The parts of a chain host's `delegate.toml` that differ between tests and the demo.
+#[derive(Debug, Clone)]
+pub struct ChainHost {
+    /// Where its AgentCore-contract listener listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// `"stdout"` or an audit file path.
+    pub audit: String,
+    /// `[auth] max_chain_depth`, also the outbound limit of its token-exchange providers.
+    pub max_chain_depth: usize,
+    /// How it exchanges tokens (for the next agent and for ServiceNow).
+    pub exchange: ChainExchange,
+}
+
+/// `http://127.0.0.1:<port>`-style egress rule fields for an agent host on loopback.
+fn loopback_rule(addr: SocketAddr, provider: &str, scope: &str) -> String {
+    format!(
+        r#"[[plugin.egress.rules]]
+methods = ["POST"]
+scheme = "http"
+host = "{ip}"
+allow_ip_literal = true
+port = {port}
+path_prefix = "/invocations"
+credential = {{ provider = "{provider}", scopes = ["{scope}"] }}
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+    )
+}
+
+impl DevStack {
+    /// The file holding Agent B's client secret (written on first use).
+    pub fn agent_b_secret_path(&self) -> Result<PathBuf, DevStackError> {
+        let path = self.secret_path.with_file_name("agent-b.secret");
+        if !path.exists() {
+            std::fs::write(&path, defaults::AGENT_B_APP_SECRET).map_err(err)?;
+        }
+        Ok(path)
+    }
+
+    /// The `[outbound]`, `[model]` and `[audit]` sections every chain host shares.
+    fn chain_common(&self, host: &ChainHost) -> String {
+        format!(
+            r#"[server]
+listen = "{listen}"
+
+[outbound]
+ca_files = [{ca:?}]
+
+[model]
+region = "us-east-1"
+endpoint_url = "{bedrock}"
+ca_bundle = {ca:?}
+model_id = "{model}"
+
+[audit]
+sink = {audit:?}
+"#,
+            listen = host.listen,
+            ca = self.ca_path.display().to_string(),
+            bedrock = self.bedrock_url,
+            model = MODEL_ID,
+            audit = host.audit,
+        )
+    }
+
+    /// A vault provider `name` exchanging as `client` (secret in `secret`) per `host.exchange`.
+    fn chain_provider(
+        &self,
+        host: &ChainHost,
+        name: &str,
+        client: &str,
+        secret: &Path,
+        limit: bool,
+    ) -> String {
+        let token_endpoint = self.idp.idp().token_endpoint(defaults::TENANT_ID);
+        let secret = secret.display().to_string();
+        match host.exchange {
+            ChainExchange::OnBehalfOf => format!(
+                "[vault.providers.{name}]\nkind = \"entra_obo\"\ntoken_endpoint = \"{token_endpoint}\"\nclient_id = \"{client}\"\nclient_secret = {{ file = {secret:?} }}\n"
+            ),
+            ChainExchange::TokenExchange => {
+                let depth = if limit {
+                    format!("max_chain_depth = {}\n", host.max_chain_depth)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "[vault.providers.{name}]\nkind = \"token_exchange\"\ntoken_endpoint = \"{token_endpoint}\"\nclient_id = \"{client}\"\nclient_secret = {{ file = {secret:?} }}\nactor_token_scopes = [\"api://{client}/.default\"]\n{depth}"
+                )
+            }
+        }
+    }
+
+    /// `delegate.toml` for host A of a two-agent chain: it verifies the user's Token A (as
+    /// [`DevStack::delegate_config`] does) and serves the dispatcher plugin (`dispatcher`),
+    /// which forwards the prompt to the agent host at `agent_b` (`agent_b_plugin` there, or
+    /// its default plugin). Its egress rule to B names the vault provider `agent-b`, which
+    /// exchanges the caller's token for one addressed to Agent B. With `accept_agent_b`, A
+    /// also accepts tokens Agent B obtained (so that B can call back: a loop, which the
+    /// chain-depth limit refuses).
+    pub fn chain_host_a_config(
+        &self,
+        host: &ChainHost,
+        dispatcher: &Path,
+        agent_b: SocketAddr,
+        agent_b_plugin: Option<&str>,
+        accept_agent_b: bool,
+    ) -> String {
+        let idp = self.idp.idp();
+        let clients = if accept_agent_b {
+            format!("\"{}\", \"{}\"", defaults::AGENT_APP_ID, defaults::AGENT_B_APP_ID)
+        } else {
+            format!("\"{}\"", defaults::AGENT_APP_ID)
+        };
+        let plugin_setting = agent_b_plugin.map(|p| format!("agent_plugin = \"{p}\"\n")).unwrap_or_default();
+        format!(
+            r#"# Generated by delegate-devstack: host A of an agent chain (dispatcher → Agent B).
+{common}
+[auth]
+discovery_url = "{discovery}"
+allowed_audiences = ["{agent}"]
+allowed_clients = [{clients}]
+required_scopes = ["{scope}"]
+max_chain_depth = {depth}
+
+{provider}
+[[plugin]]
+name = "dispatcher"
+component = {component:?}
+
+[plugin.settings]
+agent_url = "http://{agent_b}"
+{plugin_setting}
+{rule}"#,
+            common = self.chain_common(host),
+            discovery = idp.discovery_url(defaults::TENANT_ID),
+            agent = defaults::AGENT_APP_ID,
+            scope = defaults::AGENT_SCOPE,
+            depth = host.max_chain_depth,
+            provider = self.chain_provider(host, "agent-b", defaults::AGENT_APP_ID, &self.secret_path, true),
+            component = dispatcher.display().to_string(),
+            rule = loopback_rule(
+                agent_b,
+                "agent-b",
+                &format!("api://{}/{}", defaults::AGENT_B_APP_ID, defaults::AGENT_SCOPE)
+            ),
+        )
+    }
+
+    /// `delegate.toml` for host B of a two-agent chain: it accepts tokens Agent A obtained for
+    /// Agent B (audience Agent B, client Agent A) and serves the ServiceNow agent
+    /// (`servicenow_agent`, the default plugin), whose egress rule exchanges again, as Agent
+    /// B, for the ServiceNow connector. With `loop_back` = (dispatcher component, address of
+    /// an Agent A host), B also serves `dispatcher`, which calls Agent A back (a loop; its
+    /// provider has no outbound limit, so A's inbound check is what refuses it).
+    pub fn chain_host_b_config(
+        &self,
+        host: &ChainHost,
+        servicenow_agent: &Path,
+        loop_back: Option<(&Path, SocketAddr)>,
+    ) -> Result<String, DevStackError> {
+        let idp = self.idp.idp();
+        let secret = self.agent_b_secret_path()?;
+        let mut toml = format!(
+            r#"# Generated by delegate-devstack: host B of an agent chain (ServiceNow agent).
+{common}
+[auth]
+discovery_url = "{discovery}"
+allowed_audiences = ["{agent_b}"]
+allowed_clients = ["{agent_a}"]
+required_scopes = ["{scope}"]
+max_chain_depth = {depth}
+
+{provider}
+[[plugin]]
+name = "servicenow-agent"
+component = {component:?}
+default = true
+
+[plugin.settings]
+servicenow_url = "{servicenow}"
+
+[[plugin.egress.rules]]
+methods = ["GET", "PATCH"]
+host = "localhost"
+port = {sn_port}
+path_prefix = "/api/now/table"
+credential = {{ provider = "servicenow", scopes = ["api://{connector}/{connector_scope}"] }}
+"#,
+            common = self.chain_common(host),
+            discovery = idp.discovery_url(defaults::TENANT_ID),
+            agent_b = defaults::AGENT_B_APP_ID,
+            agent_a = defaults::AGENT_APP_ID,
+            scope = defaults::AGENT_SCOPE,
+            depth = host.max_chain_depth,
+            // ServiceNow is not an agent host: no outbound depth limit on its provider.
+            provider = self.chain_provider(host, "servicenow", defaults::AGENT_B_APP_ID, &secret, false),
+            component = servicenow_agent.display().to_string(),
+            servicenow = self.servicenow_url,
+            sn_port = self.servicenow_url.rsplit(':').next().unwrap_or("443"),
+            connector = defaults::CONNECTOR_APP_ID,
+            connector_scope = defaults::CONNECTOR_SCOPE,
+        );
+        if let Some((dispatcher, agent_a)) = loop_back {
+            toml.push_str(&format!(
+                "\n{provider}\n[[plugin]]\nname = \"dispatcher\"\ncomponent = {component:?}\n\n[plugin.settings]\nagent_url = \"http://{agent_a}\"\n\n{rule}",
+                provider = self.chain_provider(host, "agent-a", defaults::AGENT_B_APP_ID, &secret, false),
+                component = dispatcher.display().to_string(),
+                rule = loopback_rule(
+                    agent_a,
+                    "agent-a",
+                    &format!("api://{}/{}", defaults::AGENT_APP_ID, defaults::AGENT_SCOPE)
+                ),
+            ));
+        }
+        Ok(toml)
     }
 }

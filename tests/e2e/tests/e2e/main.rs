@@ -5,6 +5,7 @@ mod agent;
 mod agentcore;
 mod agentcore_identity;
 mod auth;
+mod chain;
 mod contract;
 mod credentials;
 mod faults;
@@ -24,7 +25,7 @@ mod streaming;
 /// Every guest artifact is used by some test (wasmtime's "no orphan test program" rule).
 #[test]
 fn every_guest_artifact_has_tests() {
-    let covered = ["echo", "hostile", "probe-sandbox", "probe-credentials", "servicenow-agent"];
+    let covered = ["echo", "hostile", "probe-sandbox", "probe-credentials", "servicenow-agent", "dispatcher"];
     for (name, path) in delegate_artifacts::ALL {
         assert!(covered.contains(name), "guest {name} ({path}) has no e2e test");
         assert!(std::path::Path::new(path).exists(), "{path} missing");

@@ -431,7 +431,7 @@ async fn token_exchange_issues_token_b_with_issued_token_type_and_act() {
         post(&server, &with(&without(&exchange_form(&a), "audience"), "scope", &connector_scope())).await;
     assert_eq!(status, 200, "{body}");
 
-    // An actor token: `act.sub` is the actor's subject.
+    // An actor token: `act.sub` is the actor's subject, `act.client_id` its client.
     let actor =
         idp.mint_app_token(AGENT_APP_ID, AGENT_APP_ID, &["Agent.Invoke"], Duration::from_secs(600)).unwrap();
     let actor_sub = claims_of(actor.expose())["sub"].clone();
@@ -440,7 +440,10 @@ async fn token_exchange_issues_token_b_with_issued_token_type_and_act() {
     form.push(("actor_token_type", ACCESS_TOKEN_TYPE.into()));
     let (status, body) = post(&server, &form).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(claims_of(body["access_token"].as_str().unwrap())["act"], json!({"sub": actor_sub}));
+    assert_eq!(
+        claims_of(body["access_token"].as_str().unwrap())["act"],
+        json!({"sub": actor_sub, "client_id": AGENT_APP_ID})
+    );
     // A subject that was already delegated: the earlier actor nests inside the new one.
     let delegated = sign(&server, &{
         let mut c = token_a_claims(&server);
@@ -454,7 +457,7 @@ async fn token_exchange_issues_token_b_with_issued_token_type_and_act() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         claims_of(body["access_token"].as_str().unwrap())["act"],
-        json!({"sub": actor_sub, "act": {"sub": "earlier-actor"}})
+        json!({"sub": actor_sub, "client_id": AGENT_APP_ID, "act": {"sub": "earlier-actor"}})
     );
     assert_eq!(idp.token_exchange_calls(), 5);
     assert_eq!(idp.obo_calls(), 1);
