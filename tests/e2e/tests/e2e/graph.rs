@@ -69,10 +69,15 @@ async fn one_invocation_uses_servicenow_and_graph_with_two_cached_tokens() {
     assert_eq!(graph[0]["cache"], "miss");
     assert_eq!(snow[0]["cache"], "miss");
 
-    // What the stand-ins saw. Graph: a token with its own audience, for Jane's oid. ServiceNow
-    // answered 200, which it does only for a token whose audience is the connector app (it
-    // refuses Token A and Graph tokens: servicenow_rejects_token_a_and_accepts_token_b, and
-    // the stand-in's own tests); the two Token Bs are different tokens for different audiences.
+    // What the stand-ins saw. Graph: a token with its own audience, for Jane's oid. ServiceNow:
+    // it records only tokens it accepted, i.e. whose `aud` is the connector app (it refuses
+    // Token A and Graph tokens), issued to the agent app for Jane.
+    let snow_seen = chain.stack.servicenow.seen_tokens();
+    assert!(!snow_seen.is_empty());
+    for t in &snow_seen {
+        assert_eq!(t.user, ids::JANE);
+        assert_eq!(t.client_id.as_deref(), Some(ids::AGENT_APP_ID));
+    }
     let tokens = chain.stack.graph.tokens_seen();
     assert_eq!(tokens.len(), 1, "{tokens:?}");
     assert_eq!(tokens[0].audience.as_deref(), Some(GRAPH_AUD));
