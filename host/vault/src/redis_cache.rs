@@ -83,6 +83,9 @@ pub struct RedisCache {
     lock_wait: Duration,
     counters: Counters,
     metrics: Option<Arc<Metrics>>,
+    /// Whether the last operation failed: an outage is logged once when it starts and once
+    /// when it ends, not once per operation.
+    degraded: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -142,6 +145,7 @@ impl RedisCache {
             lock_wait: settings.lock_wait,
             counters: Counters::default(),
             metrics,
+            degraded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -182,9 +186,20 @@ impl RedisCache {
             Ok(Err(e)) => Err(OpError::Redis(e.kind())),
             Ok(Ok(v)) => Ok(v),
         };
-        if let Err(e) = &result {
-            self.count(SharedCacheEvent::Error);
-            tracing::warn!(target: "delegate::vault", operation = what, error = %e, "shared token cache unavailable; treating as a miss");
+        match &result {
+            Err(e) => {
+                self.count(SharedCacheEvent::Error);
+                if self.degraded.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(target: "delegate::vault", operation = what, error = %e, "shared token cache still unavailable");
+                } else {
+                    tracing::warn!(target: "delegate::vault", operation = what, error = %e, "shared token cache unavailable; lookups are misses and exchanges local until it answers again");
+                }
+            }
+            Ok(_) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!(target: "delegate::vault", "shared token cache answers again");
+                }
+            }
         }
         result
     }

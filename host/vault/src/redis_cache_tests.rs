@@ -16,6 +16,9 @@ struct Server {
     dir: PathBuf,
 }
 
+/// A server process started in an existing directory (for a restart on the same socket).
+struct Restarted(Child);
+
 impl Server {
     fn start() -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
@@ -25,6 +28,17 @@ impl Server {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let Restarted(child) = Self::start_in(dir.clone());
+        let server = Self { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.sync().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn start_in(dir: PathBuf) -> Restarted {
         let child = Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
             .arg(dir.join("s"))
@@ -33,13 +47,7 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server: {e} (apt-get install -y redis-server)"));
-        let server = Self { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.sync().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
+        Restarted(child)
     }
 
     fn url(&self) -> String {
@@ -338,5 +346,34 @@ mod config {
         let debug = format!("{s:?}");
         assert!(!debug.contains("redis-password-value"), "{debug}");
         assert!(!debug.contains(&b64(&[5; 32])) && !debug.contains("[5, 5"), "{debug}");
+    }
+}
+
+/// After an outage the same cache (its connection manager) reconnects by itself: a Redis
+/// restart needs no replica restart.
+#[tokio::test]
+async fn the_cache_reconnects_after_redis_restarts() {
+    let mut server = Server::start();
+    let cache = RedisCache::new(&settings(&server.url(), KEY, None), None).unwrap();
+    cache.put(key("jane"), token("before", 2_000), 1_000).await;
+    assert!(cache.get(&key("jane"), 1_000).await.is_some());
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    assert!(cache.get(&key("jane"), 1_000).await.is_none(), "down: a miss");
+    let errors = cache.stats().errors;
+    assert!(errors >= 1);
+    // The same socket path, a fresh (empty) server.
+    let _ = std::fs::remove_file(server.dir.join("s"));
+    let restarted = Server::start_in(server.dir.clone());
+    server.child = restarted.0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        cache.put(key("jane"), token("after", 2_000), 1_000).await;
+        if let Some(t) = cache.get(&key("jane"), 1_000).await {
+            assert_eq!(t.token.expose(), "after");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reconnect within 10 s: {:?}", cache.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
