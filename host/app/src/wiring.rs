@@ -26,7 +26,14 @@ pub(crate) async fn authorizer(config: &Config) -> Result<Arc<dyn delegate_serve
     drop(authorizer.spawn_refresh());
     // `server.inbound`: whether AgentCore Runtime's workload access token is used, and
     // whether it alone may stand for the caller (docs/agentcore.md).
-    Ok(Arc::new(delegate_server::InboundAuthorizer::new(Arc::new(authorizer), config.server.inbound)))
+    // A workload access token with no `agentcore_identity` provider to use it is ignored, not
+    // parsed: without one, `agentcore` behaves as `standalone`.
+    let uses_wat = config.vault.provider_names().any(|n| config.vault.is_agentcore_identity(n));
+    let mode = match config.server.inbound {
+        delegate_config::InboundMode::AgentCore if !uses_wat => delegate_config::InboundMode::Standalone,
+        mode => mode,
+    };
+    Ok(Arc::new(delegate_server::InboundAuthorizer::new(Arc::new(authorizer), mode)))
 }
 
 /// The egress path shared by every plugin: the token vault, the pooled outbound client and

@@ -250,6 +250,35 @@ async fn the_workload_access_token_alone_works_only_when_opted_in() {
     let _ = host.shutdown(Duration::from_secs(5)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_known_only_by_its_workload_access_token_is_a_pseudonym_to_the_plugin() {
+    let s = setup("pseudonym", delegate_artifacts::ECHO, Some("agentcore_workload_token"), |_| String::new())
+        .await;
+    let host = Host::start_with(&s.config, None, delegate_devstack::aws_credentials()).await.unwrap();
+    let url = format!("http://{}", host.addr);
+    let token_a = s.token_a(ids::JANE);
+    let wat = s.wat(&token_a).await;
+    let result = |seen: &Seen| -> serde_json::Value {
+        serde_json::from_str(seen.result.as_deref().unwrap_or_else(|| panic!("{seen:?}"))).unwrap()
+    };
+    // With the JWT: the verified subject (Jane's oid).
+    let seen = ask(&url, Some(&token_a), Some(&wat), prompt("hi")).await;
+    assert_eq!(result(&seen)["caller"], ids::JANE_OID);
+    // The token alone: a pseudonym derived from it, never a claim, never the token.
+    let seen = ask(&url, None, Some(&wat), prompt("hi")).await;
+    let subject = result(&seen)["caller"].as_str().unwrap().to_owned();
+    assert!(subject.starts_with(delegate_auth::WORKLOAD_SUBJECT_PREFIX), "{subject}");
+    assert_ne!(subject, ids::JANE_OID);
+    assert!(!subject.contains(wat.expose()) && !seen.text.contains(wat.expose()));
+    // Stable for one token, different for another.
+    let again = ask(&url, None, Some(&wat), prompt("hi")).await;
+    assert_eq!(result(&again)["caller"], subject.as_str());
+    let other = s.wat(&token_a).await;
+    let seen = ask(&url, None, Some(&other), prompt("hi")).await;
+    assert_ne!(result(&seen)["caller"], subject.as_str());
+    let _ = host.shutdown(Duration::from_secs(5)).await;
+}
+
 /// A downstream that answers with the workload access token in `leak` (set by the test, never
 /// given to the plugin), in a header and in the body, as a service that had seen it might:
 /// the scrubber must remove it before the plugin reads the response.
