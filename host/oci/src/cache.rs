@@ -18,21 +18,23 @@ pub struct BlobCache {
 }
 
 impl BlobCache {
-    /// Opens (creating if needed, mode 0700) `dir`.
+    /// Opens `dir`, which is created (mode 0700) with the first blob stored: a host that never
+    /// pulls leaves no trace in `engine.cache_dir`. An existing `dir` that is group- or
+    /// world-writable is refused.
     pub fn open(dir: &Path) -> Result<Self, OciError> {
-        let fail = |m: String| OciError::Cache(format!("{}: {m}", dir.display()));
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
+        let cache = Self { dir: dir.to_owned() };
+        if dir.exists() {
+            cache.check_private()?;
         }
-        builder.create(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+        Ok(cache)
+    }
+
+    fn check_private(&self) -> Result<(), OciError> {
+        let fail = |m: String| OciError::Cache(format!("{}: {m}", self.dir.display()));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir).map_err(|e| fail(e.to_string()))?.permissions().mode();
+            let mode = std::fs::metadata(&self.dir).map_err(|e| fail(e.to_string()))?.permissions().mode();
             if mode & 0o022 != 0 {
                 return Err(fail(format!(
                     "is group- or world-writable (mode {:o}); it must be writable by delegate's user only",
@@ -40,7 +42,19 @@ impl BlobCache {
                 )));
             }
         }
-        Ok(Self { dir: dir.to_owned() })
+        Ok(())
+    }
+
+    fn create(&self) -> std::io::Result<()> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(&self.dir)?;
+        self.check_private().map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// The directory.
@@ -75,6 +89,7 @@ impl BlobCache {
 
     fn write(&self, digest: &Digest, bytes: &[u8]) -> std::io::Result<()> {
         static N: AtomicU64 = AtomicU64::new(0);
+        self.create()?;
         let path = self.path_for(digest);
         let tmp = self.dir.join(format!(
             ".{}.tmp-{}-{}",
@@ -118,6 +133,7 @@ mod tests {
         let cache = BlobCache::open(&scratch("rt")).unwrap();
         let d = Digest::of(b"component bytes");
         assert_eq!(cache.get(&d), None);
+        assert!(!cache.dir().exists(), "created with the first blob only");
         cache.put(&d, b"component bytes");
         assert_eq!(cache.get(&d).as_deref(), Some(&b"component bytes"[..]));
         #[cfg(unix)]
