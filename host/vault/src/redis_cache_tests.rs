@@ -28,7 +28,7 @@ impl Server {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let Restarted(child) = Self::start_in(dir.clone());
+        let Restarted(child) = Self::start_in(&dir);
         let server = Self { child, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.sync().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_err() {
@@ -38,12 +38,12 @@ impl Server {
         server
     }
 
-    fn start_in(dir: PathBuf) -> Restarted {
+    fn start_in(dir: &std::path::Path) -> Restarted {
         let child = Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
             .arg(dir.join("s"))
             .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server: {e} (apt-get install -y redis-server)"));
@@ -364,7 +364,7 @@ async fn the_cache_reconnects_after_redis_restarts() {
     assert!(errors >= 1);
     // The same socket path, a fresh (empty) server.
     let _ = std::fs::remove_file(server.dir.join("s"));
-    let restarted = Server::start_in(server.dir.clone());
+    let restarted = Server::start_in(&server.dir);
     server.child = restarted.0;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
