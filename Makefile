@@ -2,7 +2,7 @@
 # Both add the wasm32-wasip2 target first (RUSTUP_AUTO_INSTALL may be off).
 
 CARGO ?= cargo
-GUESTS := -p delegate-sdk -p echo -p hostile -p probe-sandbox -p probe-credentials -p servicenow-agent
+GUESTS := -p delegate-sdk -p echo -p hostile -p probe-sandbox -p probe-credentials -p servicenow-agent -p dispatcher
 
 .PHONY: setup demo test lint fmt ci bench interop js-guest js-test py-guest py-test
 
@@ -16,7 +16,7 @@ demo: setup
 ## Every test: unit, end-to-end (real servers on loopback), CLI.
 test: setup
 	$(CARGO) test --locked --no-fail-fast
-	$(CARGO) test --locked --no-fail-fast -p delegate-sdk -p servicenow-agent
+	$(CARGO) test --locked --no-fail-fast -p delegate-sdk -p servicenow-agent -p dispatcher
 
 ## Formatting and lints, host (native) and guests (wasm32-wasip2).
 lint: setup

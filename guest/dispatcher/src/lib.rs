@@ -320,6 +320,7 @@ fn downstream_error(o: &serde_json::Map<String, Value>) -> PluginError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

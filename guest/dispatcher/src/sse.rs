@@ -60,7 +60,7 @@ fn data_of(event: &str) -> Option<String> {
     let mut data: Option<String> = None;
     for line in event.split(['\n', '\r']) {
         let value = match line.strip_prefix("data") {
-            Some(rest) if rest.is_empty() => "",
+            Some("") => "",
             Some(rest) => match rest.strip_prefix(':') {
                 Some(v) => v.strip_prefix(' ').unwrap_or(v),
                 None => continue, // a field named e.g. "database"
@@ -79,6 +79,7 @@ fn data_of(event: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
