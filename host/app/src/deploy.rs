@@ -232,6 +232,7 @@ impl PluginAdmin for Deployer {
 }
 
 /// The admin refusal for a failed pull (every case leaves the active version serving).
+#[allow(clippy::needless_pass_by_value)] // by value for `map_err(oci_refusal)`
 fn oci_refusal(e: delegate_oci::OciError) -> DeployRefusal {
     use delegate_oci::OciError as E;
     let message = e.to_string();
