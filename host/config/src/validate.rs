@@ -703,33 +703,9 @@ mod tests {
             base(),
         )
         .unwrap();
-        let Some(PluginSource::Oci(r)) = &c.plugins[0].source else { panic!("{:?}", c.plugins[0].source) };
-        assert_eq!(r.to_string(), format!("oci://127.0.0.1:5000/p/a@sha256:{hex}"));
-        assert!(c.oci.plain_http.contains("127.0.0.1:5000"));
-        // tags are refused: digest only
-        let e = err("[[plugin]]\nname = \"a\"\nsource = \"oci://r.io/p/a:latest\"\n");
-        assert!(e.starts_with("plugin[0].source: invalid OCI reference") && e.contains("digest only"), "{e}");
-        let e = err(&format!(
-            "[[plugin]]\nname = \"a\"\ncomponent = \"Cargo.toml\"\nsource = \"oci://r.io/p@sha256:{hex}\"\n"
-        ));
-        assert_eq!(e, "plugin[0].source: set one of component, manifest or source, not several");
-        let e = err(&format!("{PLUGIN}[oci]\nplain_http = [\"registry.example.com\"]\n"));
-        assert!(e.starts_with("oci.plain_http[0]: "), "{e}");
-    }
-
-    #[test]
-    fn plugin_sources_by_oci_digest() {
-        let hex = "ab".repeat(32);
-        let c = Config::from_toml(
-            &format!(
-                "[[plugin]]\nname = \"a\"\nsource = \"oci://127.0.0.1:5000/p/a@sha256:{hex}\"\n{AUTH}\n\
-                 [oci]\nplain_http = [\"127.0.0.1:5000\"]\n"
-            ),
-            base(),
-        )
-        .unwrap();
-        let Some(PluginSource::Oci(r)) = &c.plugins[0].source else { panic!("{:?}", c.plugins[0].source) };
-        assert_eq!(r.to_string(), format!("oci://127.0.0.1:5000/p/a@sha256:{hex}"));
+        let want = format!("oci://127.0.0.1:5000/p/a@sha256:{hex}");
+        let source = &c.plugins[0].source;
+        assert!(matches!(source, Some(PluginSource::Oci(r)) if r.to_string() == want), "{source:?}");
         assert!(c.oci.plain_http.contains("127.0.0.1:5000"));
         // tags are refused: digest only
         let e = err("[[plugin]]\nname = \"a\"\nsource = \"oci://r.io/p/a:latest\"\n");
