@@ -231,8 +231,18 @@ pub(crate) fn push(options: &PushOptions) -> Result<(), Failure> {
     };
     let http = delegate_outbound::build_client(&outbound).map_err(|e| Failure::usage(e.to_string()))?;
     let client = delegate_oci::RegistryClient::new(http, settings, None);
+    // SOURCE_DATE_EPOCH (reproducible builds): the same inputs push the same digest.
+    let created = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => {
+            v.trim()
+                .parse::<u64>()
+                .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+                .map_err(|_| Failure::usage(format!("SOURCE_DATE_EPOCH is not a number of seconds: {v:?}")))?
+        }
+        Err(_) => std::time::SystemTime::now(),
+    };
     let reference = block_on(async {
-        client.push(&target, &bytes, &portable).await.map_err(|e| Failure::failed(e.to_string()))
+        client.push_at(&target, &bytes, &portable, created).await.map_err(|e| Failure::failed(e.to_string()))
     })?;
     println!("{reference}");
     Ok(())

@@ -216,6 +216,15 @@ mod tests {
     }
 
     #[test]
+    fn the_same_inputs_and_time_build_the_same_manifest() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (a, b) = (build(b"c", "t", at), build(b"c", "t", at));
+        assert_eq!(a.manifest, b.manifest);
+        assert_ne!(a.manifest, build(b"c", "t", at + Duration::from_secs(1)).manifest);
+        assert_ne!(a.manifest, build(b"c", "u", at).manifest);
+    }
+
+    #[test]
     fn other_layouts_are_refused() {
         let good: serde_json::Value = serde_json::from_slice(&build(b"c", "t", UNIX_EPOCH).manifest).unwrap();
         let refuse = |edit: &dyn Fn(&mut serde_json::Value), needle: &str| {

@@ -230,7 +230,20 @@ impl RegistryClient {
         component: &[u8],
         plugin_toml: &str,
     ) -> Result<Reference, OciError> {
-        let built = artifact::build(component, plugin_toml, std::time::SystemTime::now());
+        self.push_at(target, component, plugin_toml, std::time::SystemTime::now()).await
+    }
+
+    /// [`RegistryClient::push`] with the config's `created` time given: the same component,
+    /// plugin manifest and time always give the same manifest digest (reproducible pushes,
+    /// e.g. from `SOURCE_DATE_EPOCH`).
+    pub async fn push_at(
+        &self,
+        target: &Target,
+        component: &[u8],
+        plugin_toml: &str,
+        created: std::time::SystemTime,
+    ) -> Result<Reference, OciError> {
+        let built = artifact::build(component, plugin_toml, created);
         let (registry, repo) = (&target.registry, &target.repository);
         for (descriptor, bytes) in built.blobs {
             let digest = Digest::parse(&descriptor.digest).map_err(OciError::InvalidArtifact)?;
