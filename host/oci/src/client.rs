@@ -322,7 +322,7 @@ impl RegistryClient {
         let key = (registry.to_owned(), scope.clone());
         let origin = self.base(registry)?.origin();
         let static_auth = |creds: Option<&Credentials>| match creds {
-            Some(Credentials::Bearer(token)) => Some(format!("Bearer {}", token.expose())),
+            Some(Credentials::Bearer(token)) => Some(Secret::new(format!("Bearer {}", token.expose()))),
             _ => None,
         };
         let creds = self.settings.credentials.get(registry);
@@ -330,7 +330,7 @@ impl RegistryClient {
             .tokens
             .lock()
             .ok()
-            .and_then(|t| t.get(&key).map(|s| format!("Bearer {}", s.expose())))
+            .and_then(|t| t.get(&key).map(|s| Secret::new(format!("Bearer {}", s.expose()))))
             .or_else(|| static_auth(creds));
         let mut challenged = false;
         let mut url = call.url.clone();
@@ -345,7 +345,7 @@ impl RegistryClient {
                 request = request.header(CONTENT_TYPE, *content_type).body(body.clone());
             }
             // Credentials go to the registry's own origin only, never to a redirect target.
-            if let (Some(value), true) = (&auth, same_origin) {
+            if let (Some(value), true) = (auth.as_ref().and_then(sensitive), same_origin) {
                 request = request.header(AUTHORIZATION, value);
             }
             let response = request.send().await.map_err(|e| OciError::Unreachable {
@@ -388,7 +388,7 @@ impl RegistryClient {
                     }
                     (Some(c), _) if c.scheme == "bearer" => {
                         let token = self.token(registry, &c.params, &scope, creds).await?;
-                        auth = Some(format!("Bearer {}", token.expose()));
+                        auth = Some(Secret::new(format!("Bearer {}", token.expose())));
                         if let Ok(mut tokens) = self.tokens.lock() {
                             tokens.insert(key.clone(), token);
                         }
@@ -433,8 +433,10 @@ impl RegistryClient {
             q.append_pair("scope", params.get("scope").map_or(scope, String::as_str));
         }
         let mut request = self.http.get(url);
-        if let Some(Credentials::Basic { username, password }) = creds {
-            request = request.header(AUTHORIZATION, basic(username, password));
+        if let Some(Credentials::Basic { username, password }) = creds
+            && let Some(value) = sensitive(&basic(username, password))
+        {
+            request = request.header(AUTHORIZATION, value);
         }
         let response = request.send().await.map_err(|e| OciError::Unreachable {
             registry: registry.to_owned(),
@@ -458,10 +460,17 @@ impl RegistryClient {
     }
 }
 
-fn basic(username: &str, password: &Secret) -> String {
+fn basic(username: &str, password: &Secret) -> Secret {
     use base64::Engine as _;
     let raw = Secret::new(format!("{username}:{}", password.expose()));
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw.expose()))
+    Secret::new(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw.expose())))
+}
+
+/// An `Authorization` value marked sensitive (kept out of `Debug` output and HPACK tables).
+fn sensitive(value: &Secret) -> Option<reqwest::header::HeaderValue> {
+    let mut header = reqwest::header::HeaderValue::from_str(value.expose()).ok()?;
+    header.set_sensitive(true);
+    Some(header)
 }
 
 /// The transport error without the URL's query (never holds credentials, but keep it short).
@@ -594,6 +603,7 @@ mod tests {
 
     #[test]
     fn basic_credentials_encode() {
-        assert_eq!(basic("u", &Secret::new("p")), "Basic dTpw");
+        assert_eq!(basic("u", &Secret::new("p")).expose(), "Basic dTpw");
+        assert!(sensitive(&Secret::new("Bearer t")).is_some_and(|h| h.is_sensitive()));
     }
 }

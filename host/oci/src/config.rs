@@ -165,7 +165,10 @@ mod tests {
     use super::*;
 
     fn validate(text: &str) -> Result<OciSettings, InvalidSetting> {
-        let dir = std::env::temp_dir().join(format!("delegate-oci-config-{}", std::process::id()));
+        // One directory per call: tests run in parallel.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("delegate-oci-config-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pw"), "s3cret-pw\n").unwrap();
         toml::from_str::<OciConfig>(text).unwrap().validate(&dir)
