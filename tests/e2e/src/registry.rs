@@ -19,7 +19,16 @@ pub struct Registry {
     addr: SocketAddr,
     dir: PathBuf,
     child: Option<Child>,
+    /// Basic credentials the registry requires (htpasswd), if any.
+    htpasswd: bool,
 }
+
+/// The user of [`Registry::start_with_credentials`].
+pub const USERNAME: &str = "ci";
+/// Its password (a test fixture: the bcrypt hash below is of this value).
+pub const PASSWORD: &str = "registry-test-password-0123";
+/// bcrypt (cost 4, fast for tests) of [`PASSWORD`], as distribution's htpasswd auth reads it.
+const PASSWORD_BCRYPT: &str = "$2b$04$nIiT7BwyZDUsNMEs0yvQXOBMzA55hHp/M7LM7WVu.ZEjYz1N6Lxwa";
 
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -29,11 +38,21 @@ fn free_port() -> SocketAddr {
 impl Registry {
     /// Starts a registry with its storage and config under `dir` (created).
     pub async fn start(dir: &Path) -> Self {
+        Self::start_inner(dir, false).await
+    }
+
+    /// Like [`Registry::start`], requiring basic credentials ([`USERNAME`], [`PASSWORD`]) for
+    /// every request: distribution's htpasswd auth, which answers `401` with a `Basic` challenge.
+    pub async fn start_with_credentials(dir: &Path) -> Self {
+        Self::start_inner(dir, true).await
+    }
+
+    async fn start_inner(dir: &Path, htpasswd: bool) -> Self {
         std::fs::create_dir_all(dir.join("storage")).unwrap();
         // The port is free now; if another process takes it before the registry binds, the
         // readiness check fails and we try another one.
         for _ in 0..5 {
-            let mut registry = Self { addr: free_port(), dir: dir.to_owned(), child: None };
+            let mut registry = Self { addr: free_port(), dir: dir.to_owned(), child: None, htpasswd };
             if registry.spawn().await {
                 return registry;
             }
@@ -43,9 +62,16 @@ impl Registry {
 
     async fn spawn(&mut self) -> bool {
         let config = self.dir.join("config.yml");
+        let auth = if self.htpasswd {
+            let file = self.dir.join("htpasswd");
+            std::fs::write(&file, format!("{USERNAME}:{PASSWORD_BCRYPT}\n")).unwrap();
+            format!("auth:\n  htpasswd:\n    realm: delegate-test\n    path: {}\n", file.display())
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
-            format!(
+            auth + &format!(
                 "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {}\n",
                 self.dir.join("storage").display(),
                 self.addr
@@ -71,8 +97,12 @@ impl Registry {
                 self.child = None;
                 return false;
             }
-            let ok =
-                client.get(format!("http://{}/v2/", self.addr)).send().await.is_ok_and(|r| r.status() == 200);
+            // With htpasswd auth, an anonymous /v2/ answers 401: up all the same.
+            let ok = client
+                .get(format!("http://{}/v2/", self.addr))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200 || (self.htpasswd && r.status() == 401));
             if ok {
                 return true;
             }

@@ -289,3 +289,87 @@ async fn plugins_are_deployed_by_digest_verified_and_served_from_cache_while_the
     assert!(!cached.exists(), "the corrupted entry is removed");
     host.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_needs_credentials_is_pulled_from_with_a_secret_reference() {
+    use delegate_e2e::registry::{PASSWORD, USERNAME};
+    let dir = scratch_dir();
+    let registry = Registry::start_with_credentials(&dir.join("registry")).await;
+    let host = registry.host();
+    let plain = || OciSettings { plain_http: [host.clone()].into(), ..OciSettings::default() };
+    let echo = rebuilt(&std::fs::read(delegate_artifacts::ECHO).unwrap(), "oci-auth");
+    let plugin_toml = echo_manifest("1.0.0", &echo).replace("name = \"echo\"", "name = \"servicenow-agent\"");
+    let target = Target::parse(&format!("oci://{host}/plugins/private")).unwrap();
+
+    // Anonymous and wrong credentials are refused by the registry, and said so.
+    let e =
+        RegistryClient::new(client(), plain(), None).push(&target, &echo, &plugin_toml).await.unwrap_err();
+    assert_eq!(e.code(), "registry_unauthorized", "{e}");
+    let mut settings = plain();
+    let basic = |password: &str| delegate_oci::Credentials::Basic {
+        username: USERNAME.into(),
+        password: delegate_secret::Secret::new(password),
+    };
+    settings.credentials.insert(host.clone(), basic("not-the-password"));
+    let e = RegistryClient::new(client(), settings.clone(), None)
+        .push(&target, &echo, &plugin_toml)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "registry_unauthorized", "{e}");
+    settings.credentials.insert(host.clone(), basic(PASSWORD));
+    let reference =
+        RegistryClient::new(client(), settings, None).push(&target, &echo, &plugin_toml).await.unwrap();
+
+    // The host pulls with the password from a file reference.
+    let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
+    let component = Path::new(delegate_artifacts::ECHO);
+    let password_file = dir.join("registry-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let base = stack
+        .delegate_config(
+            "127.0.0.1:0".parse().unwrap(),
+            component,
+            &dir.join("audit.jsonl").display().to_string(),
+        )
+        .replace(
+            &format!("component = {:?}\n", component.display().to_string()),
+            &format!("source = \"{reference}\"\n"),
+        )
+        + &format!("\n[oci]\nplain_http = [\"{host}\"]\n");
+    let with_password = |file: &Path| {
+        format!(
+            "{base}\n[oci.registries.\"{host}\"]\nusername = \"{USERNAME}\"\npassword = {{ file = {:?} }}\n",
+            file.display().to_string()
+        )
+    };
+    let start = |toml: String| {
+        let dir = dir.clone();
+        async move {
+            let config = Config::from_toml(&toml, &dir).unwrap();
+            Host::start_with(&config, None, delegate_devstack::aws_credentials()).await
+        }
+    };
+    let e = start(base.clone()).await.err().expect("no credentials: the pull is refused");
+    assert!(e.message.contains("refused access"), "{}", e.message);
+    let wrong = dir.join("wrong-password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    let e = start(with_password(&wrong)).await.err().expect("wrong credentials: the pull is refused");
+    assert!(e.message.contains("refused access") && !e.message.contains("not-the-password"), "{}", e.message);
+
+    let served = start(with_password(&password_file)).await.unwrap();
+    assert_eq!(served.plugin().unwrap().digest(), sha256_digest(&echo));
+    let token = stack.token_a(ids::JANE, Duration::from_secs(900)).unwrap();
+    let resp = client()
+        .post(format!("http://{}/invocations", served.addr))
+        .bearer_auth(token.expose())
+        .header("accept", "application/json")
+        .json(&json!({ "prompt": "hello" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let result: serde_json::Value = serde_json::from_str(body["result"].as_str().unwrap()).unwrap();
+    assert_eq!(result["tag"], "1.0.0", "{body}");
+    served.shutdown(Duration::from_secs(5)).await.unwrap();
+}
