@@ -442,3 +442,120 @@ fn dockerfile_is_multi_stage_non_root_and_listens_on_8080() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target"), "the build context would include target/");
 }
+
+/// `ENTRYPOINT` and `CMD` of the Dockerfile's runtime stage, in exec (JSON) form.
+fn image_command() -> (Vec<String>, Vec<String>) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Dockerfile")).unwrap();
+    let last = |directive: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with(&format!("{directive} ")))
+            .last()
+            .unwrap_or_else(|| panic!("the Dockerfile has no {directive}"));
+        let json = line[directive.len()..].trim();
+        serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("{directive} is not in exec (JSON) form: {json}: {e}"))
+    };
+    (last("ENTRYPOINT"), last("CMD"))
+}
+
+/// Whether a socket listens on all IPv4 or IPv6 interfaces at `port` (Linux `/proc/net`).
+fn listens_on_all_interfaces(port: u16) -> bool {
+    let hex = format!(":{port:04X}");
+    [("/proc/net/tcp", "00000000"), ("/proc/net/tcp6", "00000000000000000000000000000000")].iter().any(
+        |(file, any)| {
+            std::fs::read_to_string(file).unwrap_or_default().lines().skip(1).any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[1] == format!("{any}{hex}") && cols[3] == "0A"
+            })
+        },
+    )
+}
+
+/// No Docker engine runs here or in CI, so the image is smoke-tested by running the built
+/// binary exactly as the image would (the Dockerfile's ENTRYPOINT + CMD, parsed, so a change
+/// there changes what runs here), with the config path the CMD names swapped for a temporary
+/// file. The config listens on all interfaces as the AgentCore contract requires (a free port
+/// instead of 8080); the test checks the socket is bound to 0.0.0.0, then `/ping` and an
+/// invocation with a real Token A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_entrypoint_serves_ping_and_an_invocation_on_all_interfaces() {
+    use delegate_devstack_idp::{IdpConfig, IdpServer, defaults};
+    use std::time::{Duration, Instant};
+    let (entrypoint, cmd) = image_command();
+    assert_eq!(entrypoint, ["/usr/local/bin/delegate"], "the image runs something else");
+    let at = cmd.iter().position(|a| a == "--config").expect("CMD passes no --config");
+    let image_config = &cmd[at + 1];
+    assert!(image_config.starts_with('/'), "CMD's config path {image_config} is not absolute");
+    assert_eq!(cmd[0], "serve");
+
+    let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("delegate-cli-{}-image", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), idp.ca_pem()).unwrap();
+    let port = free_port();
+    let config = dir.join("delegate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"0.0.0.0:{port}\"\n[outbound]\nca_files = [\"ca.pem\"]\n[auth]\ndiscovery_url = \"{}\"\nallowed_audiences = [\"{app}\"]\nallowed_clients = [\"{app}\"]\nrequired_scopes = [\"{scope}\"]\n[[plugin]]\nname = \"echo\"\ncomponent = \"{}\"\n",
+            idp.idp().discovery_url(defaults::TENANT_ID),
+            delegate_artifacts::ECHO,
+            app = defaults::AGENT_APP_ID,
+            scope = defaults::AGENT_SCOPE,
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<String> = entrypoint[1..].iter().chain(cmd.iter()).cloned().collect();
+    let config_arg = entrypoint.len() - 1 + at + 1;
+    args[config_arg] = config.display().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .args(&args)
+        .env("DELEGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut ping = None;
+    while started.elapsed() < Duration::from_secs(60) && ping.is_none() {
+        if let Ok(resp) = http.get(format!("{base}/ping")).send().await {
+            ping = Some((resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap()));
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (status, body) = ping.expect("the image's command never answered /ping");
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "Healthy", "{body}");
+    assert!(listens_on_all_interfaces(port), "not listening on 0.0.0.0:{port}");
+    let token = idp
+        .idp()
+        .mint_access_token(
+            defaults::JANE,
+            defaults::AGENT_APP_ID,
+            defaults::AGENT_APP_ID,
+            &[defaults::AGENT_SCOPE],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let resp = http
+        .post(format!("{base}/invocations"))
+        .bearer_auth(token.expose())
+        .header("accept", "application/json")
+        .body(r#"{"prompt":"hi from the image"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(answer["response"], "hi from the image", "{answer}");
+    let resp = http.post(format!("{base}/invocations")).body("{}").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM exit {exit}");
+}
