@@ -4,7 +4,9 @@
 #
 # Each platform is built natively (under emulation on a foreign builder), so C dependencies
 # (aws-lc, SQLite) need no cross toolchain. Checked by host/cli/tests/cli.rs
-# (`dockerfile_is_multi_stage_non_root_and_listens_on_8080`), since no Docker engine runs in CI.
+# (`dockerfile_is_multi_stage_non_root_and_listens_on_8080`, and
+# `image_entrypoint_serves_ping_and_an_invocation_on_all_interfaces`, which runs the binary with
+# the ENTRYPOINT + CMD below), since no Docker engine runs in CI. See docs/agentcore.md.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
