@@ -142,6 +142,8 @@ pub enum SharedCacheEvent {
     /// An exchange made without the cross-replica lock (store down, wait bound passed, or the
     /// lock holder gave up): the fail-safe path that costs an extra IdP call.
     FallbackExchange,
+    /// The store was unavailable and the replica's own in-memory copy served the token.
+    LocalHit,
 }
 
 impl SharedCacheEvent {
@@ -155,6 +157,7 @@ impl SharedCacheEvent {
             Self::LockWaited => "lock_waited",
             Self::LockTimedOut => "lock_timed_out",
             Self::FallbackExchange => "fallback_exchange",
+            Self::LocalHit => "local_hit",
         }
     }
 }
@@ -269,7 +272,7 @@ impl Metrics {
         let shared_cache = Family::<SharedCacheLabels, Counter>::default();
         registry.register(
             "vault_shared_cache_events",
-            "Shared token cache (Redis) events: hit, miss, error, undecryptable, lock_won, lock_waited, lock_timed_out, fallback_exchange",
+            "Shared token cache (Redis) events: hit, miss, error, undecryptable, lock_won, lock_waited, lock_timed_out, fallback_exchange, local_hit",
             shared_cache.clone(),
         );
         Arc::new(Self {

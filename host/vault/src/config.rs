@@ -309,6 +309,8 @@ pub struct RedisSettings {
     pub(crate) timeout: Duration,
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
+    /// Capacity of the in-memory copy served while Redis is unavailable (`cache.capacity`).
+    pub(crate) local_capacity: usize,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -422,7 +424,7 @@ impl VaultConfig {
                     "`backend = \"redis\"` needs a [vault.cache.redis] section",
                 ));
             }
-            (CacheBackend::Redis, Some(r)) => Some(r.validate()?),
+            (CacheBackend::Redis, Some(r)) => Some(r.validate(capacity)?),
         };
         Ok(VaultSettings {
             providers,
@@ -438,7 +440,7 @@ impl VaultConfig {
 }
 
 impl RedisConfig {
-    fn validate(self) -> Result<RedisSettings, InvalidSetting> {
+    fn validate(self, local_capacity: usize) -> Result<RedisSettings, InvalidSetting> {
         let at = |k: &str| format!("cache.redis.{k}");
         let url = redis_url(&at("url"), &self.url, self.allow_plaintext.unwrap_or(false))?;
         let vault_key = |r: &SecretRef, k: &str| {
@@ -473,6 +475,7 @@ impl RedisConfig {
             timeout,
             lock_ttl,
             lock_wait,
+            local_capacity,
         })
     }
 }

@@ -9,11 +9,12 @@
 //!
 //! Failure is always a miss, never an error to the caller: every operation has a time limit
 //! (`timeout_ms`), and a failed or timed-out operation, or a value that does not open, makes
-//! the vault ask the IdP itself. A Redis outage therefore costs extra IdP calls and at most
-//! a few operation timeouts of latency per miss, never a failed request, a stale token or a
-//! token in clear.
+//! the vault ask the IdP itself. After a failure, operations are skipped for one second
+//! (then one probes), so a Redis that hangs costs one `timeout_ms` now and then, not one per
+//! operation. A Redis outage therefore costs extra IdP calls and little latency, never a
+//! failed request, a stale token or a token in clear.
 
-use crate::cache::{CacheKey, CachedToken, HeldLock, LockAttempt, SharedLock, VaultCache};
+use crate::cache::{CacheKey, CachedToken, HeldLock, LockAttempt, MemoryCache, SharedLock, VaultCache};
 use crate::config::{InvalidSetting, RedisSettings};
 use crate::seal::Sealer;
 use async_trait::async_trait;
@@ -35,6 +36,10 @@ const RELEASE_SCRIPT: &str =
 const POLL_FIRST: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(100);
 
+/// After a failed operation, how long operations go straight to the fallback before one
+/// probes Redis again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Counts of [`SharedCacheEvent`]s since start (also exported to Prometheus when a
 /// [`Metrics`] is attached): for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,10 +60,12 @@ pub struct SharedCacheStats {
     pub locks_timed_out: u64,
     /// Exchanges made without the lock (Redis down, wait bound passed, holder gave up).
     pub fallback_exchanges: u64,
+    /// Tokens served from the replica's in-memory copy while Redis was unavailable.
+    pub local_hits: u64,
 }
 
 #[derive(Default)]
-struct Counters([AtomicU64; 8]);
+struct Counters([AtomicU64; 9]);
 
 fn slot(event: SharedCacheEvent) -> usize {
     match event {
@@ -70,6 +77,7 @@ fn slot(event: SharedCacheEvent) -> usize {
         SharedCacheEvent::LockWaited => 5,
         SharedCacheEvent::LockTimedOut => 6,
         SharedCacheEvent::FallbackExchange => 7,
+        SharedCacheEvent::LocalHit => 8,
     }
 }
 
@@ -83,9 +91,15 @@ pub struct RedisCache {
     lock_wait: Duration,
     counters: Counters,
     metrics: Option<Arc<Metrics>>,
-    /// Whether the last operation failed: an outage is logged once when it starts and once
-    /// when it ends, not once per operation.
-    degraded: std::sync::atomic::AtomicBool,
+    /// The tokens this replica obtained or read, served only while Redis is unavailable, so
+    /// an outage makes each replica a standalone one (one exchange per key per replica), not
+    /// one exchange per request.
+    local: MemoryCache,
+    /// 0 while Redis answers; after a failure, the time (ms since `epoch`, plus one) until
+    /// which operations are not attempted: a Redis that hangs costs one `timeout` per
+    /// [`RETRY_AFTER`], not one per operation. When it passes, one operation probes.
+    down_until: AtomicU64,
+    epoch: std::time::Instant,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -99,6 +113,8 @@ impl std::fmt::Debug for RedisCache {
 enum OpError {
     Timeout,
     Redis(redis::ErrorKind),
+    /// Not attempted: Redis failed less than [`RETRY_AFTER`] ago.
+    Skipped,
 }
 
 impl std::fmt::Display for OpError {
@@ -106,6 +122,7 @@ impl std::fmt::Display for OpError {
         match self {
             Self::Timeout => f.write_str("timeout"),
             Self::Redis(kind) => write!(f, "{kind:?}"),
+            Self::Skipped => f.write_str("skipped while unavailable"),
         }
     }
 }
@@ -145,7 +162,9 @@ impl RedisCache {
             lock_wait: settings.lock_wait,
             counters: Counters::default(),
             metrics,
-            degraded: std::sync::atomic::AtomicBool::new(false),
+            local: MemoryCache::new(settings.local_capacity),
+            down_until: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         })
     }
 
@@ -161,6 +180,7 @@ impl RedisCache {
             locks_waited: c(SharedCacheEvent::LockWaited),
             locks_timed_out: c(SharedCacheEvent::LockTimedOut),
             fallback_exchanges: c(SharedCacheEvent::FallbackExchange),
+            local_hits: c(SharedCacheEvent::LocalHit),
         }
     }
 
@@ -174,6 +194,19 @@ impl RedisCache {
     /// Runs one command (or pipeline) under the operation time limit; failures are counted
     /// and logged by kind only.
     async fn run<T: redis::FromRedisValue>(&self, what: &'static str, op: Op<'_>) -> Result<T, OpError> {
+        let now = millis(self.epoch.elapsed()) + 1;
+        let until = self.down_until.load(Ordering::Relaxed);
+        // Within the retry window, or another operation just took the probe: skip.
+        if until != 0
+            && (now < until
+                || self
+                    .down_until
+                    .compare_exchange(until, now + millis(RETRY_AFTER), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err())
+        {
+            self.count(SharedCacheEvent::Error);
+            return Err(OpError::Skipped);
+        }
         let mut conn = self.conn.clone();
         let fut = async move {
             match op {
@@ -189,14 +222,15 @@ impl RedisCache {
         match &result {
             Err(e) => {
                 self.count(SharedCacheEvent::Error);
-                if self.degraded.swap(true, Ordering::Relaxed) {
+                let now = millis(self.epoch.elapsed()) + 1;
+                if self.down_until.swap(now + millis(RETRY_AFTER), Ordering::Relaxed) != 0 {
                     tracing::debug!(target: "delegate::vault", operation = what, error = %e, "shared token cache still unavailable");
                 } else {
                     tracing::warn!(target: "delegate::vault", operation = what, error = %e, "shared token cache unavailable; lookups are misses and exchanges local until it answers again");
                 }
             }
             Ok(_) => {
-                if self.degraded.swap(false, Ordering::Relaxed) {
+                if self.down_until.swap(0, Ordering::Relaxed) != 0 {
                     tracing::info!(target: "delegate::vault", "shared token cache answers again");
                 }
             }
@@ -247,15 +281,32 @@ fn millis(d: Duration) -> u64 {
 impl VaultCache for RedisCache {
     async fn get(&self, key: &CacheKey, now: u64) -> Option<CachedToken> {
         let name = self.sealer.name(key);
-        let mut found = self.get_named(&name, false, now).await.ok()?;
-        if found.is_none() {
+        let mut found = self.get_named(&name, false, now).await;
+        if matches!(found, Ok(None)) {
             // During a key rotation, entries sealed by replicas still on the old key.
             if let Some(old) = self.sealer.previous_name(key) {
-                found = self.get_named(&old, true, now).await.ok()?;
+                found = self.get_named(&old, true, now).await;
             }
         }
-        self.count(if found.is_some() { SharedCacheEvent::Hit } else { SharedCacheEvent::Miss });
-        found
+        match found {
+            Ok(Some(token)) => {
+                self.count(SharedCacheEvent::Hit);
+                self.local.put(key.clone(), token.clone(), now).await;
+                Some(token)
+            }
+            Ok(None) => {
+                self.count(SharedCacheEvent::Miss);
+                None
+            }
+            // Redis is unavailable: what this replica has seen, under the same freshness rule.
+            Err(_) => {
+                let token = self.local.get(key, now).await;
+                if token.is_some() {
+                    self.count(SharedCacheEvent::LocalHit);
+                }
+                token
+            }
+        }
     }
 
     async fn put(&self, key: CacheKey, token: CachedToken, now: u64) {
@@ -263,6 +314,7 @@ impl VaultCache for RedisCache {
         if ttl_ms == 0 {
             return;
         }
+        self.local.put(key.clone(), token.clone(), now).await;
         let name = self.sealer.name(&key);
         let Some(sealed) = self.sealer.seal(&name, &token) else {
             tracing::warn!(target: "delegate::vault", "no randomness for a nonce; token not shared");
@@ -274,6 +326,7 @@ impl VaultCache for RedisCache {
     }
 
     async fn evict(&self, key: &CacheKey) {
+        self.local.evict(key).await;
         let mut cmd = redis::cmd("DEL");
         cmd.arg(token_key(&self.sealer.name(key)));
         if let Some(old) = self.sealer.previous_name(key) {
@@ -337,6 +390,7 @@ impl SharedLock for RedisCache {
             if let Some(bytes) = value {
                 if let Some(token) = self.open(&name, &bytes, false, now) {
                     self.count(SharedCacheEvent::Hit);
+                    self.local.put(key.clone(), token.clone(), now).await;
                     return Some(token);
                 }
                 break;
