@@ -391,3 +391,68 @@ async fn the_cache_reconnects_after_redis_restarts() {
     assert_eq!(cache.get(&key("jane"), 1_000).await.unwrap().token.expose(), "after");
     assert_eq!(cache.stats().hits, hits + 1, "served by Redis again");
 }
+
+/// An ACL user limited to what the vault needs (its own key prefix; GET, SET, DEL, EXISTS,
+/// EVAL and the connection commands), with its password from a reference: the vault works;
+/// with a wrong password every operation is a miss, and the error names no password.
+#[tokio::test]
+async fn a_least_privilege_acl_user_with_a_password_suffices() {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "dlg-vault-redis-acl-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket"])
+        .arg(dir.join("s"))
+        .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .args(["--user", "default", "off"])
+        .args(["--user", "delegate", "on", ">acl-password-value", "~delegate:v1:*", "resetchannels"])
+        .args(["+@connection", "+get", "+set", "+del", "+exists", "+eval"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("redis-server: {e}"));
+    let server = Server { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.dir.join("s").exists() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let with = |password: &str| {
+        let mut s = settings(&server.url(), KEY, None);
+        s.username = Some("delegate".into());
+        s.password = Some(Secret::new(password));
+        RedisCache::new(&s, None).unwrap()
+    };
+    let cache = with("acl-password-value");
+    // The server may still be loading: retry boundedly until Redis itself serves the token.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        cache.put(key("jane"), token("acl", 2_000), 1_000).await;
+        let before = cache.stats().hits;
+        let got = cache.get(&key("jane"), 1_000).await;
+        if cache.stats().hits > before {
+            assert_eq!(got.unwrap().token.expose(), "acl");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", cache.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let errors = cache.stats().errors;
+    let LockAttempt::Acquired(held) = cache.acquire(&key("jane")).await else {
+        panic!("{:?}", cache.stats())
+    };
+    cache.release(&key("jane"), held).await;
+    cache.evict(&key("jane")).await;
+    assert!(cache.get(&key("jane"), 1_000).await.is_none());
+    assert_eq!(cache.stats().errors, errors, "the ACL allows every operation: {:?}", cache.stats());
+
+    let wrong = with("not-the-password");
+    assert!(wrong.get(&key("jane"), 1_000).await.is_none());
+    assert!(matches!(wrong.acquire(&key("jane")).await, LockAttempt::Unavailable));
+    assert!(wrong.stats().errors >= 1);
+    assert!(!format!("{:?}", wrong).contains("not-the-password"));
+}
