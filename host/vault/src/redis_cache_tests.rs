@@ -454,5 +454,5 @@ async fn a_least_privilege_acl_user_with_a_password_suffices() {
     assert!(wrong.get(&key("jane"), 1_000).await.is_none());
     assert!(matches!(wrong.acquire(&key("jane")).await, LockAttempt::Unavailable));
     assert!(wrong.stats().errors >= 1);
-    assert!(!format!("{:?}", wrong).contains("not-the-password"));
+    assert!(!format!("{wrong:?}").contains("not-the-password"));
 }
