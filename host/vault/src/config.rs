@@ -97,6 +97,10 @@ pub struct RedisConfig {
     /// sealed, and the password would cross the network in clear).
     #[serde(default)]
     pub allow_plaintext: Option<bool>,
+    /// PEM file of the CA that signed the server's certificate, for `rediss://`, instead of
+    /// the platform roots (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One credential provider.
@@ -311,6 +315,8 @@ pub struct RedisSettings {
     pub(crate) lock_wait: Duration,
     /// Capacity of the in-memory copy served while Redis is unavailable (`cache.capacity`).
     pub(crate) local_capacity: usize,
+    /// The `ca_file` contents (PEM certificates), checked at start.
+    pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -466,6 +472,13 @@ impl RedisConfig {
         let timeout = ms(self.timeout_ms, 150, "timeout_ms", 5_000)?;
         let lock_ttl = ms(self.lock_ttl_ms, 5_000, "lock_ttl_ms", 120_000)?;
         let lock_wait = ms(self.lock_wait_ms, 2_000, "lock_wait_ms", 60_000)?;
+        let ca_pem = match &self.ca_file {
+            None => None,
+            Some(_) if !url.starts_with("rediss://") => {
+                return Err(invalid(at("ca_file"), "is for rediss:// (TLS) only"));
+            }
+            Some(path) => Some(read_ca_file(&at("ca_file"), path)?),
+        };
         Ok(RedisSettings {
             url,
             username: self.username,
@@ -476,8 +489,23 @@ impl RedisConfig {
             lock_ttl,
             lock_wait,
             local_capacity,
+            ca_pem,
         })
     }
+}
+
+/// Reads a PEM bundle and checks it holds at least one certificate (so a wrong path or a
+/// key file fails at start, not at the first TLS handshake).
+fn read_ca_file(key: &str, path: &std::path::Path) -> Result<Vec<u8>, InvalidSetting> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(key.into(), format!("cannot read {}: {}", path.display(), e.kind())))?;
+    let certs = CertificateDer::pem_slice_iter(&pem).filter(Result::is_ok).count();
+    if certs == 0 {
+        return Err(invalid(key.into(), format!("{} holds no PEM certificate", path.display())));
+    }
+    Ok(pem)
 }
 
 /// Redis URLs: no credentials in them (a URL gets logged), and plain TCP only to loopback

@@ -146,7 +146,15 @@ impl RedisCache {
             // The client keeps its own copy for reconnects (a plain string inside the crate).
             redis_settings = redis_settings.set_password(password.expose());
         }
-        let client = redis::Client::open(info.set_redis_settings(redis_settings)).map_err(bad)?;
+        let info = info.set_redis_settings(redis_settings);
+        let client = match &settings.ca_pem {
+            None => redis::Client::open(info),
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            ),
+        }
+        .map_err(bad)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout))

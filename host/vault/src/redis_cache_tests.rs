@@ -78,6 +78,7 @@ fn settings(url: &str, key: [u8; 32], previous: Option<[u8; 32]>) -> RedisSettin
         lock_ttl: Duration::from_millis(2_000),
         lock_wait: Duration::from_millis(400),
         local_capacity: 100,
+        ca_pem: None,
     }
 }
 
@@ -342,6 +343,26 @@ mod config {
     }
 
     #[test]
+    fn ca_file_is_for_tls_and_must_hold_a_certificate() {
+        let not_pem = secret_file("not-a-cert.pem", "hello\n");
+        let e = refused(&redis("rediss://redis.internal", &format!("ca_file = {not_pem:?}\n")));
+        assert_eq!(e.key, "cache.redis.ca_file");
+        assert!(e.message.contains("no PEM certificate"), "{}", e.message);
+        let e = refused(&redis("rediss://redis.internal", "ca_file = \"/nonexistent/ca.pem\"\n"));
+        assert!(e.message.contains("cannot read"), "{}", e.message);
+        let e = refused(&redis("redis://127.0.0.1", &format!("ca_file = {not_pem:?}\n")));
+        assert!(e.message.contains("rediss://"), "{}", e.message);
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem();
+        let ca = secret_file("ca.pem", &ca);
+        let s = validate(&redis("rediss://redis.internal", &format!("ca_file = {ca:?}\n"))).unwrap();
+        assert!(s.redis().unwrap().ca_pem.is_some());
+    }
+
+    #[test]
     fn settings_debug_holds_no_secret() {
         let pw = secret_file("pw", "redis-password-value\n");
         let s = validate(&redis(
@@ -455,4 +476,66 @@ async fn a_least_privilege_acl_user_with_a_password_suffices() {
     assert!(matches!(wrong.acquire(&key("jane")).await, LockAttempt::Unavailable));
     assert!(wrong.stats().errors >= 1);
     assert!(!format!("{wrong:?}").contains("not-the-password"));
+}
+
+/// `rediss://` to a `redis-server` whose certificate a private CA signed, trusted through
+/// `ca_file`; without it (platform roots only) the handshake fails and every operation is a
+/// miss — never a plaintext fallback.
+#[tokio::test]
+async fn rediss_with_a_private_ca_from_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "dlg-vault-redis-tls-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), leaf_key.serialize_pem()).unwrap();
+    // redis-server takes a TLS port number, not 0: a free one, taken just before (a small race,
+    // acceptable for a test on loopback).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--bind", "127.0.0.1", "--tls-port", &port.to_string()])
+        .arg("--tls-cert-file")
+        .arg(dir.join("server.pem"))
+        .arg("--tls-key-file")
+        .arg(dir.join("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(dir.join("ca.pem"))
+        .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("redis-server: {e}"));
+    let _server = Server { child, dir: dir.clone() };
+    let url = format!("rediss://localhost:{port}");
+    let mut trusted = settings(&url, KEY, None);
+    trusted.ca_pem = Some(std::fs::read(dir.join("ca.pem")).unwrap());
+    let cache = RedisCache::new(&trusted, None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        cache.put(key("jane"), token("over-tls", 2_000), 1_000).await;
+        let before = cache.stats().hits;
+        let got = cache.get(&key("jane"), 1_000).await;
+        if cache.stats().hits > before {
+            assert_eq!(got.unwrap().token.expose(), "over-tls");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no TLS connection within 10 s: {:?}", cache.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let untrusted = RedisCache::new(&settings(&url, KEY, None), None).unwrap();
+    assert!(untrusted.get(&key("jane"), 1_000).await.is_none());
+    assert!(untrusted.stats().errors >= 1 && untrusted.stats().hits == 0);
 }
