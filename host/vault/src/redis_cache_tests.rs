@@ -539,3 +539,62 @@ async fn rediss_with_a_private_ca_from_ca_file() {
     assert!(untrusted.get(&key("jane"), 1_000).await.is_none());
     assert!(untrusted.stats().errors >= 1 && untrusted.stats().hits == 0);
 }
+
+/// A request cancelled while it holds the exchange lock (the IdP hangs, the client goes
+/// away) releases the lock at once, so the next request asks the IdP itself instead of
+/// waiting out `lock_wait_ms` for an exchange nobody is making.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_exchange_releases_its_lock() {
+    use delegate_auth::VerifiedCallerBuilder;
+    let server = Server::start();
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&calls);
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move || {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    std::future::pending::<()>().await;
+                }
+                axum::Json(
+                    serde_json::json!({"token_type":"Bearer","expires_in":3600,"access_token":"token-b"}),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let secret = server.dir.join("client-secret");
+    std::fs::write(&secret, "secret").unwrap();
+    let config: crate::VaultConfig = toml::from_str(&format!(
+        "[providers.sn]\nkind = \"entra_obo\"\ntoken_endpoint = \"{url}\"\nclient_id = \"c\"\nclient_secret = {{ file = {:?} }}",
+        secret.display().to_string()
+    ))
+    .unwrap();
+    let mut redis = settings(&server.url(), KEY, None);
+    // Longer than the 4 s this test allows: only a release, not expiry, lets the next one in.
+    redis.lock_wait = Duration::from_secs(5);
+    redis.lock_ttl = Duration::from_secs(10);
+    let cache = Arc::new(RedisCache::new(&redis, None).unwrap());
+    let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig::default()).unwrap();
+    let vault = crate::TokenVault::with_cache(config.validate().unwrap(), client, cache.clone());
+    let caller = VerifiedCallerBuilder::new("jane").scopes(&["access_as_user"]).token("token-a").build();
+    let scopes = vec!["api://sn/.default".to_owned()];
+
+    // The first request takes the lock and hangs at the IdP; it is cancelled.
+    let first =
+        tokio::time::timeout(Duration::from_millis(300), vault.token_for(&caller, "sn", &scopes)).await;
+    assert!(first.is_err(), "the IdP hangs");
+    assert_eq!(cache.stats().locks_won, 1);
+    // The next request must not wait the 5 s bound for the abandoned lock.
+    let started = Instant::now();
+    let t = tokio::time::timeout(Duration::from_secs(4), vault.token_for(&caller, "sn", &scopes))
+        .await
+        .expect("waited for an abandoned lock")
+        .unwrap();
+    assert_eq!(t.token.expose(), "token-b");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -1,6 +1,6 @@
 //! [`TokenVault`]: cache lookup, single-flight, IdP call, expiry rules.
 
-use crate::cache::{CacheKey, CachedToken, LockAttempt, MemoryCache, VaultCache};
+use crate::cache::{CacheKey, CachedToken, HeldLock, LockAttempt, MemoryCache, VaultCache};
 use crate::config::{Grant, VaultSettings};
 use crate::error::VaultError;
 use crate::idp;
@@ -213,12 +213,14 @@ impl TokenVault {
         };
         match lock.acquire(key).await {
             LockAttempt::Acquired(held) => {
+                let guard =
+                    LockRelease { cache: Arc::clone(&self.cache), key: key.clone(), held: Some(held) };
                 // Another replica may have shared the token between our miss and the lock.
                 let result = match self.cache.get(key, (self.clock)()).await {
                     Some(token) => Ok(token),
                     None => self.fetch(caller, name, key, delegated).await,
                 };
-                lock.release(key, held).await;
+                guard.release().await;
                 result
             }
             LockAttempt::Held => match lock.wait(key, (self.clock)()).await {
@@ -360,6 +362,37 @@ impl TokenVault {
             "token obtained from AgentCore Identity"
         );
         Ok(token)
+    }
+}
+
+/// Releases a cross-replica lock when the exchange under it ends, also when the request is
+/// cancelled mid-exchange (then from a spawned task), so neither this replica's next waiter
+/// nor the other replicas wait out `lock_wait_ms` for an exchange nobody is making.
+struct LockRelease {
+    cache: Arc<dyn VaultCache>,
+    key: CacheKey,
+    held: Option<HeldLock>,
+}
+
+impl LockRelease {
+    async fn release(mut self) {
+        if let (Some(held), Some(lock)) = (self.held.take(), self.cache.shared_lock()) {
+            lock.release(&self.key, held).await;
+        }
+    }
+}
+
+impl Drop for LockRelease {
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (cache, key) = (Arc::clone(&self.cache), self.key.clone());
+            runtime.spawn(async move {
+                if let Some(lock) = cache.shared_lock() {
+                    lock.release(&key, held).await;
+                }
+            });
+        }
     }
 }
 
