@@ -17,6 +17,10 @@ use std::time::Duration;
 const OBO_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const ADMIN_TOKEN: &str = "admin-token-for-scale-out-tests-0123456789";
 const PROMPT: &str = "Show me 5 incidents assigned to me";
+/// The whole e2e suite runs in parallel on two cores: generous Redis time limits keep a
+/// starved test thread from reading as an outage (the bounds themselves are unit-tested in
+/// host/vault).
+const PATIENT: &str = "timeout_ms = 2000\nlock_wait_ms = 10000\nlock_ttl_ms = 20000\n";
 
 pub(crate) struct Replicas {
     pub(crate) stack: DevStack,
@@ -152,7 +156,7 @@ fn assert_janes_answer(seen: &Seen) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_invocations_over_two_replicas_make_one_obo_exchange() {
     let redis = RedisServer::start();
-    let fleet = replicas(2, Some(&redis), "").await;
+    let fleet = replicas(2, Some(&redis), PATIENT).await;
     // An exchange as slow as a busy Entra: both replicas miss while it runs, so without the
     // cross-replica lock each would make its own.
     fleet
@@ -254,7 +258,7 @@ fn scan_for_secrets(redis: &RedisServer, fleet: &Replicas, token_b: &str) {
 #[allow(clippy::print_stderr)] // the outage's figures are reported, not asserted
 async fn redis_killed_mid_run_costs_extra_exchanges_but_no_failed_invocation() {
     let mut redis = RedisServer::start();
-    let fleet = replicas(2, Some(&redis), "").await;
+    let fleet = replicas(2, Some(&redis), PATIENT).await;
     // Warm: the fleet's one exchange for Jane, then both replicas serve her from Redis.
     assert_janes_answer(&fleet.ask(0).await);
     let first = futures::future::join_all((0..20).map(|i| fleet.ask(i))).await;
@@ -302,7 +306,7 @@ async fn redis_killed_mid_run_costs_extra_exchanges_but_no_failed_invocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_or_foreign_entry_is_a_counted_miss_not_an_error() {
     let redis = RedisServer::start();
-    let fleet = replicas(1, Some(&redis), "").await;
+    let fleet = replicas(1, Some(&redis), PATIENT).await;
     assert_janes_answer(&fleet.ask(0).await);
     assert_eq!(fleet.obo_calls(), 1);
     // Overwrite the sealed token with garbage (an attacker with Redis access, or another
