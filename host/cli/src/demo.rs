@@ -14,8 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The demo's working directory: CA certificate, generated config, audit log, plugin file.
+/// `DELEGATE_DEMO_DIR` moves it (two demos side by side, e.g. in tests); `delegate token`
+/// reads the CA from the same place.
 pub(crate) fn demo_dir() -> PathBuf {
-    std::env::temp_dir().join("delegate-demo")
+    std::env::var_os("DELEGATE_DEMO_DIR")
+        .map_or_else(|| std::env::temp_dir().join("delegate-demo"), PathBuf::from)
 }
 
 /// Where the demo writes its CA certificate, so `delegate token` and `curl --cacert` find it.

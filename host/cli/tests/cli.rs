@@ -559,3 +559,90 @@ async fn image_entrypoint_serves_ping_and_an_invocation_on_all_interfaces() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "SIGTERM exit {exit}");
 }
+
+/// `delegate demo --agentcore` as a person runs it: Jane's question through the AgentCore
+/// front door stand-in (HTTPS, the devstack CA), Token B from the AgentCore Identity stand-in;
+/// no token gets the front door's 401 with its `WWW-Authenticate` challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_agentcore_answers_jane_through_the_front_door() {
+    use std::time::{Duration, Instant};
+    let ports: Vec<u16> = (0..7).map(|_| free_port()).collect();
+    let [host, idp, sn, br, admin, front, identity] = ports[..] else { unreachable!() };
+    // Its own demo directory: the other demo test writes the default one.
+    let dir = std::env::temp_dir().join(format!("delegate-cli-{}-demo-agentcore", std::process::id()));
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .args(["demo", "--agentcore", "--listen", &addr(host), "--idp-listen", &addr(idp)])
+        .args([
+            "--servicenow-listen",
+            &addr(sn),
+            "--bedrock-listen",
+            &addr(br),
+            "--admin-listen",
+            &addr(admin),
+        ])
+        .args(["--front-door-listen", &addr(front), "--identity-listen", &addr(identity)])
+        .env("DELEGATE_LOG", "warn")
+        .env("DELEGATE_DEMO_DIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let arn = delegate_devstack::agentcore::RUNTIME_ARN.replace(':', "%3A").replace('/', "%2F");
+    let url = format!("https://localhost:{front}/runtimes/{arn}/invocations?qualifier=DEFAULT");
+    let started = Instant::now();
+    let mut http = None;
+    // Up when the front door answers a tokenless call (its CA file exists by then).
+    while started.elapsed() < Duration::from_secs(60) && http.is_none() {
+        if let Ok(pem) = std::fs::read(dir.join("devstack-ca.pem")) {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            if let Ok(resp) = client.post(&url).body("{}").send().await {
+                assert_eq!(resp.status(), 401);
+                assert_eq!(resp.headers()["x-amzn-errortype"], "UnauthorizedException");
+                let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+                assert!(
+                    challenge.starts_with("Bearer resource_metadata=\"https://localhost:"),
+                    "{challenge}"
+                );
+                http = Some(client);
+                continue;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let http = http.expect("the demo's front door never answered");
+    let o = Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .args(["token", "--user", "jane.smith@company.com", "--idp", &format!("https://127.0.0.1:{idp}")])
+        .env("DELEGATE_DEMO_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let resp = http
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"prompt":"Show me 5 incidents assigned to me"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    for number in ["INC0012345", "INC0012389", "INC0012401", "INC0012455", "INC0012478"] {
+        assert!(text.contains(number), "{number} missing: {text}");
+    }
+    for hidden in ["INC0012350", "INC0012399"] {
+        assert!(!text.contains(hidden), "{hidden} shown");
+    }
+    // The container's config is the article's: an agentcore_identity provider, no secret.
+    let config = std::fs::read_to_string(dir.join("delegate.toml")).unwrap();
+    assert!(config.contains("kind = \"agentcore_identity\"") && config.contains("inbound = \"agentcore\""));
+    let _ = std::process::Command::new("kill").args(["-INT", &demo.id().to_string()]).status();
+    let status = demo.wait().unwrap();
+    assert!(status.success(), "demo exit {status}");
+}
