@@ -450,8 +450,7 @@ fn image_command() -> (Vec<String>, Vec<String>) {
         let line = text
             .lines()
             .map(str::trim)
-            .filter(|l| l.starts_with(&format!("{directive} ")))
-            .last()
+            .rfind(|l| l.starts_with(&format!("{directive} ")))
             .unwrap_or_else(|| panic!("the Dockerfile has no {directive}"));
         let json = line[directive.len()..].trim();
         serde_json::from_str(json)
