@@ -338,3 +338,58 @@ async fn the_workload_access_token_never_reaches_the_plugin_the_logs_or_the_audi
         assert!(!haystack.contains(&token), "Token A reached the {what}");
     }
 }
+
+/// The runtime without `Authorization` on its allow-list: the container gets only the workload
+/// access token. delegate in `agentcore` mode refuses (its 401, which the caller sees as 424);
+/// in the opt-in `agentcore_workload_token` mode it serves Jane with Token B from AgentCore
+/// Identity, though it never saw her token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_authorization_allow_listed_only_the_workload_token_mode_serves_jane() {
+    let ask = |chain: &AgentCoreChain| {
+        chain
+            .invoke()
+            .bearer_auth(chain.token_a(ids::JANE))
+            .json(&json!({"prompt": "Show me 5 incidents assigned to me"}))
+            .send()
+    };
+    let strict = chain(
+        "no-allowlist",
+        delegate_artifacts::SERVICENOW_AGENT,
+        |t| t,
+        |c| c.request_header_allowlist.clear(),
+    )
+    .await;
+    let resp = ask(&strict).await.unwrap();
+    assert_eq!(resp.status(), 424);
+    assert_eq!(resp.headers()["x-amzn-errortype"], "RuntimeClientError");
+    assert!(resp.text().await.unwrap().contains("(401)"));
+    assert_eq!(strict.instances(), 0);
+    assert_eq!(strict.front.door.counters().container_requests, 1);
+
+    let wat_only = chain(
+        "wat-only",
+        delegate_artifacts::SERVICENOW_AGENT,
+        |t| t.replace("inbound = \"agentcore\"", "inbound = \"agentcore_workload_token\""),
+        |c| c.request_header_allowlist.clear(),
+    )
+    .await;
+    let resp = ask(&wat_only).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = collect(resp).await;
+    let mut expected: Vec<String> = seed::JANE_INCIDENTS.iter().map(|i| i.number.to_owned()).collect();
+    expected.sort();
+    assert_eq!(crate::jane::numbers_in(&seen.text), expected, "{}", seen.text);
+    // delegate could not name the caller: the audit has a pseudonym and no username.
+    let audit = wat_only.audit_text();
+    let invocation: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["kind"] == "invocation")
+        .unwrap();
+    assert!(invocation["caller_username"].is_null(), "{invocation}");
+    assert!(
+        invocation["caller_subject"].as_str().unwrap().starts_with("agentcore-workload:"),
+        "{invocation}"
+    );
+    assert_eq!(wat_only.identity.counters().obo_exchanges, 1);
+}
