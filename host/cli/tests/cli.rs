@@ -298,8 +298,20 @@ fn free_port() -> u16 {
 fn demo_then_invoke_shows_jane_her_five_incidents() {
     use std::time::{Duration, Instant};
     let (host, idp, sn, br, admin) = (free_port(), free_port(), free_port(), free_port(), free_port());
+    // Its own demo directory (CA, config, admin token), so a demo someone runs by hand, or
+    // another test's, cannot swap the files under this one.
+    let dir = std::env::temp_dir().join(format!("delegate-cli-{}-demo", std::process::id()));
+    let delegate = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_delegate"))
+            .args(args)
+            .env("DELEGATE_LOG", "warn")
+            .env("DELEGATE_DEMO_DIR", &dir)
+            .output()
+            .unwrap()
+    };
     let started = Instant::now();
     let mut demo = Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .env("DELEGATE_DEMO_DIR", &dir)
         .args(["demo", "--listen", &format!("127.0.0.1:{host}")])
         .args(["--idp-listen", &format!("127.0.0.1:{idp}")])
         .args(["--servicenow-listen", &format!("127.0.0.1:{sn}")])
@@ -351,7 +363,6 @@ fn demo_then_invoke_shows_jane_her_five_incidents() {
     assert_eq!(stderr(&o).trim(), "delegate: HTTP 401 invalid_token: missing or invalid bearer token");
 
     // The operator's side: list, deploy a new version of the agent, roll it back.
-    let dir = std::env::temp_dir().join("delegate-demo");
     let token_file = dir.join("admin-token").display().to_string();
     let admin_url = format!("http://127.0.0.1:{admin}");
     let admin_args = ["--admin-url", admin_url.as_str(), "--token-file", token_file.as_str()];
