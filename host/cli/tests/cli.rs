@@ -656,3 +656,75 @@ async fn demo_agentcore_answers_jane_through_the_front_door() {
     let status = demo.wait().unwrap();
     assert!(status.success(), "demo exit {status}");
 }
+
+/// `delegate demo --chain` as a person runs it: Jane asks host A (the dispatcher), which hands
+/// the question to host B (the ServiceNow agent) with a token exchanged for B; she gets her
+/// five incidents, and both hosts' audit logs name her under one trace id.
+#[test]
+fn demo_chain_answers_jane_through_two_hosts() {
+    use std::time::{Duration, Instant};
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let [a, b, idp, sn, br, admin] = ports[..] else { unreachable!() };
+    let dir = std::env::temp_dir().join(format!("delegate-cli-{}-demo-chain", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .args(["demo", "--chain", "--listen", &addr(a), "--chain-b-listen", &addr(b)])
+        .args(["--idp-listen", &addr(idp), "--servicenow-listen", &addr(sn), "--bedrock-listen", &addr(br)])
+        .args(["--admin-listen", &addr(admin)])
+        .env("DELEGATE_LOG", "warn")
+        .env("DELEGATE_DEMO_DIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let healthy = |port: u16| {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer.contains("\"Healthy\"")
+        })
+    };
+    while !(healthy(a) && healthy(b)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the chain demo never answered /ping on both hosts"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_delegate"))
+        .args(["invoke", "--url", &format!("http://{}", addr(a)), "--idp", &format!("https://{}", addr(idp))])
+        .args(["--user", "jane.smith@company.com", "Show me 5 incidents assigned to me"])
+        .env("DELEGATE_LOG", "warn")
+        .env("DELEGATE_DEMO_DIR", &dir)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for number in ["INC0012345", "INC0012389", "INC0012401", "INC0012455", "INC0012478"] {
+        assert!(out.contains(number), "{number} missing: {out}");
+    }
+    for hidden in ["INC0012350", "INC0012399"] {
+        assert!(!out.contains(hidden), "{hidden} shown: {out}");
+    }
+    let _ = std::process::Command::new("kill").args(["-INT", &demo.id().to_string()]).status();
+    let status = demo.wait().unwrap();
+    assert!(status.success(), "demo exit {status}");
+    // Both hosts' invocation records name Jane, and share one trace id.
+    let invocation = |file: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let records: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let invocations: Vec<_> = records.into_iter().filter(|r| r["kind"] == "invocation").collect();
+        assert_eq!(invocations.len(), 1, "{file}: {text}");
+        invocations.into_iter().next().unwrap()
+    };
+    let (inv_a, inv_b) = (invocation("audit-a.jsonl"), invocation("audit-b.jsonl"));
+    assert_eq!(inv_a["caller_username"], "jane.smith@company.com", "{inv_a}");
+    assert_eq!(inv_b["caller_username"], "jane.smith@company.com", "{inv_b}");
+    assert!(inv_a["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{inv_a}");
+    assert_eq!(inv_a["trace_id"], inv_b["trace_id"]);
+    assert!(inv_b["chain_depth"].as_u64() > inv_a["chain_depth"].as_u64(), "{inv_a} {inv_b}");
+}
