@@ -2,9 +2,10 @@
 //! reference (environment variable or file), never as literals.
 
 use delegate_secret::Secret;
+pub use delegate_secret::SecretRef;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// `[oci]`, exactly as written.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -29,16 +30,6 @@ pub struct RegistryConfig {
     pub password: Option<SecretRef>,
     /// A bearer token (instead of `username`/`password`), by reference.
     pub token: Option<SecretRef>,
-}
-
-/// Where a secret comes from: exactly one of `env` or `file`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRef {
-    /// Name of an environment variable holding the secret.
-    pub env: Option<String>,
-    /// A file holding the secret (trailing newline ignored), relative to the config file.
-    pub file: Option<PathBuf>,
 }
 
 /// A registry's credentials, resolved.
@@ -89,30 +80,10 @@ pub(crate) fn is_loopback(registry: &str) -> bool {
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-impl SecretRef {
-    fn resolve(&self, key: &str, base: &Path) -> Result<Secret, InvalidSetting> {
-        let value = match (&self.env, &self.file) {
-            (Some(name), None) => std::env::var(name).map_err(|_| {
-                invalid(
-                    format!("{key}.env"),
-                    format!("environment variable `{name}` is not set or not UTF-8"),
-                )
-            })?,
-            (None, Some(path)) => {
-                let path = base.join(path);
-                std::fs::read_to_string(&path).map_err(|e| {
-                    invalid(format!("{key}.file"), format!("cannot read {}: {}", path.display(), e.kind()))
-                })?
-            }
-            _ => return Err(invalid(key, "give exactly one of `env` or `file`")),
-        };
-        let secret = Secret::new(value.trim_end_matches(['\r', '\n']));
-        drop(Secret::new(value));
-        if secret.is_empty() {
-            return Err(invalid(key, "the referenced secret is empty"));
-        }
-        Ok(secret)
-    }
+/// Resolves a reference with the shared rules; a relative `file` is relative to the config
+/// file's directory.
+fn resolve(r: &SecretRef, key: &str, base: &Path) -> Result<Secret, InvalidSetting> {
+    r.resolve_relative_to(key, base).map_err(|e| invalid(e.key, e.message))
 }
 
 impl OciConfig {
@@ -140,14 +111,14 @@ impl OciConfig {
                 (Some(username), Some(password), None) if !username.is_empty() && !username.contains(':') => {
                     Credentials::Basic {
                         username,
-                        password: password.resolve(&format!("{key}.password"), base)?,
+                        password: resolve(&password, &format!("{key}.password"), base)?,
                     }
                 }
                 (Some(_), Some(_), None) => {
                     return Err(invalid(format!("{key}.username"), "must be non-empty and contain no `:`"));
                 }
                 (None, None, Some(token)) => {
-                    Credentials::Bearer(token.resolve(&format!("{key}.token"), base)?)
+                    Credentials::Bearer(resolve(&token, &format!("{key}.token"), base)?)
                 }
                 _ => {
                     return Err(invalid(key, "give either `username` and `password`, or `token`"));

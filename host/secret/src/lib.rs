@@ -5,6 +5,9 @@
 //! secrets takes constant time. Reading the value requires an explicit, greppable
 //! [`Secret::expose`] call, so every place a credential leaves its box can be reviewed.
 
+mod reference;
+
+pub use reference::{SecretRef, SecretRefError};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use subtle::ConstantTimeEq;

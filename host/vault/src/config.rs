@@ -5,7 +5,8 @@
 //! token endpoints, so a running vault never holds an invalid provider.
 
 use base64::Engine;
-use delegate_secret::Secret;
+pub use delegate_secret::SecretRef;
+use delegate_secret::{Secret, SecretRefError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -205,19 +206,6 @@ pub struct TokenExchangeConfig {
     pub max_chain_depth: Option<usize>,
 }
 
-/// Where a secret comes from: exactly one of `env` or `file`. Never the value itself, so a
-/// config file can be shared and logged.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct SecretRef {
-    /// Name of an environment variable holding the secret.
-    #[serde(default)]
-    pub env: Option<String>,
-    /// Path of a file holding the secret (trailing newline ignored).
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-}
-
 /// A configuration value that failed validation: which key, and why (never a secret value).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid vault setting `{key}`: {message}")]
@@ -226,6 +214,13 @@ pub struct InvalidSetting {
     pub key: String,
     /// What is wrong with it.
     pub message: String,
+}
+
+/// The shared reference rules name the key the same way; `?` turns their error into ours.
+impl From<SecretRefError> for InvalidSetting {
+    fn from(e: SecretRefError) -> Self {
+        invalid(e.key, e.message)
+    }
 }
 
 pub(crate) fn invalid(key: String, message: impl Into<String>) -> InvalidSetting {
@@ -614,33 +609,4 @@ pub(crate) fn endpoint(key: &str, raw: &str) -> Result<url::Url, InvalidSetting>
         "http" if loopback => Ok(url),
         _ => Err(invalid(key.into(), "must be https (plain http only on loopback)")),
     }
-}
-
-impl SecretRef {
-    /// Reads the referenced secret. Errors name the reference, never the value.
-    pub fn resolve(&self, key: &str) -> Result<Secret, InvalidSetting> {
-        let value = match (&self.env, &self.file) {
-            (Some(name), None) => std::env::var(name).map_err(|_| {
-                invalid(
-                    format!("{key}.env"),
-                    format!("environment variable `{name}` is not set or not UTF-8"),
-                )
-            })?,
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-                invalid(format!("{key}.file"), format!("cannot read {}: {}", path.display(), e.kind()))
-            })?,
-            _ => return Err(invalid(key.into(), "give exactly one of `env` or `file`")),
-        };
-        let secret = Secret::new(value.trim_end_matches(['\r', '\n']));
-        drop(zeroize_string(value));
-        if secret.is_empty() {
-            return Err(invalid(key.into(), "the referenced secret is empty"));
-        }
-        Ok(secret)
-    }
-}
-
-/// Moves a `String` holding secret bytes into a `Secret` so it is wiped on drop.
-fn zeroize_string(s: String) -> Secret {
-    Secret::new(s)
 }
