@@ -41,6 +41,29 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// OCI registries plugins are pulled from: plain-HTTP (loopback) registries, credentials.
     pub oci: delegate_oci::OciSettings,
+    /// OTLP trace export, if a `[telemetry]` section is present (off by default).
+    pub telemetry: Option<TelemetrySettings>,
+}
+
+/// `[telemetry]`: where and how `tracing` spans are exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`: `https`, or `http`
+    /// to a loopback host (or anywhere with `allow_plain_http`); no user info.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Share of traces exported, 0.0-1.0, decided on the trace id (so every host of a chain
+    /// decides the same way for one trace).
+    pub sample_ratio: f64,
+    /// Time limit of one export request.
+    pub export_timeout: Duration,
+    /// How often queued spans are sent (sooner when a batch fills).
+    pub batch_interval: Duration,
+    /// Spans queued for export at most; beyond it new spans are dropped (and counted).
+    pub queue_spans: usize,
+    /// Whether plain `http` to a non-loopback collector was explicitly allowed.
+    pub allow_plain_http: bool,
 }
 
 /// The admin API listener.

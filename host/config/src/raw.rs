@@ -25,6 +25,21 @@ pub(crate) struct RawConfig {
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub oci: delegate_oci::OciConfig,
+    pub telemetry: Option<RawTelemetry>,
+}
+
+/// `[telemetry]`: optional OTLP trace export.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub export_timeout_ms: Option<u64>,
+    pub batch_interval_ms: Option<u64>,
+    pub queue_spans: Option<u64>,
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -1,6 +1,6 @@
 //! Raw config → domain types, with one-line errors that name the key.
 
-use crate::raw::{RawAdmin, RawConfig, RawLimits};
+use crate::raw::{RawAdmin, RawConfig, RawLimits, RawTelemetry};
 use crate::{
     AdminSettings, AdminTokenSource, Config, EngineSettings, LimitRequest, Limits, PluginSettings,
     PluginSource, ServerSettings,
@@ -549,7 +549,77 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     let admin = raw.admin.map(|a| admin(a, base, &server)).transpose()?;
     let oci =
         raw.oci.validate(base).map_err(|e| ConfigError::invalid(format!("oci.{}", e.key), e.message))?;
-    Ok(Config { server, engine, plugins, model, auth, outbound, vault, audit, admin, oci })
+    let telemetry = raw.telemetry.map(telemetry).transpose()?;
+    Ok(Config { server, engine, plugins, model, auth, outbound, vault, audit, admin, oci, telemetry })
+}
+
+/// `[telemetry]`: the endpoint must be an OTLP/HTTP URL a span may be sent to in the clear only
+/// on loopback (spans name users and hosts), unless the operator says otherwise.
+fn telemetry(raw: RawTelemetry) -> Result<crate::TelemetrySettings, ConfigError> {
+    let key = "telemetry.otlp_endpoint";
+    let text = raw.otlp_endpoint.ok_or_else(|| {
+        ConfigError::invalid(key, "required in [telemetry], e.g. \"http://127.0.0.1:4318/v1/traces\"")
+    })?;
+    let url = url::Url::parse(&text).map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            "must not carry user info (credentials are never config literals)",
+        ));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(ConfigError::invalid(key, "needs a host")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback || raw.allow_plain_http => {}
+        "http" => {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "plain http to a non-loopback host ({}); use https or set allow_plain_http = true",
+                    url.host_str().unwrap_or("")
+                ),
+            ));
+        }
+        other => return Err(ConfigError::invalid(key, format!("must be http or https, got {other:?}"))),
+    }
+    let service_name = raw.service_name.unwrap_or_else(|| "delegate".to_owned());
+    if service_name.is_empty() || service_name.len() > 256 || service_name.chars().any(char::is_control) {
+        return Err(ConfigError::invalid("telemetry.service_name", "1-256 printable characters"));
+    }
+    let sample_ratio = raw.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(ConfigError::invalid(
+            "telemetry.sample_ratio",
+            format!("must be between 0.0 and 1.0, got {sample_ratio}"),
+        ));
+    }
+    Ok(crate::TelemetrySettings {
+        otlp_endpoint: url.to_string(),
+        service_name,
+        sample_ratio,
+        export_timeout: Duration::from_millis(ranged(
+            "telemetry.export_timeout_ms",
+            raw.export_timeout_ms,
+            10_000,
+            1,
+            120_000,
+        )?),
+        batch_interval: Duration::from_millis(ranged(
+            "telemetry.batch_interval_ms",
+            raw.batch_interval_ms,
+            5_000,
+            10,
+            600_000,
+        )?),
+        queue_spans: usize::try_from(ranged("telemetry.queue_spans", raw.queue_spans, 2048, 1, 1 << 20)?)
+            .unwrap_or(2048),
+        allow_plain_http: raw.allow_plain_http,
+    })
 }
 
 #[cfg(test)]
@@ -802,6 +872,63 @@ mod tests {
         assert!(e.contains("unknown field `token`"), "{e}");
     }
 
+    fn telemetry(section: &str) -> Result<Option<crate::TelemetrySettings>, ConfigError> {
+        Config::from_toml(&format!("{AUTH}{PLUGIN}{section}"), base()).map(|c| c.telemetry)
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_validated() {
+        assert_eq!(telemetry("").unwrap(), None);
+        let t =
+            telemetry("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n").unwrap().unwrap();
+        assert_eq!(t.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(t.service_name, "delegate");
+        assert!((t.sample_ratio - 1.0).abs() < f64::EPSILON);
+        assert_eq!(t.export_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(t.batch_interval, std::time::Duration::from_secs(5));
+        assert_eq!(t.queue_spans, 2048);
+        for ok in [
+            "https://collector.example.com/v1/traces",
+            "http://localhost:4318/v1/traces",
+            "http://[::1]:4318/",
+        ] {
+            assert!(telemetry(&format!("[telemetry]\notlp_endpoint = {ok:?}\n")).is_ok(), "{ok}");
+        }
+        let remote = "[telemetry]\notlp_endpoint = \"http://collector.example.com:4318/v1/traces\"\n";
+        let e = telemetry(remote).unwrap_err().to_string();
+        assert!(e.contains("telemetry.otlp_endpoint") && e.contains("allow_plain_http"), "{e}");
+        assert!(telemetry(&format!("{remote}allow_plain_http = true\n")).is_ok());
+        let cases = [
+            ("[telemetry]\n", "telemetry.otlp_endpoint"),
+            ("[telemetry]\notlp_endpoint = \"grpc://127.0.0.1:4317\"\n", "telemetry.otlp_endpoint"),
+            ("[telemetry]\notlp_endpoint = \"not a url\"\n", "telemetry.otlp_endpoint"),
+            (
+                "[telemetry]\notlp_endpoint = \"https://u:p@collector.example.com/\"\n",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"https://c.example.com/\"\nsample_ratio = 1.5\n",
+                "telemetry.sample_ratio",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"https://c.example.com/\"\nservice_name = \"\"\n",
+                "telemetry.service_name",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"https://c.example.com/\"\nqueue_spans = 0\n",
+                "telemetry.queue_spans",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"https://c.example.com/\"\nexport_timeout_ms = 0\n",
+                "telemetry.export_timeout_ms",
+            ),
+        ];
+        for (section, key) in cases {
+            let e = telemetry(section).unwrap_err();
+            assert_eq!(e.key(), Some(key), "{section}: {e}");
+        }
+    }
+
     #[test]
     fn file_errors_name_the_file() {
         let e = Config::load(Path::new("/nonexistent/delegate.toml")).unwrap_err();
@@ -843,6 +970,7 @@ mod docs_drift {
         ("admin", "[admin]\nzz = 1"),
         ("oci", "[oci]\nzz = 1"),
         ("oci.registries", "[oci.registries.a]\nzz = 1"),
+        ("telemetry", "[telemetry]\nzz = 1"),
     ];
 
     /// Section id in docs/plugins.md → manifest TOML that puts an unknown key in that section.
