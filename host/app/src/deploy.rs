@@ -139,6 +139,10 @@ impl Deployer {
         for settings in &self.config.plugins {
             let fail = |m: String| crate::StartError::usage(format!("plugin {}: {m}", settings.name));
             let embedded = embedded.filter(|_| settings.default);
+            let source = match (&settings.source, embedded) {
+                (Some(PluginSource::Oci(reference)), None) => Some(reference.to_string()),
+                _ => None,
+            };
             let (bytes, spec) = match (&settings.source, embedded) {
                 (_, Some(bytes)) => {
                     (ComponentBytes::new(bytes.to_vec()), self.spec(settings, UNVERSIONED, None))
@@ -173,7 +177,7 @@ impl Deployer {
             let plugin = compiled.into_plugin(spec);
             plugin.check_instantiable().await.map_err(|e| fail(format!("cannot be instantiated: {e}")))?;
             self.registry
-                .activate(Deployment { plugin, deployed_at: SystemTime::now(), compile })
+                .activate(Deployment { plugin, deployed_at: SystemTime::now(), compile, source })
                 .map_err(|e| fail(e.to_string()))?;
         }
         Ok(())
@@ -183,6 +187,7 @@ impl Deployer {
         &self,
         name: &str,
         request: DeployRequest,
+        source: Option<String>,
     ) -> Result<DeployOutcome, DeployRefusal> {
         let _one_at_a_time = self.deploying.lock().await;
         let manifest = Manifest::from_toml(&request.manifest, Path::new("."))
@@ -203,7 +208,7 @@ impl Deployer {
         let compile = compiled.info();
         let plugin = compiled.into_plugin(spec);
         plugin.check_instantiable().await.map_err(|e| DeployRefusal::NotInstantiable(e.to_string()))?;
-        let active = Deployment { plugin, deployed_at: SystemTime::now(), compile };
+        let active = Deployment { plugin, deployed_at: SystemTime::now(), compile, source };
         let replaced = self
             .registry
             .activate(active.clone())
@@ -214,7 +219,7 @@ impl Deployer {
 
 impl PluginAdmin for Deployer {
     fn deploy<'a>(&'a self, name: &'a str, request: DeployRequest) -> DeployFuture<'a> {
-        Box::pin(self.deploy_request(name, request))
+        Box::pin(self.deploy_request(name, request, None))
     }
 
     fn deploy_reference<'a>(&'a self, name: &'a str, reference: &'a str) -> DeployFuture<'a> {
@@ -225,6 +230,7 @@ impl PluginAdmin for Deployer {
             self.deploy_request(
                 name,
                 DeployRequest { manifest: pulled.plugin_manifest, component: pulled.component },
+                Some(reference.to_string()),
             )
             .await
         })

@@ -248,18 +248,20 @@ pub(crate) fn push(options: &PushOptions) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Lists the plugins and their versions.
+/// Lists the plugins, their versions and where the active one came from (the `oci://`
+/// reference it was pulled from, or `-` for an upload or a local file).
 #[allow(clippy::print_stdout)]
 pub(crate) fn list(client: &AdminClient) -> Result<(), Failure> {
     let answer = block_on(client.send(reqwest::Method::GET, "/admin/plugins", None))?;
-    println!("{:<24} {:<8} {:<36} PREVIOUS", "PLUGIN", "DEFAULT", "ACTIVE");
+    println!("{:<24} {:<8} {:<36} {:<36} SOURCE", "PLUGIN", "DEFAULT", "ACTIVE", "PREVIOUS");
     for p in answer["plugins"].as_array().into_iter().flatten() {
         println!(
-            "{:<24} {:<8} {:<36} {}",
+            "{:<24} {:<8} {:<36} {:<36} {}",
             p["name"].as_str().unwrap_or("?"),
             if p["default"].as_bool() == Some(true) { "yes" } else { "" },
             describe(&p["active"]),
-            describe(&p["previous"])
+            describe(&p["previous"]),
+            p["active"]["source"].as_str().unwrap_or("-")
         );
     }
     Ok(())

@@ -33,6 +33,10 @@ pub struct Deployment {
     pub deployed_at: SystemTime,
     /// How its code was obtained.
     pub compile: CompileInfo,
+    /// The `oci://registry/repository@sha256:…` reference it was pulled from, when it was
+    /// deployed by reference (config `source` or an admin deploy); `None` for an upload or a
+    /// local file. Shown by the admin API so an operator can tell where a version came from.
+    pub source: Option<String>,
 }
 
 /// The versions known for one plugin name.
@@ -187,6 +191,7 @@ impl PluginRegistry {
                         plugin,
                         deployed_at: SystemTime::now(),
                         compile: CompileInfo { from_cache: false, took: Duration::ZERO },
+                        source: None,
                     }),
                     previous: None,
                 },

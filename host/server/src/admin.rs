@@ -205,6 +205,8 @@ fn version_json(d: &Deployment) -> serde_json::Value {
         "deployed_at": deployed_at,
         "from_cache": d.compile.from_cache,
         "load_ms": u64::try_from(d.compile.took.as_millis()).unwrap_or(u64::MAX),
+        // The `oci://…@sha256:…` reference it was pulled from; null for an upload or a file.
+        "source": d.source,
     })
 }
 
@@ -305,6 +307,7 @@ fn deployed(name: &str, outcome: &DeployOutcome) -> Response {
         version = outcome.active.plugin.version(),
         digest = outcome.active.plugin.digest(),
         replaced = outcome.replaced.as_ref().map(|d| d.plugin.version()),
+        source = outcome.active.source.as_deref(),
         unchanged = outcome.unchanged,
         "plugin deployed"
     );

@@ -568,6 +568,8 @@ async fn compiled_versions_are_cached_on_disk_and_a_corrupt_entry_is_recompiled(
     let m1 = manifest("echo", "1.0.0", &v1, "");
     let (_, r) = fleet.deploy("echo", &m1, &v1).await;
     assert_eq!(r["active"]["from_cache"], false, "{r}");
+    // An upload has no OCI reference to show.
+    assert!(r["active"]["source"].is_null(), "{r}");
     let (_, r) = fleet.deploy("echo", &manifest("echo", "2.0.0", &v2, ""), &v2).await;
     assert_eq!(r["active"]["from_cache"], false, "{r}");
     // v1 again: compiled before, so loaded from the cache (and it runs).

@@ -196,7 +196,10 @@ async fn plugins_are_deployed_by_digest_verified_and_served_from_cache_while_the
     // Start-up pulls the ServiceNow agent by digest; Jane's invocation runs as usual.
     let host = s.host(&s.toml).await.unwrap();
     s.assert_jane_served(&host).await;
-    assert_eq!(active(&host, "servicenow-agent").await["digest"], s.agent_digest.as_str());
+    let agent = active(&host, "servicenow-agent").await;
+    assert_eq!(agent["digest"], s.agent_digest.as_str());
+    // The admin list names the reference a version was pulled from (here: the config's).
+    assert_eq!(agent["source"], s.agent.to_string(), "{agent}");
     let token = s.stack.token_a(ids::JANE, Duration::from_secs(900)).unwrap().expose().to_owned();
 
     // The admin API deploys by reference too.
@@ -206,6 +209,8 @@ async fn plugins_are_deployed_by_digest_verified_and_served_from_cache_while_the
     let (status, body) = deploy(&host, "echo", &echo_v1.to_string()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["active"]["version"], "1.0.0", "{body}");
+    assert_eq!(body["active"]["source"], echo_v1.to_string(), "{body}");
+    assert_eq!(active(&host, "echo").await["source"], echo_v1.to_string());
     assert_eq!(echo_tag(&host, &token).await, (200, "1.0.0".to_owned()));
 
     // A tampered component layer is refused before it is compiled or cached.
