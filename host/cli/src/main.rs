@@ -10,6 +10,7 @@ mod demo_chain;
 mod invoke;
 mod plugin;
 mod serve;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -262,20 +263,33 @@ impl Failure {
     }
 }
 
-fn init_logging(format: &str) {
+/// The global subscriber: `DELEGATE_LOG` filter, the fmt layer (text or JSON) on stderr and, for
+/// `serve` with a `[telemetry]` section, the OTLP layers (src/telemetry.rs) next to it.
+pub(crate) fn init_logging(
+    format: &str,
+    otlp: Option<Box<dyn tracing_subscriber::Layer<LogRegistry> + Send + Sync>>,
+) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("DELEGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.compact().init();
-    }
+    let json = (format == "json")
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().flatten_event(true));
+    let text =
+        (format != "json").then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).compact());
+    tracing_subscriber::registry().with(filter).with(otlp).with(json).with(text).init();
 }
+
+/// The subscriber the OTLP layers sit on: the registry behind the `DELEGATE_LOG` filter.
+pub(crate) type LogRegistry =
+    tracing_subscriber::layer::Layered<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // `serve` sets logging up itself, once its config says whether traces are exported.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(&cli.log_format, None);
+    }
     let result = match cli.command {
         Command::Demo {
             listen,
@@ -306,7 +320,7 @@ fn main() -> ExitCode {
             invoke::run(&invoke::InvokeOptions { url, token, user, idp, session, json, prompt })
         }
         Command::Token { user, idp, ca, tenant } => demo::token(&user, &idp, ca.as_deref(), &tenant),
-        Command::Serve { config } => serve::run(&config),
+        Command::Serve { config } => serve::run(&config, &cli.log_format),
         Command::Plugin { command } => match command {
             PluginCommand::Check { file } => check::plugin(&file),
             PluginCommand::Deploy { name, file, oci, admin } => match (file, oci) {
