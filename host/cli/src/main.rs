@@ -192,7 +192,8 @@ enum PluginCommand {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
-    /// List every plugin with its active and previous version and digest.
+    /// List every plugin with its active and previous version and digest, and the `oci://`
+    /// reference the active version was pulled from (`-` for an upload or a local file).
     ///
     /// Example: delegate plugin list
     List {

@@ -728,3 +728,174 @@ fn demo_chain_answers_jane_through_two_hosts() {
     assert_eq!(inv_a["trace_id"], inv_b["trace_id"]);
     assert!(inv_b["chain_depth"].as_u64() > inv_a["chain_depth"].as_u64(), "{inv_a} {inv_b}");
 }
+/// A real OCI registry for the push test: the CNCF distribution server (Debian package
+/// `docker-registry`, as in tests/e2e/src/registry.rs), plain HTTP on a free loopback port,
+/// storage under `dir`. Killed on drop.
+struct TestRegistry {
+    child: std::process::Child,
+    host: String,
+}
+
+impl TestRegistry {
+    fn start(dir: &std::path::Path) -> Self {
+        use std::time::{Duration, Instant};
+        let binary =
+            std::env::var_os("DELEGATE_DOCKER_REGISTRY").unwrap_or_else(|| "/usr/bin/docker-registry".into());
+        std::fs::create_dir_all(dir.join("storage")).unwrap();
+        // The port is free now; if another process takes it first, the registry exits and we
+        // try another.
+        for _ in 0..5 {
+            let host = format!("127.0.0.1:{}", free_port());
+            let config = dir.join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                    dir.join("storage").display()
+                ),
+            )
+            .unwrap();
+            let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+            let child = Command::new(&binary)
+                .arg("serve")
+                .arg(&config)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {binary:?} (apt-get install docker-registry): {e}"));
+            let mut registry = Self { child, host };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if registry.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let up = std::net::TcpStream::connect(&registry.host).is_ok_and(|mut s| {
+                    use std::io::{Read, Write};
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let request =
+                        format!("GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", registry.host);
+                    let mut answer = String::new();
+                    s.write_all(request.as_bytes()).is_ok()
+                        && s.read_to_string(&mut answer).is_ok()
+                        && answer.starts_with("HTTP/1.1 200")
+                });
+                if up {
+                    return registry;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("docker-registry did not start (see {}/registry.log)", dir.display());
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The release workflow as an operator runs it: `delegate plugin push` the echo component
+/// with its plugin.toml to a real registry, `delegate plugin deploy --oci` the digest
+/// reference it printed to a running `delegate serve`, and `delegate plugin list` shows the
+/// new version and the reference it came from; the new version answers invocations.
+#[test]
+fn plugin_push_then_deploy_by_oci_reference() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = std::env::temp_dir().join(format!("delegate-cli-{}-oci-push", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let registry = TestRegistry::start(&dir.join("registry"));
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_delegate"))
+            .args(args)
+            .env("DELEGATE_LOG", "warn")
+            // Reproducible pushes: the same inputs push the same digest.
+            .env("SOURCE_DATE_EPOCH", "1764806400")
+            .env_remove("DELEGATE_REGISTRY_USERNAME")
+            .env_remove("DELEGATE_REGISTRY_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+
+    // Push: the component and its manifest, by tag; the CLI prints the digest reference.
+    let echo = std::fs::read(delegate_artifacts::ECHO).unwrap();
+    let manifest = dir.join("echo.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"echo\"\nversion = \"2.0.0\"\ndigest = \"{}\"\ncomponent = {:?}\n\n[settings]\ntag = \"2.0.0\"\n",
+            delegate_oci::Digest::of(&echo),
+            delegate_artifacts::ECHO
+        ),
+    )
+    .unwrap();
+    let target = format!("oci://{}/plugins/echo:2.0.0", registry.host);
+    let manifest_arg = manifest.display().to_string();
+    let o = run(&["plugin", "push", &manifest_arg, &target]);
+    assert_eq!(o.status.code(), Some(1), "plain HTTP needs --plain-http: {}", stdout(&o));
+    let o = run(&["plugin", "push", &manifest_arg, &target, "--plain-http"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reference = stdout(&o).trim().to_owned();
+    let digest = reference
+        .strip_prefix(&format!("oci://{}/plugins/echo@sha256:", registry.host))
+        .unwrap_or_else(|| panic!("not a digest reference: {reference:?}"));
+    assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "{reference}");
+    // With SOURCE_DATE_EPOCH, pushing the same inputs again gives the same reference.
+    let o = run(&["plugin", "push", &manifest_arg, &target, "--plain-http"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), reference);
+
+    // Serve the echo plugin from its local file, with an admin listener that may pull from
+    // this registry.
+    let admin = free_port();
+    let token_file = std::env::temp_dir()
+        .join(format!("delegate-cli-{}-oci-serve", std::process::id()))
+        .join("admin-token");
+    std::fs::create_dir_all(token_file.parent().unwrap()).unwrap();
+    std::fs::write(&token_file, "oci-push-test-admin-token-0123456789\n").unwrap();
+    let tables = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken_file = \"admin-token\"\n[oci]\nplain_http = [\"{}\"]\n",
+        registry.host
+    );
+    let Served { _idp, mut child, base, token } =
+        rt.block_on(serve_plugin("oci-serve", "echo", delegate_artifacts::ECHO, "", &tables, "warn"));
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let token_arg = token_file.display().to_string();
+    let admin_args = ["--admin-url", admin_url.as_str(), "--token-file", token_arg.as_str()];
+
+    // A tag is refused by the CLI before anything is sent (deploys are by digest only).
+    let o = run(&[&["plugin", "deploy", "--name", "echo", "--oci", &target][..], &admin_args].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("digest"), "{}", stderr(&o));
+
+    let o = run(&[&["plugin", "deploy", "--name", "echo", "--oci", &reference][..], &admin_args].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("echo: 2.0.0 (sha256:"), "{}", stdout(&o));
+    let o = run(&[&["plugin", "list"][..], &admin_args].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = stdout(&o);
+    let row = list.lines().find(|l| l.starts_with("echo ")).unwrap_or_else(|| panic!("no echo row: {list}"));
+    assert!(row.contains("2.0.0 (sha256:") && row.ends_with(&reference), "{list}");
+
+    // The deployed version serves: the echo plugin answers with its manifest's `tag`.
+    let answer = rt.block_on(async {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let resp = http
+            .post(format!("{base}/invocations"))
+            .bearer_auth(&token)
+            .header("x-delegate-plugin", "echo")
+            .body(r#"{"prompt":"hello"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    });
+    assert!(answer.contains(r#"\"tag\":\"2.0.0\""#), "{answer}");
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(registry);
+}
