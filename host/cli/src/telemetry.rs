@@ -381,4 +381,53 @@ mod tests {
         assert_eq!(by_name("model_call"), TraceId::from_hex(wanted).unwrap(), "children share the trace");
         assert_ne!(by_name("unrelated"), TraceId::from_hex(wanted).unwrap(), "the hint leaked");
     }
+
+    /// A full queue drops (and counts) instead of waiting; unsampled spans are not queued.
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (spans, mut rx) = mpsc::channel(1);
+        let counters = Arc::new(Counters::default());
+        let processor = QueueProcessor { spans, counters: Arc::clone(&counters) };
+        let provider = SdkTracerProvider::builder().build();
+        let span = |sampled: bool| {
+            use opentelemetry::trace::{Span as _, Tracer as _};
+            let tracer = provider.tracer("t");
+            let mut s = tracer.start("s");
+            s.end();
+            let cx = s.span_context().clone();
+            let flags = if sampled {
+                opentelemetry::trace::TraceFlags::SAMPLED
+            } else {
+                opentelemetry::trace::TraceFlags::default()
+            };
+            SpanData {
+                span_context: opentelemetry::trace::SpanContext::new(
+                    cx.trace_id(),
+                    cx.span_id(),
+                    flags,
+                    false,
+                    opentelemetry::trace::TraceState::default(),
+                ),
+                parent_span_id: SpanId::INVALID,
+                parent_span_is_remote: false,
+                span_kind: opentelemetry::trace::SpanKind::Internal,
+                name: "s".into(),
+                start_time: std::time::SystemTime::now(),
+                end_time: std::time::SystemTime::now(),
+                attributes: Vec::new(),
+                dropped_attributes_count: 0,
+                events: opentelemetry_sdk::trace::SpanEvents::default(),
+                links: opentelemetry_sdk::trace::SpanLinks::default(),
+                status: opentelemetry::trace::Status::Unset,
+                instrumentation_scope: opentelemetry::InstrumentationScope::default(),
+            }
+        };
+        processor.on_end(span(false));
+        processor.on_end(span(true));
+        processor.on_end(span(true));
+        processor.on_end(span(true));
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 2);
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err(), "the unsampled span was queued");
+    }
 }

@@ -70,12 +70,15 @@ async fn devstack(tag: &str, extra: &str) -> (DevStack, PathBuf, String, PathBuf
     (stack, path, format!("http://127.0.0.1:{port}"), audit)
 }
 
-/// `delegate serve` (AWS keys the devstack Bedrock accepts; `env` added), up once `/ping`
-/// answers.
-async fn serve(config: &Path, base: &str, env: &[(&str, &str)]) -> std::process::Child {
+/// `delegate serve` (AWS keys the devstack Bedrock accepts; `env` added; JSON logs into `log`
+/// if given), up once `/ping` answers.
+async fn serve(config: &Path, base: &str, env: &[(&str, &str)], log: Option<&Path>) -> std::process::Child {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_delegate"));
+    command.args(["serve", "--config", config.to_str().unwrap()]);
+    if log.is_some() {
+        command.args(["--log-format", "json"]);
+    }
     command
-        .args(["serve", "--config", config.to_str().unwrap()])
         .env("DELEGATE_LOG", "info")
         .env("AWS_ACCESS_KEY_ID", "AKIDDEVSTACK")
         .env("AWS_SECRET_ACCESS_KEY", "devstack-secret-key")
@@ -83,7 +86,7 @@ async fn serve(config: &Path, base: &str, env: &[(&str, &str)]) -> std::process:
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(log.map_or_else(std::process::Stdio::null, |p| std::fs::File::create(p).unwrap().into()));
     for (k, v) in env {
         command.env(k, v);
     }
@@ -160,7 +163,7 @@ async fn jane_invocation_span_is_exported_with_the_audit_trace_id_and_no_credent
         "\n[telemetry]\notlp_endpoint = {endpoint:?}\nservice_name = \"delegate-test\"\nbatch_interval_ms = 600000\n"
     );
     let (stack, config, base, audit) = devstack("on", &extra).await;
-    let child = serve(&config, &base, &[]).await;
+    let child = serve(&config, &base, &[], None).await;
     let trace_id = random_trace_id();
     let token_a = jane_invocation(&stack, &base, &trace_id).await;
     let status = stop(child);
@@ -232,6 +235,7 @@ async fn without_the_section_nothing_reaches_the_collector() {
         &config,
         &base,
         &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.as_str()), ("OTEL_TRACES_EXPORTER", "otlp")],
+        None,
     )
     .await;
     jane_invocation(&stack, &base, &random_trace_id()).await;
@@ -239,6 +243,41 @@ async fn without_the_section_nothing_reaches_the_collector() {
     assert!(status.success(), "exit status {status}");
     // The process has exited: whatever it would have sent has been sent.
     assert!(collector.requests().is_empty(), "an export reached the collector");
+}
+
+/// A collector that cannot be reached fails no request: Jane is answered, the loss is
+/// reported in one `warn` line (not one per batch), and the final summary counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_fails_no_request_and_warns_once() {
+    let closed = free_port();
+    let extra = format!(
+        "\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:{closed}/v1/traces\"\nbatch_interval_ms = 20\nexport_timeout_ms = 2000\n"
+    );
+    let (stack, config, base, _audit) = devstack("down", &extra).await;
+    let log = config.with_file_name("stderr.log");
+    let child = serve(&config, &base, &[], Some(&log)).await;
+    let token_a = jane_invocation(&stack, &base, &random_trace_id()).await;
+    let warned = |text: &str| text.matches("trace export is losing spans").count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while warned(&std::fs::read_to_string(&log).unwrap()) == 0 {
+        assert!(Instant::now() < deadline, "no warn line about the failed export");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A second invocation's span fails too, within the same minute: no second warn line.
+    jane_invocation(&stack, &base, &random_trace_id()).await;
+    let status = stop(child);
+    assert!(status.success(), "exit status {status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(warned(&text), 1, "{text}");
+    let summary: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| l["message"] == "trace export stopped")
+        .expect("no summary line");
+    assert_eq!(summary["exported"], 0, "{summary}");
+    assert!(summary["failed"].as_u64().unwrap() >= 2, "both invocations' spans failed: {summary}");
+    assert!(text.contains("exporting traces over OTLP/HTTP"), "{text}");
+    assert!(!text.contains(token_a.as_str()) && !text.contains("eyJ"), "a token in the log");
 }
 
 /// A bad `[telemetry]` section stops `serve` with exit 2 and one line naming the key.
