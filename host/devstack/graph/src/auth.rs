@@ -6,10 +6,11 @@
 //! each refusal gets Graph's own message and the stand-in can record what audience a refused
 //! (but genuine) token had. Nothing from the token reaches a log or an error body.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use delegate_devstack_jwks::{KeyCache, KeyError};
 use delegate_secret::Secret;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
@@ -158,11 +159,6 @@ pub(crate) struct Seen {
     pub(crate) scopes: Option<String>,
 }
 
-struct Cache {
-    keys: Option<JwkSet>,
-    fetched_at: Option<Instant>,
-}
-
 /// Largest accepted Authorization header.
 const MAX_AUTHORIZATION_LEN: usize = 16 * 1024;
 /// Largest accepted JWKS document.
@@ -173,10 +169,8 @@ pub(crate) struct Verifier {
     issuers: Vec<String>,
     tenant: String,
     leeway: u64,
-    refetch_interval: Duration,
     source: JwksSource,
-    // A tokio mutex so concurrent first requests fetch the JWKS once.
-    cache: tokio::sync::Mutex<Cache>,
+    keys: KeyCache,
 }
 
 fn now() -> u64 {
@@ -195,14 +189,7 @@ impl Verifier {
             JwksSource::Static(set) => Some(set.clone()),
             JwksSource::Remote { .. } => None,
         };
-        Self {
-            issuers,
-            tenant,
-            leeway,
-            refetch_interval,
-            source,
-            cache: tokio::sync::Mutex::new(Cache { keys, fetched_at: None }),
-        }
+        Self { issuers, tenant, leeway, source, keys: KeyCache::new(keys, refetch_interval) }
     }
 
     /// The bearer token of an `Authorization` header value, boxed as a [`Secret`].
@@ -248,46 +235,25 @@ impl Verifier {
 
     /// The RSA signing key `kid`, refetching a remote JWKS (rate-limited) when it is unknown.
     async fn key(&self, kid: &str) -> Result<DecodingKey, Refusal> {
-        let mut cache = self.cache.lock().await;
-        let known = cache.keys.as_ref().and_then(|set| set.find(kid)).cloned();
-        let jwk = match (known, &self.source) {
-            (Some(jwk), _) => jwk,
-            (None, JwksSource::Static(_)) => return Err(Refusal::Signature),
-            (None, JwksSource::Remote { url, client }) => {
-                if cache.fetched_at.is_some_and(|at| at.elapsed() < self.refetch_interval) {
-                    return Err(Refusal::Signature);
-                }
-                cache.fetched_at = Some(Instant::now());
-                let set = Self::fetch_jwks(url, client).await?;
-                let jwk = set.find(kid).cloned();
-                cache.keys = Some(set);
-                jwk.ok_or(Refusal::Signature)?
-            }
+        let fetch = match &self.source {
+            JwksSource::Static(_) => None,
+            JwksSource::Remote { url, client } => Some(|| Self::fetch_jwks(url, client)),
         };
-        drop(cache);
-        if !matches!(jwk.algorithm, AlgorithmParameters::RSA(_))
-            || jwk.common.public_key_use.as_ref().is_some_and(|u| *u != PublicKeyUse::Signature)
-        {
-            return Err(Refusal::Signature);
-        }
-        DecodingKey::from_jwk(&jwk).map_err(|_| Refusal::Signature)
+        // Graph tells the client "signing keys unavailable" apart; every other key problem is
+        // a bad signature.
+        self.keys.key(kid, fetch).await.map_err(|e| match e {
+            KeyError::Fetch(refusal) => refusal,
+            KeyError::Unknown | KeyError::NotRsa | KeyError::NotSigning | KeyError::Unusable(_) => {
+                Refusal::Signature
+            }
+        })
     }
 
     /// Verifies `token`; `seen` receives its audience, `oid` and `scp` once the signature
     /// checked out (also when a later check refuses it).
     pub(crate) async fn verify(&self, token: &Secret, seen: &mut Seen) -> Result<Principal, Refusal> {
         let header = jsonwebtoken::decode_header(token.expose()).map_err(|_| Refusal::Signature)?;
-        // Keys come only from the configured JWKS: a token naming its own key, or an extension
-        // we do not implement, is refused (RFC 7515 §4.1.11 for crit).
-        if header.alg != Algorithm::RS256
-            || header.jku.is_some()
-            || header.jwk.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-            || header.crit.is_some()
-            || header.enc.is_some()
-            || header.zip.is_some()
-        {
+        if header.alg != Algorithm::RS256 || delegate_devstack_jwks::has_forbidden_parameter(&header) {
             return Err(Refusal::Signature);
         }
         let kid = header.kid.ok_or(Refusal::Signature)?;

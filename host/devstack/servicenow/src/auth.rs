@@ -3,10 +3,11 @@
 //! `aud` the API connector's client id (the audience of the OBO Token B). Every failure is
 //! the same 401 to the client; the reason goes to the log, the token nowhere.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use delegate_devstack_jwks::{KeyCache, KeyError};
 use delegate_secret::Secret;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
@@ -97,21 +98,14 @@ struct Discovery {
     jwks_uri: String,
 }
 
-struct Cache {
-    keys: Option<JwkSet>,
-    fetched_at: Option<Instant>,
-}
-
 /// Verifies bearer tokens for one sandbox.
 pub(crate) struct Verifier {
     issuer: String,
     audience: String,
     user_claim: String,
     leeway: u64,
-    refetch_interval: Duration,
     source: JwksSource,
-    // A tokio mutex so concurrent first requests fetch the JWKS once (single flight).
-    cache: tokio::sync::Mutex<Cache>,
+    keys: KeyCache,
     /// Who each accepted token named (never the token): for tests of delegation chains.
     seen: std::sync::Mutex<std::collections::VecDeque<SeenToken>>,
 }
@@ -150,9 +144,8 @@ impl Verifier {
             audience,
             user_claim,
             leeway,
-            refetch_interval,
             source,
-            cache: tokio::sync::Mutex::new(Cache { keys, fetched_at: None }),
+            keys: KeyCache::new(keys, refetch_interval),
             seen: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
@@ -199,43 +192,36 @@ impl Verifier {
         serde_json::from_slice(&body).map_err(|e| AuthError::Jwks(format!("unexpected document: {e}")))
     }
 
+    /// The JWKS, from `url` or through the discovery document at `url`.
+    async fn fetch_set(&self, url: &str, client: &reqwest::Client) -> Result<JwkSet, AuthError> {
+        let jwks_url = match &self.source {
+            JwksSource::Discovery { .. } => {
+                let doc: Discovery = self.fetch(url, client).await?;
+                if doc.issuer != self.issuer {
+                    return Err(AuthError::Jwks("discovery document names another issuer".into()));
+                }
+                doc.jwks_uri
+            }
+            _ => url.to_owned(),
+        };
+        self.fetch(&jwks_url, client).await
+    }
+
     /// The RSA signing key with `kid`, refetching a remote JWKS once when it is unknown.
     async fn key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
-        let mut cache = self.cache.lock().await;
-        let known = cache.keys.as_ref().and_then(|set| set.find(kid)).cloned();
-        let jwk = match (known, &self.source) {
-            (Some(jwk), _) => jwk,
-            (None, JwksSource::Static(_)) => return Err(AuthError::UnknownKey),
-            (None, JwksSource::Remote { url, client } | JwksSource::Discovery { url, client }) => {
-                let may_fetch = cache.fetched_at.is_none_or(|at| at.elapsed() >= self.refetch_interval);
-                if !may_fetch {
-                    return Err(AuthError::UnknownKey);
-                }
-                cache.fetched_at = Some(Instant::now());
-                let jwks_url = match &self.source {
-                    JwksSource::Discovery { .. } => {
-                        let doc: Discovery = self.fetch(url, client).await?;
-                        if doc.issuer != self.issuer {
-                            return Err(AuthError::Jwks("discovery document names another issuer".into()));
-                        }
-                        doc.jwks_uri
-                    }
-                    _ => url.clone(),
-                };
-                let set: JwkSet = self.fetch(&jwks_url, client).await?;
-                let jwk = set.find(kid).cloned();
-                cache.keys = Some(set);
-                jwk.ok_or(AuthError::UnknownKey)?
+        let fetch = match &self.source {
+            JwksSource::Static(_) => None,
+            JwksSource::Remote { url, client } | JwksSource::Discovery { url, client } => {
+                Some(|| self.fetch_set(url, client))
             }
         };
-        drop(cache);
-        if !matches!(jwk.algorithm, AlgorithmParameters::RSA(_)) {
-            return Err(AuthError::Header("key is not RSA"));
-        }
-        if jwk.common.public_key_use.as_ref().is_some_and(|u| *u != PublicKeyUse::Signature) {
-            return Err(AuthError::Header("key is not a signing key"));
-        }
-        DecodingKey::from_jwk(&jwk).map_err(|e| AuthError::Invalid(reason(&e)))
+        self.keys.key(kid, fetch).await.map_err(|e| match e {
+            KeyError::Unknown => AuthError::UnknownKey,
+            KeyError::Fetch(e) => e,
+            KeyError::NotRsa => AuthError::Header("key is not RSA"),
+            KeyError::NotSigning => AuthError::Header("key is not a signing key"),
+            KeyError::Unusable(e) => AuthError::Invalid(reason(&e)),
+        })
     }
 
     /// Verifies `token` and returns the user claim's value (e.g. `preferred_username`).
@@ -245,16 +231,7 @@ impl Verifier {
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::Header("alg is not RS256"));
         }
-        // Keys come only from the configured JWKS; a token naming its own key, or extensions
-        // we do not implement, is refused (RFC 7515 §4.1.11 for crit).
-        if header.jku.is_some()
-            || header.jwk.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-            || header.crit.is_some()
-            || header.enc.is_some()
-            || header.zip.is_some()
-        {
+        if delegate_devstack_jwks::has_forbidden_parameter(&header) {
             return Err(AuthError::Header("forbidden header parameter"));
         }
         let kid = header.kid.ok_or(AuthError::Header("no kid"))?;
