@@ -78,6 +78,34 @@ fn describe(v: &serde_json::Value) -> String {
     format!("{} ({short}…)", v["version"].as_str().unwrap_or("?"))
 }
 
+/// A manifest file and the component it names, read for `deploy` and `push`.
+struct Loaded {
+    /// The manifest's text, as written.
+    text: String,
+    /// The manifest's directory (its `component` path is relative to it).
+    base: PathBuf,
+    /// The manifest, parsed and validated.
+    manifest: delegate_config::Manifest,
+    /// The component's bytes.
+    bytes: Vec<u8>,
+}
+
+/// Reads the manifest `file` and its component; `verb` says what the component is for in
+/// the error when the manifest names none ("upload", "push").
+fn load(file: &Path, verb: &str) -> Result<Loaded, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::usage(format!("cannot read the manifest {}: {e}", file.display())))?;
+    let base = file.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let manifest = delegate_config::Manifest::from_toml(&text, &base)
+        .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+    let component = manifest.component.as_deref().ok_or_else(|| {
+        Failure::usage(format!("{}: the manifest names no `component` file to {verb}", file.display()))
+    })?;
+    let bytes = std::fs::read(component)
+        .map_err(|e| Failure::usage(format!("cannot read the component {}: {e}", component.display())))?;
+    Ok(Loaded { text, base, manifest, bytes })
+}
+
 /// Deploys the manifest `file` (and the component it names) as plugin `name`.
 #[allow(clippy::print_stdout)]
 pub(crate) fn deploy(client: &AdminClient, name: &str, file: &Path) -> Result<(), Failure> {
@@ -87,16 +115,7 @@ pub(crate) fn deploy(client: &AdminClient, name: &str, file: &Path) -> Result<()
             file.display()
         )));
     }
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Failure::usage(format!("cannot read the manifest {}: {e}", file.display())))?;
-    let base = file.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
-    let manifest = delegate_config::Manifest::from_toml(&text, &base)
-        .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
-    let component = manifest.component.as_deref().ok_or_else(|| {
-        Failure::usage(format!("{}: the manifest names no `component` file to upload", file.display()))
-    })?;
-    let bytes = std::fs::read(component)
-        .map_err(|e| Failure::usage(format!("cannot read the component {}: {e}", component.display())))?;
+    let Loaded { text, bytes, .. } = load(file, "upload")?;
     let body = serde_json::json!({
         "manifest": text,
         "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
@@ -169,16 +188,7 @@ fn read_secret(path: &Path, what: &str) -> Result<delegate_secret::Secret, Failu
 #[allow(clippy::print_stdout)]
 pub(crate) fn push(options: &PushOptions) -> Result<(), Failure> {
     let file = &options.file;
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Failure::usage(format!("cannot read the manifest {}: {e}", file.display())))?;
-    let base = file.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
-    let manifest = delegate_config::Manifest::from_toml(&text, &base)
-        .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
-    let component = manifest.component.as_deref().ok_or_else(|| {
-        Failure::usage(format!("{}: the manifest names no `component` file to push", file.display()))
-    })?;
-    let bytes = std::fs::read(component)
-        .map_err(|e| Failure::usage(format!("cannot read the component {}: {e}", component.display())))?;
+    let Loaded { text, base, manifest, bytes } = load(file, "push")?;
     // An artifact whose component does not match its manifest would be refused by every host.
     let actual = delegate_oci::Digest::of(&bytes);
     if actual.as_str() != manifest.digest {
