@@ -280,6 +280,55 @@ async fn an_unreachable_collector_fails_no_request_and_warns_once() {
     assert!(!text.contains(token_a.as_str()) && !text.contains("eyJ"), "a token in the log");
 }
 
+/// Server CPU time (user + system) of `pid` from `/proc/<pid>/stat`, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Measurement, not a check (run by hand, BENCHMARKS.md): server CPU and wall time per Jane
+/// invocation, 200 sequential invocations, without `[telemetry]` and with export to the
+/// collector stand-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run with --ignored --nocapture"]
+async fn measure_export_overhead() {
+    const N: u32 = 200;
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    for (tag, extra) in [
+        ("bench-off", String::new()),
+        ("bench-on", format!("\n[telemetry]\notlp_endpoint = {endpoint:?}\nbatch_interval_ms = 1000\n")),
+        ("bench-off2", String::new()),
+        ("bench-on2", format!("\n[telemetry]\notlp_endpoint = {endpoint:?}\nbatch_interval_ms = 1000\n")),
+    ] {
+        let (stack, config, base, _audit) = devstack(tag, &extra).await;
+        let child = serve(&config, &base, &[], None).await;
+        for _ in 0..20 {
+            jane_invocation(&stack, &base, &random_trace_id()).await;
+        }
+        let cpu = cpu_ticks(child.id());
+        let started = Instant::now();
+        for _ in 0..N {
+            jane_invocation(&stack, &base, &random_trace_id()).await;
+        }
+        let wall = started.elapsed();
+        let cpu = cpu_ticks(child.id()) - cpu;
+        let status = stop(child);
+        assert!(status.success());
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "{tag}: {N} Jane invocations, wall {:.2} ms each, server CPU {:.2} ms each",
+                wall.as_secs_f64() * 1000.0 / f64::from(N),
+                cpu as f64 * 10.0 / f64::from(N)
+            );
+        }
+    }
+    assert!(!collector.requests().is_empty());
+}
+
 /// A bad `[telemetry]` section stops `serve` with exit 2 and one line naming the key.
 #[test]
 fn bad_telemetry_config_is_exit_2_with_one_line() {
