@@ -16,15 +16,21 @@ pub(crate) struct AdminClient {
 }
 
 impl AdminClient {
-    fn token(&self) -> Result<String, Failure> {
-        match &self.token_file {
-            Some(path) => std::fs::read_to_string(path).map(|t| t.trim().to_owned()).map_err(|e| {
+    /// The admin token, boxed as a [`Secret`](delegate_secret::Secret) (surrounding white
+    /// space trimmed).
+    fn token(&self) -> Result<delegate_secret::Secret, Failure> {
+        let text = match &self.token_file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
                 Failure::usage(format!("cannot read the admin token file {}: {e}", path.display()))
-            }),
-            None => std::env::var("DELEGATE_ADMIN_TOKEN").map(|t| t.trim().to_owned()).map_err(|_| {
+            })?,
+            None => std::env::var("DELEGATE_ADMIN_TOKEN").map_err(|_| {
                 Failure::usage("no admin token: pass --token-file FILE or set DELEGATE_ADMIN_TOKEN")
-            }),
-        }
+            })?,
+        };
+        let token = delegate_secret::Secret::new(text.trim());
+        // The untrimmed copy is wiped too.
+        drop(delegate_secret::Secret::new(text));
+        Ok(token)
     }
 
     async fn send(
@@ -38,7 +44,7 @@ impl AdminClient {
             .build()
             .map_err(|e| Failure::failed(format!("cannot build an HTTP client: {e}")))?;
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let mut request = client.request(method, &url).bearer_auth(token);
+        let mut request = client.request(method, &url).bearer_auth(token.expose());
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -172,16 +178,13 @@ pub(crate) struct PushOptions {
     pub ca_file: Option<PathBuf>,
 }
 
-fn read_secret(path: &Path, what: &str) -> Result<delegate_secret::Secret, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::usage(format!("cannot read the {what} file {}: {}", path.display(), e.kind()))
-    })?;
-    let secret = delegate_secret::Secret::new(text.trim_end_matches(['\r', '\n']));
-    drop(delegate_secret::Secret::new(text));
-    if secret.is_empty() {
-        return Err(Failure::usage(format!("the {what} file {} is empty", path.display())));
-    }
-    Ok(secret)
+/// Reads the credential file given to `flag` with the config's rules for a `file`
+/// reference (trailing newline ignored, empty refused; errors name the flag and the path,
+/// never the content).
+fn read_secret(path: &Path, flag: &str) -> Result<delegate_secret::Secret, Failure> {
+    delegate_secret::SecretRef { env: None, file: Some(path.to_owned()) }
+        .resolve(flag)
+        .map_err(|e| Failure::usage(format!("{flag}: {}", e.message)))
 }
 
 /// Pushes the manifest `file` and its component to `target`; prints the digest reference.
@@ -219,7 +222,7 @@ pub(crate) fn push(options: &PushOptions) -> Result<(), Failure> {
     let credentials = match (&options.username, &options.token_file) {
         (Some(username), None) => {
             let password = match &options.password_file {
-                Some(path) => read_secret(path, "password")?,
+                Some(path) => read_secret(path, "--password-file")?,
                 None => std::env::var("DELEGATE_REGISTRY_PASSWORD")
                     .map(delegate_secret::Secret::new)
                     .map_err(|_| {
@@ -228,7 +231,7 @@ pub(crate) fn push(options: &PushOptions) -> Result<(), Failure> {
             };
             Some(delegate_oci::Credentials::Basic { username: username.clone(), password })
         }
-        (None, Some(path)) => Some(delegate_oci::Credentials::Bearer(read_secret(path, "token")?)),
+        (None, Some(path)) => Some(delegate_oci::Credentials::Bearer(read_secret(path, "--token-file")?)),
         (None, None) => None,
         (Some(_), Some(_)) => return Err(Failure::usage("give --username or --token-file, not both")),
     };

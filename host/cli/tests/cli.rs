@@ -836,6 +836,20 @@ fn plugin_push_then_deploy_by_oci_reference() {
     let manifest_arg = manifest.display().to_string();
     let o = run(&["plugin", "push", &manifest_arg, &target]);
     assert_eq!(o.status.code(), Some(1), "plain HTTP needs --plain-http: {}", stdout(&o));
+    // Credential files follow the config's reference rules; errors name the flag, not the content.
+    let empty = dir.join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let o = run(&[
+        "plugin",
+        "push",
+        &manifest_arg,
+        &target,
+        "--plain-http",
+        "--token-file",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert_eq!(stderr(&o).trim(), "delegate: --token-file: the referenced secret is empty");
     let o = run(&["plugin", "push", &manifest_arg, &target, "--plain-http"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let reference = stdout(&o).trim().to_owned();
