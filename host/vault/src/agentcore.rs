@@ -133,13 +133,19 @@ impl AgentCoreClients {
         let _ = self.base.set(Base::Access(access));
     }
 
-    async fn load(&self, name: &str) -> Result<aws_config::SdkConfig, VaultError> {
+    async fn load(&self, name: &str, region: Option<&str>) -> Result<aws_config::SdkConfig, VaultError> {
         let access = match self.base.get() {
             Some(Base::Sdk(sdk)) => return Ok((**sdk).clone()),
             Some(Base::Access(access)) => access.clone(),
             None => AgentCoreAws::default(),
         };
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // A configured region is given to the loader itself: otherwise its default region chain
+        // runs first (environment, profile, then IMDS over the network, which outside EC2 costs a
+        // timeout at the first token request).
+        if let Some(region) = region {
+            loader = loader.region(aws_sdk_bedrockagentcore::config::Region::new(region.to_owned()));
+        }
         if let Some(k) = &access.static_keys {
             loader = loader.credentials_provider(aws_sdk_bedrockagentcore::config::Credentials::new(
                 k.access_key_id.clone(),
@@ -180,7 +186,7 @@ impl AgentCoreClients {
             .get(name)
             .ok_or_else(|| VaultError::UnknownProvider { provider: name.to_owned() })?;
         cell.get_or_try_init(|| async {
-            let sdk = self.load(name).await?;
+            let sdk = self.load(name, provider.region.as_deref()).await?;
             let mut conf = aws_sdk_bedrockagentcore::config::Builder::from(&sdk)
                 .retry_config(
                     RetryConfig::standard()
