@@ -194,6 +194,7 @@ async fn jane_invocation_span_is_exported_with_the_audit_trace_id_and_no_credent
     let span = invocation.expect("no invocation span exported");
     assert_eq!(hex(&span.trace_id), trace_id, "the span's trace id is not the inbound traceparent's");
     assert_eq!(attr(&span.attributes, "plugin"), Some("servicenow-agent"));
+    assert_eq!(attr(&span.attributes, "outcome"), Some("ok"));
     assert_eq!(attr(&span.attributes, "trace_id"), Some(trace_id.as_str()));
     let invocation_id = attr(&span.attributes, "invocation_id").expect("no invocation_id").to_owned();
     let finished = span.events.iter().find(|e| e.name == "invocation finished").expect("no outcome event");

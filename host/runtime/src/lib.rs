@@ -738,6 +738,8 @@ impl Plugin {
             session_id = request.session_id.as_deref().unwrap_or(""),
             plugin = %inner.name,
             version = %inner.version,
+            // Recorded when the invocation ends, so a trace backend can filter spans by it.
+            outcome = tracing::field::Empty,
         );
         let task = async move {
             let InvocationRequest { caller, invocation_id, session_id, payload, guard } = request;
@@ -772,6 +774,7 @@ impl Plugin {
                     www_authenticate: e.www_authenticate(),
                 });
             }
+            tracing::Span::current().record("outcome", result.as_ref().map_or_else(|e| e.code(), |_| "ok"));
             match &result {
                 Ok(o) => tracing::info!(
                     plugin = %inner.name, version = %inner.version, %invocation_id, outcome = "ok",
