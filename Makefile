@@ -30,9 +30,10 @@ fmt:
 ## What CI runs.
 ci: lint test interop
 
-## Benchmarks (release build; figures go to BENCHMARKS.md).
+## Benchmarks, built as the image ships (`production` profile: release + fat LTO, one codegen
+## unit; the first build takes ~8-15 min on 2 cores); figures go to BENCHMARKS.md.
 bench: setup
-	$(CARGO) bench --locked -p delegate-e2e -p delegate-auth -p delegate-vault -p delegate-egress -p delegate-model -p delegate
+	$(CARGO) bench --locked --profile production -p delegate-e2e -p delegate-auth -p delegate-vault -p delegate-egress -p delegate-model -p delegate
 
 ## Interop: real, independent client libraries (PyPI) against the devstack stand-ins:
 ## MSAL + PyJWT → IdP, boto3 → Bedrock endpoint, pysnc → ServiceNow sandbox; PyYAML checks

@@ -419,7 +419,7 @@ fn demo_then_invoke_shows_jane_her_five_incidents() {
 }
 
 /// No Docker engine runs in CI, so the Dockerfile is kept correct by checking what matters:
-/// multi-stage, a locked release build with the wasm target, a non-root runtime stage that
+/// multi-stage, a locked `production` (release + LTO) build with the wasm target, a non-root runtime stage that
 /// exposes 8080 and runs `delegate serve`.
 #[test]
 fn dockerfile_is_multi_stage_non_root_and_listens_on_8080() {
@@ -432,7 +432,7 @@ fn dockerfile_is_multi_stage_non_root_and_listens_on_8080() {
     let build = &lines[stages[0]..stages[1]];
     let runtime = &lines[*stages.last().unwrap()..];
     assert!(build.iter().any(|l| l.contains("rustup target add wasm32-wasip2")));
-    assert!(build.iter().any(|l| l.contains("cargo build --release --locked -p delegate")));
+    assert!(build.iter().any(|l| l.contains("cargo build --profile production --locked -p delegate")));
     let user = runtime.iter().find(|l| l.starts_with("USER ")).expect("runtime stage sets no USER");
     let name = user.trim_start_matches("USER ").split(':').next().unwrap();
     assert!(name != "root" && name != "0", "runtime stage runs as {name}");

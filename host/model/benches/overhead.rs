@@ -33,6 +33,26 @@ fn report(name: &str, mut v: Vec<Duration>) {
     );
 }
 
+/// CPU time this thread has run, from the kernel's scheduler statistics
+/// (`/proc/thread-self/schedstat`, first field, nanoseconds). Read with one `pread` on a file
+/// kept open, so a reading costs one syscall (≈ 1 µs, counted in the figures, which therefore
+/// err high). This is the host's own cost of a call: unlike wall time, it excludes the
+/// endpoint's work on its thread and the time both threads spend waiting to be woken.
+struct ThreadCpu(std::fs::File);
+
+impl ThreadCpu {
+    fn open() -> Self {
+        Self(std::fs::File::open("/proc/thread-self/schedstat").expect("/proc/thread-self/schedstat"))
+    }
+    fn now(&self) -> Duration {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 96];
+        let n = self.0.read_at(&mut buf, 0).unwrap();
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        Duration::from_nanos(text.split_whitespace().next().unwrap().parse().unwrap())
+    }
+}
+
 fn main() {
     // The endpoint runs on its own thread and single-threaded runtime, as a separate process
     // would; the client likewise, as one invocation's model calls are sequential.
@@ -41,9 +61,21 @@ fn main() {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", std_listener.local_addr().unwrap());
+    // The endpoint thread's own CPU time, read by the client between phases.
+    let stub_cpu = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stub_cpu_w = std::sync::Arc::clone(&stub_cpu);
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
+            // Publishes the thread's CPU time every millisecond (a reading costs ≈ 1 µs/ms).
+            tokio::spawn(async move {
+                let cpu = ThreadCpu::open();
+                loop {
+                    let ns = u64::try_from(cpu.now().as_nanos()).unwrap_or(u64::MAX);
+                    stub_cpu_w.store(ns, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             // The devstack's own server (TCP_NODELAY on, as in `delegate demo`).
             delegate_devstack_tls::serve_http(listener, stub.router(), std::future::pending()).await.unwrap();
@@ -90,27 +122,46 @@ fn main() {
         }
         faults.reset();
         let n = 2000;
+        let cpu = ThreadCpu::open();
         let mut client = Vec::with_capacity(n);
+        let mut client_cpu = Vec::with_capacity(n);
+        let stub_before = stub_cpu.load(std::sync::atomic::Ordering::Relaxed);
+        let phase = Instant::now();
         for _ in 0..n {
+            let c = cpu.now();
             let t = Instant::now();
             p.converse(&model, &req).await.unwrap();
             client.push(t.elapsed());
+            client_cpu.push(cpu.now().saturating_sub(c));
         }
+        let phase = phase.elapsed();
+        let stub_ns = stub_cpu.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(stub_before);
         let handler = faults.handler_times();
         let overhead: Vec<Duration> = client.iter().zip(&handler).map(|(c, h)| c.saturating_sub(*h)).collect();
         report("converse: client round trip", client);
         report("converse: stub handler (endpoint's own time)", handler);
         report("converse: host overhead (client - handler)", overhead);
+        report("converse: host CPU per call (client thread)", client_cpu);
+        println!(
+            "{:<44} mean={:>8.1?} (endpoint thread CPU over the phase / calls)",
+            "converse: endpoint CPU per call",
+            Duration::from_nanos(stub_ns / n as u64)
+        );
+        println!("{:<44} {:>8.1?} for {n} calls", "converse: phase wall time", phase);
 
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let mut stream = Vec::with_capacity(n);
+        let mut stream_cpu = Vec::with_capacity(n);
         for _ in 0..n {
+            let c = cpu.now();
             let t = Instant::now();
             p.converse_stream(&model, &req, &tx).await.unwrap();
             stream.push(t.elapsed());
+            stream_cpu.push(cpu.now().saturating_sub(c));
         }
         report("converse_stream: client round trip", stream);
+        report("converse_stream: host CPU per call", stream_cpu);
 
         // Baseline: the same request over a bare hyper client (no SDK, no signing), so the
         // difference is what the SDK + conversions cost on top of loopback HTTP.
@@ -149,14 +200,18 @@ fn main() {
         }
         faults.reset();
         let mut bare = Vec::with_capacity(n);
+        let mut bare_cpu = Vec::with_capacity(n);
         for _ in 0..n {
+            let c = cpu.now();
             let t = Instant::now();
             raw_once().await;
             bare.push(t.elapsed());
+            bare_cpu.push(cpu.now().saturating_sub(c));
         }
         let handler = faults.handler_times();
         let bare_overhead: Vec<Duration> = bare.iter().zip(&handler).map(|(c, h)| c.saturating_sub(*h)).collect();
         report("baseline bare hyper: client round trip", bare);
         report("baseline bare hyper: client - handler", bare_overhead);
+        report("baseline bare hyper: client CPU per call", bare_cpu);
     });
 }
