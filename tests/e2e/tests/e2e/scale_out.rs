@@ -338,21 +338,56 @@ async fn redis_killed_mid_run_costs_extra_exchanges_but_no_failed_invocation() {
     first.iter().for_each(assert_janes_answer);
     assert_eq!(fleet.obo_calls(), 1, "served from Redis");
 
-    // Mid-run: 20 invocations in flight when Redis dies, then 20 more while it is down.
+    // Mid-run: Redis dies while invocations are in flight. Two new users (one per replica)
+    // are held in their On-Behalf-Of exchange by a slow IdP, each holding its replica's Redis
+    // lock, alongside 20 of Jane's (no exchange: they may finish before the kill or after).
+    // The kill waits for the gate (both exchanges have reached the IdP), so the held
+    // invocations store their Token B, release their lock and make their next ServiceNow
+    // call against a dead Redis.
+    let held_users = [ids::SECURITY_ANALYST, "audrey.kim@company.com"];
+    let idp = fleet.stack.idp.idp();
+    idp.set_token_fault(delegate_devstack_idp::TokenFault::Slow(Duration::from_secs(2)));
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    let held = futures::future::join_all(held_users.iter().enumerate().map(|(i, user)| {
+        let finished = &finished;
+        let fleet = &fleet;
+        async move {
+            let seen = fleet.ask_as(user, i).await;
+            finished.fetch_add(1, Ordering::SeqCst);
+            seen
+        }
+    }));
     let during = futures::future::join_all((0..20).map(|i| fleet.ask(i)));
     let kill = async {
-        // A trigger, not a measurement: some invocations are past their lookup, some not.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let gate = async {
+            while fleet.obo_calls() < 1 + held_users.len() as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), gate).await.expect("the held exchanges never started");
+        assert_eq!(finished.load(Ordering::SeqCst), 0, "the held invocations are in flight when Redis dies");
         redis.kill();
     };
-    let (during, ()) = tokio::join!(during, kill);
+    let (held, during, ()) = tokio::join!(held, during, kill);
+    for seen in &held {
+        assert_eq!((seen.status, seen.error_type.as_deref()), (200, None), "{seen:?}");
+    }
     during.iter().for_each(assert_janes_answer);
+    idp.set_token_fault(delegate_devstack_idp::TokenFault::None);
+    let exchanged = fleet.obo_calls();
+    assert_eq!(exchanged, 1 + held_users.len() as u64, "one exchange per held user");
+    // The held invocations met the dead Redis (storing Token B and releasing the lock failed,
+    // two counted errors each) before anyone below asks: what follows runs in the outage.
+    let errors = fleet.shared_cache_events("error").await;
+    assert!(errors >= 2 * held_users.len() as u64, "{errors} errors: the outage is counted");
+    assert_eq!(fleet.shared_cache_events("fallback_exchange").await, 0, "the held users had the lock");
+
     let started = std::time::Instant::now();
     let after = futures::future::join_all((0..20).map(|i| fleet.ask(i))).await;
     let jane_down = started.elapsed();
     after.iter().for_each(assert_janes_answer);
     // Each replica kept the token it had read: Jane costs no exchange while Redis is down.
-    assert_eq!(fleet.obo_calls(), 1);
+    assert_eq!(fleet.obo_calls(), exchanged);
     assert!(fleet.shared_cache_events("local_hit").await >= 1);
 
     // Users nobody has exchanged for yet: each replica exchanges once per user on its own
@@ -365,7 +400,7 @@ async fn redis_killed_mid_run_costs_extra_exchanges_but_no_failed_invocation() {
         assert_eq!(seen.status, 200, "{seen:?}");
         assert_eq!(seen.error_type, None, "{seen:?}");
     }
-    let extra = fleet.obo_calls() - 1;
+    let extra = fleet.obo_calls() - exchanged;
     let fallbacks = fleet.shared_cache_events("fallback_exchange").await;
     assert!((4..=8).contains(&extra), "{extra} exchanges for 4 new users over 2 replicas");
     assert_eq!(fallbacks, extra, "every exchange during the outage is a counted fallback");
