@@ -386,6 +386,7 @@ async fn the_workload_access_token_never_reaches_the_plugin_its_memory_the_logs_
 
     let audit_text = std::fs::read_to_string(&s.audit).unwrap();
     let log_text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    crate::credentials::assert_logs_hold_the_invocation(&log_text, &audit_text);
     for (what, haystack) in [
         ("plugin output", seen.text.as_bytes()),
         ("plugin result", report.as_bytes()),
