@@ -529,6 +529,18 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             "\"agentcore_workload_token\" needs at least one [vault.providers.*] of kind \"agentcore_identity\"",
         ));
     }
+    // An agentcore_identity provider works only with the workload access token AgentCore
+    // Runtime passes, which `standalone` never reads: every request would be refused.
+    if server.inbound == crate::InboundMode::Standalone
+        && let Some(name) = vault.provider_names().find(|n| vault.is_agentcore_identity(n))
+    {
+        return Err(ConfigError::invalid(
+            "server.inbound",
+            format!(
+                "provider {name:?} is of kind \"agentcore_identity\", which needs inbound = \"agentcore\" or \"agentcore_workload_token\" (\"standalone\" never reads the workload access token it uses)"
+            ),
+        ));
+    }
     for (i, p) in plugins.iter().enumerate() {
         for provider in p.egress.credential_providers() {
             if !vault.provider_names().any(|n| n == provider) {
@@ -640,7 +652,7 @@ mod tests {
     const PLUGIN: &str = "[[plugin]]\nname = \"echo\"\ncomponent = \"Cargo.toml\"\n";
 
     #[test]
-    fn inbound_modes_parse_and_the_workload_token_mode_needs_an_agentcore_identity_provider() {
+    fn inbound_modes_parse_and_agentcore_identity_providers_need_an_agentcore_mode() {
         use crate::InboundMode;
         let parse = |server: &str, vault: &str| {
             Config::from_toml(&format!("[server]\n{server}\n{vault}\n{AUTH}{PLUGIN}"), base())
@@ -656,6 +668,17 @@ mod tests {
         let agentcore = "[vault.providers.sn]\nkind = \"agentcore_identity\"\ncredential_provider = \"EntraIdServiceNow\"";
         let c = parse("inbound = \"agentcore_workload_token\"", agentcore).unwrap();
         assert_eq!(c.server.inbound, InboundMode::AgentCoreWorkloadToken);
+        assert_eq!(
+            parse("inbound = \"agentcore\"", agentcore).unwrap().server.inbound,
+            InboundMode::AgentCore
+        );
+        // ...and that provider needs a mode that reads the workload access token.
+        for standalone in ["", "inbound = \"standalone\""] {
+            let e = parse(standalone, agentcore).unwrap_err();
+            assert_eq!(e.key(), Some("server.inbound"), "{e}");
+            let e = e.to_string();
+            assert!(e.contains("\"sn\"") && e.contains("agentcore_identity") && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

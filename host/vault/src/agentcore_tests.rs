@@ -6,10 +6,10 @@
 use crate::*;
 use delegate_auth::{VerifiedCaller, VerifiedCallerBuilder};
 use delegate_devstack_agentcore::identity::{
-    ARTICLE_PROVIDER, ARTICLE_WORKLOAD, AgentCoreIdentity, IdentityConfig,
+    ARTICLE_PROVIDER, ARTICLE_WORKLOAD, AgentCoreIdentity, IdentityConfig, ResourceTokenFault,
 };
 use delegate_devstack_idp::defaults::*;
-use delegate_devstack_idp::{IdpConfig, IdpServer};
+use delegate_devstack_idp::{IdpConfig, IdpServer, TokenFault};
 use delegate_secret::Secret;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,11 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(|_| {}).await
+}
+
+/// The fixture with the stand-in's configuration edited by `edit`.
+async fn fixture_with(edit: impl FnOnce(&mut IdentityConfig)) -> Fixture {
     let idp = IdpServer::start(IdpConfig::default()).await.unwrap();
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(idp.ca_pem().as_bytes()).unwrap()])
@@ -37,6 +42,7 @@ async fn fixture() -> Fixture {
         client,
     );
     config.access_key_id = Some(AKID.into());
+    edit(&mut config);
     let identity = AgentCoreIdentity::new(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -243,6 +249,90 @@ async fn errors_are_mapped_and_never_show_the_workload_access_token() {
         }
     }
     assert!(!format!("{caller:?}").contains(wat.expose()), "the caller's Debug redacts the WAT");
+}
+
+/// The answers the article's setup never gives, each as docs/agentcore.md's table says:
+/// throttling and a failing exchange behind AgentCore are transient (retried, then 503), a
+/// rejected workload access token and a 200 without `accessToken` are not (one call). None of
+/// the errors shows the workload access token or Token A.
+#[tokio::test]
+async fn throttling_failing_exchanges_rejected_tokens_and_answers_without_a_token_are_mapped() {
+    let f = fixture().await;
+    // A stand-in whose workload access tokens expire the moment they are minted.
+    let g = fixture_with(|c| c.wat_lifetime = Duration::ZERO).await;
+    let expiring = vault(&g).await;
+    let vault = vault(&f).await;
+    let (caller, wat) = jane(&f).await;
+    let calls = || f.identity.counters().resource_token_calls;
+    let mut seen = Vec::new();
+
+    // Throttled: retried (idp_attempts = 2), then 503.
+    f.identity.set_resource_token_fault(ResourceTokenFault::Throttling);
+    let before = calls();
+    let e = vault.token_for(&caller, "servicenow", &scopes()).await.unwrap_err();
+    assert!(matches!(&e, VaultError::Unavailable { cause, .. } if cause == "ThrottlingException"), "{e:?}");
+    assert_eq!((e.status(), e.code()), (503, "credential_provider_unavailable"));
+    assert_eq!(calls() - before, 2, "a throttled request is retried");
+    seen.push(e);
+    f.identity.set_resource_token_fault(ResourceTokenFault::None);
+
+    // The exchange behind AgentCore fails (the IdP answers 503): InternalServerException,
+    // retried, then 503.
+    f.idp.idp().set_token_fault(TokenFault::Status5xx(503));
+    let before = calls();
+    let e = vault.token_for(&caller, "servicenow", &scopes()).await.unwrap_err();
+    assert!(
+        matches!(&e, VaultError::Unavailable { cause, .. } if cause == "InternalServerException"),
+        "{e:?}"
+    );
+    assert_eq!((e.status(), e.code()), (503, "credential_provider_unavailable"));
+    assert_eq!(calls() - before, 2, "an internal error is retried");
+    seen.push(e);
+    // Failing once only: the retry gets Jane her token.
+    f.idp.idp().set_token_fault_times(TokenFault::Status5xx(503), 1);
+    let before = calls();
+    let issued = vault.token_for(&caller, "servicenow", &scopes()).await.unwrap();
+    assert_eq!((issued.cache, oid_of(&issued.token)), (CacheStatus::Miss, JANE_OID.to_owned()));
+    assert_eq!(calls() - before, 2);
+    vault.evict(&caller, "servicenow", &scopes()).await;
+
+    // 200 without `accessToken`, and 200 asking for the user's consent: not retried, 502.
+    for (fault, detail) in [
+        (ResourceTokenFault::NoAccessToken, "returned no accessToken"),
+        (ResourceTokenFault::ConsentNeeded, "asked for user consent (authorizationUrl)"),
+    ] {
+        f.identity.set_resource_token_fault(fault);
+        let before = calls();
+        let e = vault.token_for(&caller, "servicenow", &scopes()).await.unwrap_err();
+        assert!(matches!(e, VaultError::InvalidResponse { .. }), "{fault:?}: {e:?}");
+        assert_eq!((e.status(), e.code()), (502, "credential_provider_invalid_response"), "{fault:?}");
+        assert!(e.to_string().contains(detail), "{fault:?}: {e}");
+        assert_eq!(calls() - before, 1, "{fault:?} is not retried");
+        seen.push(e);
+    }
+    f.identity.set_resource_token_fault(ResourceTokenFault::None);
+    assert_eq!(vault.token_for(&caller, "servicenow", &scopes()).await.unwrap().cache, CacheStatus::Miss);
+
+    // A workload access token AgentCore no longer accepts (one that has expired):
+    // UnauthorizedException, not retried, 401.
+    let (expired_caller, expired_wat) = jane(&g).await;
+    let e = expiring.token_for(&expired_caller, "servicenow", &scopes()).await.unwrap_err();
+    assert!(matches!(e, VaultError::AgentCoreRefused { error: "UnauthorizedException", .. }), "{e:?}");
+    assert_eq!((e.status(), e.code()), (401, "workload_token_rejected"));
+    assert_eq!(g.identity.counters().resource_token_calls, 1, "a rejected token is not retried");
+    assert_eq!(g.identity.counters().obo_exchanges, 0);
+    seen.push(e);
+
+    assert_eq!(seen.len(), 5);
+    for e in &seen {
+        for shown in [e.to_string(), format!("{e:?}")] {
+            for secret in
+                [wat.expose(), expired_wat.expose(), caller.token().expose(), expired_caller.token().expose()]
+            {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -20,6 +20,9 @@
 //! `UnauthorizedException` 401, `InternalServerException` 500). No message ever contains a
 //! token, a secret or a workload access token.
 //!
+//! Answers the article's setup never produces (throttling, a 200 without `accessToken`, a
+//! consent URL) are injected with [`AgentCoreIdentity::set_resource_token_fault`].
+//!
 //! The SigV4 check is of the header's *shape* (algorithm, `Credential=` scope with
 //! `…/bedrock-agentcore/aws4_request`, `SignedHeaders=`, a hex `Signature=`, `x-amz-date`) and
 //! of the access key id when one is configured; the signature itself is not recomputed.
@@ -158,6 +161,24 @@ struct Counters {
     rejected: AtomicU64,
 }
 
+/// An answer `GetResourceOauth2Token` gives instead of the normal one, to test how a client
+/// copes with what the article's setup does not produce. Throttling comes right after the
+/// SigV4 check; the 200 answers replace the exchange of an otherwise valid request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResourceTokenFault {
+    /// Normal service.
+    #[default]
+    None,
+    /// 429 `ThrottlingException` (the account's request rate is exceeded).
+    Throttling,
+    /// 200 with an empty object: no `accessToken`.
+    NoAccessToken,
+    /// 200 with `authorizationUrl`, `sessionUri` and `sessionStatus` and no `accessToken`: what
+    /// AgentCore Identity answers when the user has to consent first (a provider set up for
+    /// user federation rather than On-Behalf-Of).
+    ConsentNeeded,
+}
+
 /// What a workload access token stands for.
 struct Binding {
     workload: String,
@@ -170,6 +191,7 @@ struct Inner {
     counters: Counters,
     wats: Mutex<HashMap<String, Binding>>,
     jwks: tokio::sync::Mutex<Option<JwkSet>>,
+    fault: Mutex<ResourceTokenFault>,
 }
 
 /// The running stand-in: a router plus its counters.
@@ -253,6 +275,7 @@ impl AgentCoreIdentity {
             counters: Counters::default(),
             wats: Mutex::new(HashMap::new()),
             jwks: tokio::sync::Mutex::new(None),
+            fault: Mutex::new(ResourceTokenFault::None),
         }))
     }
 
@@ -297,6 +320,16 @@ impl AgentCoreIdentity {
     /// Forgets every workload access token (simulates expiry or revocation).
     pub fn revoke_all(&self) {
         self.lock_wats().clear();
+    }
+
+    /// Answers every `GetResourceOauth2Token` from now on with `fault`, until changed
+    /// ([`ResourceTokenFault::None`] restores normal service).
+    pub fn set_resource_token_fault(&self, fault: ResourceTokenFault) {
+        *self.0.fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fault;
+    }
+
+    fn fault(&self) -> ResourceTokenFault {
+        *self.0.fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_wats(&self) -> std::sync::MutexGuard<'_, HashMap<String, Binding>> {
@@ -401,12 +434,17 @@ impl AgentCoreIdentity {
         serde_json::from_slice(&body).map_err(|_| unavailable())
     }
 
+    /// The `GetResourceOauth2Token` answer body.
     async fn resource_token(
         &self,
         headers: &HeaderMap,
         req: ResourceTokenRequest,
-    ) -> Result<Secret, AwsError> {
+    ) -> Result<serde_json::Value, AwsError> {
         check_sigv4(headers, self.0.config.access_key_id.as_deref())?;
+        let fault = self.fault();
+        if fault == ResourceTokenFault::Throttling {
+            return Err(AwsError::new(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "Rate exceeded"));
+        }
         let wat = req
             .workload_identity_token
             .ok_or_else(|| AwsError::validation("workloadIdentityToken is required"))?;
@@ -467,7 +505,21 @@ impl AgentCoreIdentity {
             tracing::debug!(target: "devstack::agentcore", workload = %binding.workload, provider = %name, "resource token request");
             binding.user_token.clone()
         };
-        self.obo(provider, &user_token, &scopes).await
+        match fault {
+            ResourceTokenFault::NoAccessToken => return Ok(serde_json::json!({})),
+            ResourceTokenFault::ConsentNeeded => {
+                let session = random_handle();
+                let session = session.expose().trim_start_matches("wat-");
+                return Ok(serde_json::json!({
+                    "authorizationUrl": format!("https://bedrock-agentcore.us-east-1.amazonaws.com/identities/oauth2/authorize?request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3A{session}"),
+                    "sessionUri": format!("urn:ietf:params:oauth:request_uri:{session}"),
+                    "sessionStatus": "IN_PROGRESS",
+                }));
+            }
+            ResourceTokenFault::None | ResourceTokenFault::Throttling => {}
+        }
+        let token = self.obo(provider, &user_token, &scopes).await?;
+        Ok(serde_json::json!({ "accessToken": token.expose() }))
     }
 
     /// The Entra On-Behalf-Of exchange at the IdP.
@@ -651,7 +703,7 @@ async fn resource_token(
     }
     .await;
     match result {
-        Ok(token) => Json(serde_json::json!({ "accessToken": token.expose() })).into_response(),
+        Ok(answer) => Json(answer).into_response(),
         Err(e) => {
             identity.0.counters.rejected.fetch_add(1, Ordering::Relaxed);
             e.into_response()

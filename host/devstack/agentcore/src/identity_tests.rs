@@ -322,3 +322,27 @@ async fn idp_refusals_become_aws_errors_without_detail() {
     assert!(answer["message"].as_str().unwrap().contains("token exchange failed"), "{answer}");
     assert!(!answer.to_string().contains(AGENT_APP_SECRET));
 }
+
+#[tokio::test]
+async fn injected_resource_token_faults_answer_as_aws_would() {
+    let f = fixture().await;
+    let wat = mint_wat(&f, &jane_token(&f)).await;
+    let request = token_request(&wat);
+    let ask = || post(&f, "/identities/oauth2/token", Some(sigv4(AKID)), &request);
+    f.identity.set_resource_token_fault(ResourceTokenFault::Throttling);
+    let (status, kind, _) = ask().await;
+    assert_eq!((status, kind.as_deref()), (429, Some("ThrottlingException")));
+    f.identity.set_resource_token_fault(ResourceTokenFault::NoAccessToken);
+    assert_eq!(ask().await, (200, None, json!({})));
+    f.identity.set_resource_token_fault(ResourceTokenFault::ConsentNeeded);
+    let (status, _, body) = ask().await;
+    assert_eq!(status, 200);
+    assert!(body["authorizationUrl"].as_str().unwrap().starts_with("https://"), "{body}");
+    assert!(body["sessionUri"].as_str().unwrap().starts_with("urn:ietf:params:oauth:request_uri:"));
+    assert!(body.get("accessToken").is_none());
+    assert_eq!(f.identity.counters().obo_exchanges, 0, "no fault exchanges");
+    f.identity.set_resource_token_fault(ResourceTokenFault::None);
+    let (status, _, body) = ask().await;
+    assert_eq!(status, 200);
+    assert!(body["accessToken"].as_str().unwrap().starts_with("eyJ"));
+}

@@ -330,6 +330,7 @@ async fn the_workload_access_token_never_reaches_the_plugin_the_logs_or_the_audi
     let audit = chain.audit_text();
     assert!(!audit.is_empty());
     let log_text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    crate::credentials::assert_logs_hold_the_invocation(&log_text, &audit);
     for (what, haystack) in
         [("plugin output", &seen.text), ("plugin result", &report), ("audit", &audit), ("logs", &log_text)]
     {

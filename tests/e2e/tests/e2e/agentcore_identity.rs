@@ -3,8 +3,8 @@
 //! delegate is called directly with what the runtime sends it (`Authorization` and the
 //! `WorkloadAccessToken` header), the Identity stand-in performs the On-Behalf-Of exchange.
 //! Also the inbound modes: the workload access token alone is accepted only when the operator
-//! opted in, and is never used in `standalone` mode; and the token never reaches the plugin,
-//! its memory, the logs or the audit.
+//! opted in, and `standalone` mode (which never reads it) refuses such a provider at start;
+//! and the token never reaches the plugin, its memory, the logs or the audit.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -206,17 +206,19 @@ async fn the_workload_access_token_alone_works_only_when_opted_in() {
     assert_eq!(s.identity.counters().resource_token_calls, 0);
     let _ = host.shutdown(Duration::from_secs(5)).await;
 
-    // standalone (the default): the header is never used, so the provider has nothing to work
-    // with and says so.
-    let s = setup("standalone", delegate_artifacts::SERVICENOW_AGENT, None, |_| String::new()).await;
-    let host = Host::start_with(&s.config, None, delegate_devstack::aws_credentials()).await.unwrap();
-    let url = format!("http://{}", host.addr);
-    let token_a = s.token_a(ids::JANE);
-    let wat = s.wat(&token_a).await;
-    let seen = ask(&url, Some(&token_a), Some(&wat), prompt("Show me 5 incidents assigned to me")).await;
-    assert_eq!(seen.error_type.as_deref(), Some("workload_token_required"), "{seen:?}");
-    assert_eq!(s.identity.counters().resource_token_calls, 0);
-    let _ = host.shutdown(Duration::from_secs(5)).await;
+    // standalone (the default) never reads the header, so an agentcore_identity provider
+    // would have nothing to work with: the config is refused before anything starts.
+    let toml = s.stack.delegate_config(
+        "127.0.0.1:0".parse().unwrap(),
+        Path::new(delegate_artifacts::SERVICENOW_AGENT),
+        &s.audit.display().to_string(),
+    );
+    let standalone = agentcore_config(&toml, "https://localhost:1", None, "");
+    let e = Config::from_toml(&standalone, &scratch("standalone")).unwrap_err().to_string();
+    assert!(
+        e.contains("server.inbound") && e.contains("\"servicenow\" is of kind \"agentcore_identity\""),
+        "{e}"
+    );
 
     // agentcore_workload_token: the token alone is served, for a pseudonymous caller; AgentCore
     // vouched for Jane, so ServiceNow still applies her ACLs.
@@ -386,6 +388,7 @@ async fn the_workload_access_token_never_reaches_the_plugin_its_memory_the_logs_
 
     let audit_text = std::fs::read_to_string(&s.audit).unwrap();
     let log_text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    crate::credentials::assert_logs_hold_the_invocation(&log_text, &audit_text);
     for (what, haystack) in [
         ("plugin output", seen.text.as_bytes()),
         ("plugin result", report.as_bytes()),

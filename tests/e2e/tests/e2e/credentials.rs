@@ -23,7 +23,9 @@ pub(crate) fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     LOGS.get_or_init(|| {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&buf);
+        // Plain text: no colour codes between a field's name and its value.
         let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
             .with_max_level(tracing::Level::TRACE)
             .with_writer(move || LogWriter(Arc::clone(&sink)))
             .finish();
@@ -31,6 +33,25 @@ pub(crate) fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
         buf
     })
     .clone()
+}
+
+/// The positive control of a log scan: `logs` (from [`captured_logs`]) holds the line that
+/// ends the invocation `audit` (a JSON-lines audit file's text) records, so a scan that finds
+/// no secret in them did look at this invocation's logs, not at an empty or foreign capture.
+pub(crate) fn assert_logs_hold_the_invocation(logs: &str, audit: &str) {
+    let record = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["kind"] == "invocation")
+        .expect("the audit records the invocation");
+    let id = record["invocation_id"].as_str().unwrap();
+    assert!(!id.is_empty());
+    assert!(
+        logs.lines().any(|l| l.contains("invocation finished") && l.contains(&format!("invocation_id={id}"))),
+        // (Never print the logs: they might hold a token.)
+        "the captured logs hold no line of invocation {id} ({} bytes captured)",
+        logs.len()
+    );
 }
 
 struct LogWriter(Arc<Mutex<Vec<u8>>>);
@@ -164,6 +185,7 @@ async fn no_credential_reaches_the_plugin_the_logs_or_the_audit() {
     let audit_text = std::fs::read_to_string(&audit).unwrap();
     assert!(audit_text.contains("\"decision\":\"denied\""), "the followed redirect was not audited");
     let log_text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert_logs_hold_the_invocation(&log_text, &audit_text);
     let secrets = [token_a.expose().to_owned(), token_b, ids::AGENT_APP_SECRET.to_owned()];
     for secret in &secrets {
         // Whole value and the signature part on its own (a JWT's most sensitive piece).

@@ -28,7 +28,12 @@ fn scratch_dir() -> PathBuf {
 }
 
 /// What `delegate plugin push` does: the component and its plugin.toml as an artifact.
-async fn push(registry: &Registry, repository: &str, component: &[u8], plugin_toml: &str) -> Reference {
+pub(crate) async fn push(
+    registry: &Registry,
+    repository: &str,
+    component: &[u8],
+    plugin_toml: &str,
+) -> Reference {
     let settings = OciSettings { plain_http: [registry.host()].into(), ..OciSettings::default() };
     let pusher = RegistryClient::new(client(), settings, None);
     let target = Target::parse(&format!("oci://{}/{repository}:latest", registry.host())).unwrap();
@@ -52,6 +57,37 @@ fn manifest_rules(config: &str) -> String {
             },
         )
         .collect()
+}
+
+/// Pushes `component` (a build of the ServiceNow agent) as the `servicenow-agent` plugin at
+/// `version`, its manifest asking for the egress rules `stack`'s config grants the agent;
+/// returns the reference pinned to its manifest digest.
+pub(crate) async fn push_servicenow_agent(
+    registry: &Registry,
+    stack: &DevStack,
+    component: &[u8],
+    version: &str,
+) -> Reference {
+    let generated = stack.delegate_config(
+        "127.0.0.1:0".parse().unwrap(),
+        Path::new(delegate_artifacts::SERVICENOW_AGENT),
+        "audit.jsonl",
+    );
+    let plugin_toml = format!(
+        "name = \"servicenow-agent\"\nversion = {version:?}\ndigest = {:?}\n\n{}",
+        sha256_digest(component),
+        manifest_rules(&generated)
+    );
+    push(registry, "plugins/servicenow-agent", component, &plugin_toml).await
+}
+
+/// `toml` (a devstack config) serving the ServiceNow agent from `reference` in the plain-HTTP
+/// `registry` instead of from its component file.
+pub(crate) fn agent_from_registry(toml: &str, registry: &Registry, reference: &Reference) -> String {
+    let component = format!("component = {:?}\n", delegate_artifacts::SERVICENOW_AGENT);
+    assert!(toml.contains(&component), "the devstack config changed shape");
+    toml.replace(&component, &format!("source = \"{reference}\"\n"))
+        + &format!("\n[oci]\nplain_http = [\"{}\"]\n", registry.host())
 }
 
 fn echo_manifest(version: &str, bytes: &[u8]) -> String {
@@ -83,26 +119,15 @@ async fn setup() -> Setup {
     );
     let component = std::fs::read(component_path).unwrap();
     let agent_digest = sha256_digest(&component);
-    let plugin_toml = format!(
-        "name = \"servicenow-agent\"\nversion = \"1.0.0\"\ndigest = {agent_digest:?}\n\n{}",
-        manifest_rules(&generated)
-    );
-    let agent = push(&registry, "plugins/servicenow-agent", &component, &plugin_toml).await;
-    let toml = generated
-        .replace(
-            &format!("component = {:?}\n", component_path.display().to_string()),
-            &format!("source = \"{agent}\"\n"),
-        )
+    let agent = push_servicenow_agent(&registry, &stack, &component, "1.0.0").await;
+    let toml = agent_from_registry(&generated, &registry, &agent)
         .replace("name = \"servicenow-agent\"\n", "name = \"servicenow-agent\"\ndefault = true\n")
         .replace(
             "[server]\n",
             &format!("[engine]\ncache_dir = {:?}\n\n[server]\n", dir.join("cache").display().to_string()),
         )
-        + &format!(
-            "\n[oci]\nplain_http = [\"{}\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"DELEGATE_OCI_TEST_ADMIN_TOKEN\"\n\n\
-             [[plugin]]\nname = \"echo\"\n",
-            registry.host()
-        );
+        + "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"DELEGATE_OCI_TEST_ADMIN_TOKEN\"\n\n\
+           [[plugin]]\nname = \"echo\"\n";
     assert!(toml.contains(&format!("source = \"{agent}\"")), "{toml}");
     Setup { registry, stack, dir, toml, agent, agent_digest }
 }

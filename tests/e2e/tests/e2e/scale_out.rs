@@ -29,7 +29,10 @@ pub(crate) struct Replicas {
     admins: Vec<String>,
     /// The vault key (base64), to open what Redis holds in the scan.
     pub(crate) key_b64: String,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
+    /// The `[vault.cache]` sections every replica gets (empty: the in-memory cache).
+    cache_section: String,
+    token_file: PathBuf,
 }
 
 fn scratch_dir() -> PathBuf {
@@ -54,46 +57,70 @@ fn test_key(dir: &Path) -> String {
 /// the one-replica baseline), each with an admin listener for `/metrics`. `redis_extra` adds
 /// `[vault.cache.redis]` keys.
 pub(crate) async fn replicas(n: usize, redis: Option<&RedisServer>, redis_extra: &str) -> Replicas {
-    let dir = scratch_dir();
-    let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
-    let key_b64 = test_key(&dir);
-    let key_file = dir.join("vault.key");
-    std::fs::write(&key_file, format!("{key_b64}\n")).unwrap();
-    let token_file = dir.join("admin-token");
-    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
-    let cache_dir = dir.join("compiled");
-    let mut hosts = Vec::new();
-    for i in 0..n {
-        let audit = dir.join(format!("audit-{i}.jsonl"));
-        let mut toml = stack
+    let mut fleet = Replicas::start(redis, redis_extra).await;
+    for _ in 0..n {
+        fleet.add(|toml| toml).await;
+    }
+    fleet
+}
+
+impl Replicas {
+    /// The devstack and the files the replicas share, with no replica yet.
+    async fn start(redis: Option<&RedisServer>, redis_extra: &str) -> Self {
+        let dir = scratch_dir();
+        let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
+        let key_b64 = test_key(&dir);
+        let key_file = dir.join("vault.key");
+        std::fs::write(&key_file, format!("{key_b64}\n")).unwrap();
+        let token_file = dir.join("admin-token");
+        std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+        let cache_section = redis.map_or_else(String::new, |redis| {
+            format!(
+                "\n[vault.cache]\nbackend = \"redis\"\n\n[vault.cache.redis]\nurl = {:?}\nkey = {{ file = {:?} }}\n{redis_extra}\n",
+                redis.url(),
+                key_file.display().to_string(),
+            )
+        });
+        Self {
+            stack,
+            hosts: Vec::new(),
+            urls: Vec::new(),
+            admins: Vec::new(),
+            key_b64,
+            dir,
+            cache_section,
+            token_file,
+        }
+    }
+
+    /// Starts one more replica, its config the Jane setup edited by `edit`; returns its index.
+    pub(crate) async fn add(&mut self, edit: impl FnOnce(String) -> String) -> usize {
+        let i = self.hosts.len();
+        let audit = self.dir.join(format!("audit-{i}.jsonl"));
+        let mut toml = self
+            .stack
             .delegate_config(
                 "127.0.0.1:0".parse().unwrap(),
                 Path::new(delegate_artifacts::SERVICENOW_AGENT),
                 &audit.display().to_string(),
             )
             .replace("[server]\n", "[server]\nmax_concurrency = 64\n");
-        // The second replica loads the code the first compiled.
+        // Later replicas load the code the first compiled.
+        let cache_dir = self.dir.join("compiled");
         toml.push_str(&format!("\n[engine]\ncache_dir = {:?}\n", cache_dir.display().to_string()));
         toml.push_str(&format!(
             "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
-            token_file.display().to_string()
+            self.token_file.display().to_string()
         ));
-        if let Some(redis) = redis {
-            toml.push_str(&format!(
-                "\n[vault.cache]\nbackend = \"redis\"\n\n[vault.cache.redis]\nurl = {:?}\nkey = {{ file = {:?} }}\n{redis_extra}\n",
-                redis.url(),
-                key_file.display().to_string(),
-            ));
-        }
-        let config = Config::from_toml(&toml, &dir).unwrap();
-        hosts.push(Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.unwrap());
+        toml.push_str(&self.cache_section);
+        let config = Config::from_toml(&edit(toml), &self.dir).unwrap();
+        let host = Host::start_with(&config, None, delegate_devstack::aws_credentials()).await.unwrap();
+        self.urls.push(format!("http://{}", host.addr));
+        self.admins.push(format!("http://{}", host.admin_addr.unwrap()));
+        self.hosts.push(host);
+        i
     }
-    let urls = hosts.iter().map(|h| format!("http://{}", h.addr)).collect();
-    let admins = hosts.iter().map(|h| format!("http://{}", h.admin_addr.unwrap())).collect();
-    Replicas { stack, hosts, urls, admins, key_b64, dir }
-}
 
-impl Replicas {
     pub(crate) fn obo_calls(&self) -> u64 {
         self.stack.idp.idp().grant_calls(OBO_GRANT)
     }
@@ -106,6 +133,12 @@ impl Replicas {
 
     /// `user` asks replica `i` (a fresh Token A each time).
     pub(crate) async fn ask_as(&self, user: &str, i: usize) -> Seen {
+        self.ask_tagged(user, i).await.0
+    }
+
+    /// `user` asks replica `i`; also returns the answer's `X-Delegate-Plugin` (`name@digest`
+    /// of the component that served it).
+    pub(crate) async fn ask_tagged(&self, user: &str, i: usize) -> (Seen, String) {
         let token = self.stack.token_a(user, Duration::from_secs(900)).unwrap();
         let resp = client()
             .post(format!("{}/invocations", self.urls[i % self.urls.len()]))
@@ -114,7 +147,12 @@ impl Replicas {
             .send()
             .await
             .unwrap();
-        collect(resp).await
+        let served_by = resp
+            .headers()
+            .get(delegate_server::PLUGIN_HEADER)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (collect(resp).await, served_by)
     }
 
     /// `delegate_vault_shared_cache_events_total{event}` summed over the replicas (0 when a
@@ -202,6 +240,41 @@ async fn hundred_concurrent_invocations_over_two_replicas_make_one_obo_exchange(
     fleet.shutdown().await;
 }
 
+/// Issue 13's "every replica converges on the configured digest": two replicas started from
+/// the same `source = "oci://…@sha256:…"` serve Jane with that build; a replica started from a
+/// config naming another digest (the next pod of a rollout) serves that build, while the first
+/// two keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_serves_the_digest_its_config_names() {
+    use crate::oci::{agent_from_registry, push_servicenow_agent};
+    let mut fleet = Replicas::start(None, "").await;
+    let registry = delegate_e2e::registry::Registry::start(&fleet.dir.join("registry")).await;
+    let agent = std::fs::read(delegate_artifacts::SERVICENOW_AGENT).unwrap();
+    let (old, new) = (rebuilt(&agent, "scale-out-1"), rebuilt(&agent, "scale-out-2"));
+    let old_ref = push_servicenow_agent(&registry, &fleet.stack, &old, "1.0.0").await;
+    let new_ref = push_servicenow_agent(&registry, &fleet.stack, &new, "2.0.0").await;
+    assert_ne!(old_ref, new_ref);
+    let served = |build: &[u8]| format!("servicenow-agent@{}", sha256_digest(build));
+
+    for _ in 0..2 {
+        fleet.add(|toml| agent_from_registry(&toml, &registry, &old_ref)).await;
+    }
+    for i in 0..2 {
+        let (seen, by) = fleet.ask_tagged(ids::JANE, i).await;
+        assert_janes_answer(&seen);
+        assert_eq!(by, served(&old), "replica {i}");
+    }
+
+    let next = fleet.add(|toml| agent_from_registry(&toml, &registry, &new_ref)).await;
+    let (seen, by) = fleet.ask_tagged(ids::JANE, next).await;
+    assert_janes_answer(&seen);
+    assert_eq!(by, served(&new), "the replica on the new config");
+    for i in 0..2 {
+        assert_eq!(fleet.ask_tagged(ids::JANE, i).await.1, served(&old), "replica {i} keeps its digest");
+    }
+    fleet.shutdown().await;
+}
+
 /// Nothing in Redis (keys or values) contains, in clear, hex or base64: a JWT, Jane's Token A
 /// or Token B, her user ids (oid, sub), her email/UPN, her name or her tenant.
 fn scan_for_secrets(redis: &RedisServer, fleet: &Replicas, token_b: &str) {
@@ -265,21 +338,56 @@ async fn redis_killed_mid_run_costs_extra_exchanges_but_no_failed_invocation() {
     first.iter().for_each(assert_janes_answer);
     assert_eq!(fleet.obo_calls(), 1, "served from Redis");
 
-    // Mid-run: 20 invocations in flight when Redis dies, then 20 more while it is down.
+    // Mid-run: Redis dies while invocations are in flight. Two new users (one per replica)
+    // are held in their On-Behalf-Of exchange by a slow IdP, each holding its replica's Redis
+    // lock, alongside 20 of Jane's (no exchange: they may finish before the kill or after).
+    // The kill waits for the gate (both exchanges have reached the IdP), so the held
+    // invocations store their Token B, release their lock and make their next ServiceNow
+    // call against a dead Redis.
+    let held_users = [ids::SECURITY_ANALYST, "audrey.kim@company.com"];
+    let idp = fleet.stack.idp.idp();
+    idp.set_token_fault(delegate_devstack_idp::TokenFault::Slow(Duration::from_secs(2)));
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    let held = futures::future::join_all(held_users.iter().enumerate().map(|(i, user)| {
+        let finished = &finished;
+        let fleet = &fleet;
+        async move {
+            let seen = fleet.ask_as(user, i).await;
+            finished.fetch_add(1, Ordering::SeqCst);
+            seen
+        }
+    }));
     let during = futures::future::join_all((0..20).map(|i| fleet.ask(i)));
     let kill = async {
-        // A trigger, not a measurement: some invocations are past their lookup, some not.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let gate = async {
+            while fleet.obo_calls() < 1 + held_users.len() as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), gate).await.expect("the held exchanges never started");
+        assert_eq!(finished.load(Ordering::SeqCst), 0, "the held invocations are in flight when Redis dies");
         redis.kill();
     };
-    let (during, ()) = tokio::join!(during, kill);
+    let (held, during, ()) = tokio::join!(held, during, kill);
+    for seen in &held {
+        assert_eq!((seen.status, seen.error_type.as_deref()), (200, None), "{seen:?}");
+    }
     during.iter().for_each(assert_janes_answer);
+    idp.set_token_fault(delegate_devstack_idp::TokenFault::None);
+    let exchanged = fleet.obo_calls();
+    assert_eq!(exchanged, 1 + held_users.len() as u64, "one exchange per held user");
+    // The held invocations met the dead Redis (storing Token B and releasing the lock failed,
+    // two counted errors each) before anyone below asks: what follows runs in the outage.
+    let errors = fleet.shared_cache_events("error").await;
+    assert!(errors >= 2 * held_users.len() as u64, "{errors} errors: the outage is counted");
+    assert_eq!(fleet.shared_cache_events("fallback_exchange").await, 0, "the held users had the lock");
+
     let started = std::time::Instant::now();
     let after = futures::future::join_all((0..20).map(|i| fleet.ask(i))).await;
     let jane_down = started.elapsed();
     after.iter().for_each(assert_janes_answer);
     // Each replica kept the token it had read: Jane costs no exchange while Redis is down.
-    assert_eq!(fleet.obo_calls(), 1);
+    assert_eq!(fleet.obo_calls(), exchanged);
     assert!(fleet.shared_cache_events("local_hit").await >= 1);
 
     // Users nobody has exchanged for yet: each replica exchanges once per user on its own
@@ -292,7 +400,7 @@ async fn redis_killed_mid_run_costs_extra_exchanges_but_no_failed_invocation() {
         assert_eq!(seen.status, 200, "{seen:?}");
         assert_eq!(seen.error_type, None, "{seen:?}");
     }
-    let extra = fleet.obo_calls() - 1;
+    let extra = fleet.obo_calls() - exchanged;
     let fallbacks = fleet.shared_cache_events("fallback_exchange").await;
     assert!((4..=8).contains(&extra), "{extra} exchanges for 4 new users over 2 replicas");
     assert_eq!(fallbacks, extra, "every exchange during the outage is a counted fallback");
