@@ -113,7 +113,8 @@ impl HopKey {
         }
         let depth: usize = depth.parse().map_err(|_| malformed.clone())?;
         let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(mac).map_err(|_| malformed)?;
-        hmac::verify(&self.0, &message(depth, token.as_bytes()), &mac).map_err(|_| AuthError::InvalidHop("does not verify"))?;
+        hmac::verify(&self.0, &message(depth, token.as_bytes()), &mac)
+            .map_err(|_| AuthError::InvalidHop("does not verify"))?;
         Ok(depth)
     }
 }

@@ -838,7 +838,8 @@ async fn a_valid_hop_counter_sets_the_chain_depth() {
     assert_eq!((caller.chain_depth(), caller.hop_depth()), (0, 0));
     // Valid: its depth, although the token has no `act`.
     for depth in [0, 1, 2] {
-        let caller = authorizer.authorize(&bearer_with_hop(&jane, &[hop_value(&key, depth, &jane)])).await.unwrap();
+        let caller =
+            authorizer.authorize(&bearer_with_hop(&jane, &[hop_value(&key, depth, &jane)])).await.unwrap();
         assert_eq!((caller.chain_depth(), caller.hop_depth()), (depth, depth));
         assert!(caller.actors().is_empty());
     }
@@ -851,8 +852,10 @@ async fn a_valid_hop_counter_sets_the_chain_depth() {
         authorizer.authorize(&bearer_with_hop(&one_actor, &[hop_value(&key, 2, &one_actor)])).await.unwrap();
     assert_eq!((caller.chain_depth(), caller.actors().len(), caller.hop_depth()), (2, 1, 2));
     let two_actors = token_with_act(&f, nested_act(2));
-    let caller =
-        authorizer.authorize(&bearer_with_hop(&two_actors, &[hop_value(&key, 1, &two_actors)])).await.unwrap();
+    let caller = authorizer
+        .authorize(&bearer_with_hop(&two_actors, &[hop_value(&key, 1, &two_actors)]))
+        .await
+        .unwrap();
     assert_eq!(caller.chain_depth(), 2);
     let err = authorizer
         .authorize(&bearer_with_hop(&two_actors, &[hop_value(&key, 3, &two_actors)]))
@@ -893,7 +896,11 @@ async fn a_hop_counter_that_does_not_verify_is_refused_never_trusted() {
         ("short mac", vec![v(&format!("1.{}", &mac[..40]))], "is malformed"),
         ("extra field", vec![v(&format!("1.{}.x", &mac[..40]))], "is malformed"),
         ("spaces", vec![v(&format!(" 1.{mac}"))], "is malformed"),
-        ("not ASCII", vec![HeaderValue::from_bytes(format!("1.{}\u{e9}", &mac[..41]).as_bytes()).unwrap()], "is malformed"),
+        (
+            "not ASCII",
+            vec![HeaderValue::from_bytes(format!("1.{}\u{e9}", &mac[..41]).as_bytes()).unwrap()],
+            "is malformed",
+        ),
         ("oversized", vec![v(&format!("1.{mac}{}", "A".repeat(4000)))], "is too large"),
         ("repeated", vec![v(&valid), v(&valid)], "is repeated"),
     ];
@@ -979,12 +986,9 @@ fn hop_settings_are_validated() {
     assert!(base().validate().unwrap().hop_key().is_none());
     // 31 bytes, not base64, empty: refused at start, naming the key, never showing it.
     let short = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZw==";
-    for (text, why) in [
-        (short, "decodes to 31 bytes"),
-        ("not base64!", "not base64"),
-        ("", "empty"),
-        ("\n", "empty"),
-    ] {
+    for (text, why) in
+        [(short, "decodes to 31 bytes"), ("not base64!", "not base64"), ("", "empty"), ("\n", "empty")]
+    {
         let e = with_key(text).unwrap_err();
         assert_eq!(e.key, "hop_key", "{text:?}");
         assert!(e.message.contains(why), "{text:?}: {e}");
@@ -992,7 +996,8 @@ fn hop_settings_are_validated() {
     }
     // By environment variable; a missing one names the `.env` part.
     let mut c = base();
-    c.hop_key = Some(delegate_secret::SecretRef { env: Some("DELEGATE_TEST_HOP_KEY_UNSET_42".into()), file: None });
+    c.hop_key =
+        Some(delegate_secret::SecretRef { env: Some("DELEGATE_TEST_HOP_KEY_UNSET_42".into()), file: None });
     assert_eq!(c.validate().unwrap_err().key, "hop_key.env");
     // hop_required_from needs the key, and clients this host accepts.
     let mut c = base();

@@ -198,7 +198,8 @@ impl EgressGateway {
                 Err(e) => return fail(&mut record, EgressError::Credential(e)),
             }
         }
-        let mut response = match self.send_once(&parts, &target, body.clone(), token.as_ref(), hop, inv).await {
+        let mut response = match self.send_once(&parts, &target, body.clone(), token.as_ref(), hop, inv).await
+        {
             Ok(r) => r,
             Err(e) => return fail(&mut record, e),
         };

@@ -321,7 +321,8 @@ async fn the_host_sets_the_hop_counter_on_marked_rules_only_and_the_guest_cannot
     )
     .await;
     let key =
-        delegate_auth::HopKey::from_base64(&Secret::new("q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=")).unwrap();
+        delegate_auth::HopKey::from_base64(&Secret::new("q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k="))
+            .unwrap();
     let rules: EgressConfig = toml::from_str(&format!(
         "[[rules]]\nmethods = [\"GET\"]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\nallow_ip_literal = true\npath_prefix = \"/api/now/table/incident\"\ncredential = {{ provider = \"sn\", scopes = [\"api://sn/.default\"] }}\n\
          [[rules]]\nmethods = [\"GET\"]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\nallow_ip_literal = true\npath_prefix = \"/api/now/table/agent\"\ncredential = {{ provider = \"agent\", scopes = [\"api://agent/.default\"] }}",
@@ -332,7 +333,11 @@ async fn the_host_sets_the_hop_counter_on_marked_rules_only_and_the_guest_cannot
     inv.policy = Arc::new(rules.validate().unwrap());
     // The caller is one agent deep (by a verified hop counter): the next host is told 2.
     inv.caller = Arc::new(
-        VerifiedCallerBuilder::new("oid-jane").scopes(&["access_as_user"]).token(TOKEN_A).hop_depth(1).build(),
+        VerifiedCallerBuilder::new("oid-jane")
+            .scopes(&["access_as_user"])
+            .token(TOKEN_A)
+            .hop_depth(1)
+            .build(),
     );
     let request = |path: &str, forged: &[&str]| {
         let mut b = http::Request::builder().method("GET").uri(format!("http://127.0.0.1:{}{path}", s.port));

@@ -89,7 +89,9 @@ impl Authorize for delegate_auth::Authorizer {
                     delegate_auth::AuthError::ChainTooDeep { depth, max } => {
                         return AuthRejection::ChainTooDeep { depth, max };
                     }
-                    delegate_auth::AuthError::InvalidHop(reason) => return AuthRejection::InvalidHop { reason },
+                    delegate_auth::AuthError::InvalidHop(reason) => {
+                        return AuthRejection::InvalidHop { reason };
+                    }
                     _ => {}
                 }
                 let reason = e.code();

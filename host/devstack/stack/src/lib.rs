@@ -539,7 +539,8 @@ sink = {audit:?}
         accept_agent_b: bool,
     ) -> Result<String, DevStackError> {
         let idp = self.idp.idp();
-        let hop = self.chain_hop_auth(host, if accept_agent_b { &[defaults::AGENT_B_APP_ID] } else { &[] })?;
+        let hop =
+            self.chain_hop_auth(host, if accept_agent_b { &[defaults::AGENT_B_APP_ID] } else { &[] })?;
         let clients = if accept_agent_b {
             format!("\"{}\", \"{}\"", defaults::AGENT_APP_ID, defaults::AGENT_B_APP_ID)
         } else {

@@ -54,7 +54,13 @@ impl Started {
     }
 }
 
-fn chain_host(dir: &Path, name: &str, max_chain_depth: usize, exchange: ChainExchange, hop_key: bool) -> ChainHost {
+fn chain_host(
+    dir: &Path,
+    name: &str,
+    max_chain_depth: usize,
+    exchange: ChainExchange,
+    hop_key: bool,
+) -> ChainHost {
     ChainHost {
         listen: "127.0.0.1:0".parse().unwrap(),
         audit: dir.join(format!("audit-{name}.jsonl")).display().to_string(),
@@ -231,7 +237,8 @@ async fn loop_hosts(exchange: ChainExchange, hop_key: bool) -> LoopHosts {
     let h_back = chain_host(&dir, "a-back", 1, exchange, hop_key);
     let b_probe = "127.0.0.1:9".parse().unwrap(); // never called: depth is refused first
     let a_back =
-        start(&stack.chain_host_a_config(&h_back, dispatcher, b_probe, None, true).unwrap(), &dir, &h_back).await;
+        start(&stack.chain_host_a_config(&h_back, dispatcher, b_probe, None, true).unwrap(), &dir, &h_back)
+            .await;
     let hb = chain_host(&dir, "b", 1, exchange, hop_key);
     let toml_b = stack
         .chain_host_b_config(
@@ -251,7 +258,8 @@ async fn loop_hosts(exchange: ChainExchange, hop_key: bool) -> LoopHosts {
 /// before any plugin code ran, and the refusal's code travels back through both dispatchers.
 async fn assert_the_loop_is_refused(hosts: &LoopHosts) {
     let seen =
-        collect(ask(&hosts.a.url(), &jane_token(&hosts.stack), "Show me 5 incidents assigned to me").await).await;
+        collect(ask(&hosts.a.url(), &jane_token(&hosts.stack), "Show me 5 incidents assigned to me").await)
+            .await;
     assert_eq!(seen.status, 422, "{seen:?}");
     assert_eq!(seen.error_type.as_deref(), Some("plugin_error"), "{seen:?}");
     let error = seen.error.unwrap();
@@ -313,7 +321,11 @@ fn devstack_hop_key(stack: &DevStack) -> delegate_auth::HopKey {
 }
 
 /// [`ask`] with a hop counter header.
-async fn ask_with_hop(url: &str, token: &str, hop: Option<reqwest::header::HeaderValue>) -> reqwest::Response {
+async fn ask_with_hop(
+    url: &str,
+    token: &str,
+    hop: Option<reqwest::header::HeaderValue>,
+) -> reqwest::Response {
     let mut request = client()
         .post(format!("{url}/invocations"))
         .bearer_auth(token)
