@@ -186,7 +186,7 @@ impl Authorizer {
         let mut caller = self.check_claims(&token, raw)?;
         // The hop counter, verified against the token just verified: only after every token
         // check, so an `invalid_hop` answer says nothing about the token.
-        let required = s.hop_required_from.iter().any(|c| *c == caller.client_id);
+        let required = s.hop_required_from.contains(&caller.client_id);
         caller.hop_depth = crate::hop::hop_depth(headers, s.hop_key.as_ref(), raw, required)?;
         let depth = caller.chain_depth();
         if depth > s.max_chain_depth {

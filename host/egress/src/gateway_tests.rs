@@ -349,7 +349,7 @@ async fn the_host_sets_the_hop_counter_on_marked_rules_only_and_the_guest_cannot
     let send = |gateway: &EgressGateway, request: http::Request<Bytes>| {
         let (gateway, inv) = (gateway.clone(), inv.clone());
         async move {
-            let response = gateway.send(&inv, request).await.unwrap();
+            let response = Box::pin(gateway.send(&inv, request)).await.unwrap();
             drop(response.into_body().collect().await.unwrap());
         }
     };
