@@ -61,7 +61,12 @@ pub(crate) fn egress_gateway(
     if config.vault.provider_names().any(|n| config.vault.is_agentcore_identity(n)) {
         vault.set_agentcore_aws(agentcore_aws(config, aws)?);
     }
-    Ok(delegate_egress::EgressGateway::new(vault, client, sink))
+    let gateway = delegate_egress::EgressGateway::new(vault, client, sink);
+    // `auth.hop_key`: the signed hop counter on rules whose provider marks the hop.
+    Ok(match config.auth.hop_key() {
+        Some(key) => gateway.with_hop_key(key.clone()),
+        None => gateway,
+    })
 }
 
 /// How `agentcore_identity` providers reach AWS: the model client's credentials, and the

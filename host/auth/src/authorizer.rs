@@ -183,7 +183,16 @@ impl Authorizer {
             }
             Err(_) => return Err(AuthError::UnknownKey),
         }
-        self.check_claims(&token, raw)
+        let mut caller = self.check_claims(&token, raw)?;
+        // The hop counter, verified against the token just verified: only after every token
+        // check, so an `invalid_hop` answer says nothing about the token.
+        let required = s.hop_required_from.contains(&caller.client_id);
+        caller.hop_depth = crate::hop::hop_depth(headers, s.hop_key.as_ref(), raw, required)?;
+        let depth = caller.chain_depth();
+        if depth > s.max_chain_depth {
+            return Err(AuthError::ChainTooDeep { depth, max: s.max_chain_depth });
+        }
+        Ok(caller)
     }
 
     /// Selects the issuer by `iss`, the key by `kid`, and verifies the signature.
@@ -347,11 +356,9 @@ impl Authorizer {
             }
         }
         // Delegation chain: parsed (a malformed `act` is a bad token, 401) and counted; the
-        // count is the only use made of it. A malformed chain is refused before its depth.
+        // count is the only use made of it. A malformed chain is refused before its depth,
+        // which `authorize` compares with the limit once the hop counter is known.
         let actors = delegation_chain(&token.claims, crate::config::MAX_CHAIN_DEPTH_LIMIT + 1)?;
-        if actors.len() > s.max_chain_depth {
-            return Err(AuthError::ChainTooDeep { depth: actors.len(), max: s.max_chain_depth });
-        }
 
         Ok(VerifiedCaller {
             issuer: iss.to_owned(),
@@ -365,6 +372,7 @@ impl Authorizer {
             expires_at: exp,
             token: Secret::new(raw),
             actors,
+            hop_depth: 0,
             workload: Default::default(),
         })
     }

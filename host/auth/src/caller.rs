@@ -23,6 +23,8 @@ pub struct VerifiedCaller {
     pub(crate) expires_at: u64,
     pub(crate) token: Secret,
     pub(crate) actors: Vec<Actor>,
+    /// The verified hop counter (0 without one).
+    pub(crate) hop_depth: usize,
     pub(crate) workload: WorkloadContext,
 }
 
@@ -95,6 +97,7 @@ impl VerifiedCaller {
             expires_at: now.saturating_add(WORKLOAD_ONLY_LIFETIME_SECS),
             token: Secret::new(""),
             actors: Vec::new(),
+            hop_depth: 0,
             workload: WorkloadContext { token: Some(wat), vouched_only: true },
         }
     }
@@ -177,10 +180,17 @@ impl VerifiedCaller {
         &self.actors
     }
 
-    /// How many agents acted for the user before this host: the number of nested `act`
-    /// claims. Limited by `max_chain_depth`.
+    /// How many agents acted for the user before this host: the larger of the number of
+    /// nested `act` claims and the verified hop counter ([`Self::hop_depth`]). Limited by
+    /// `max_chain_depth`; what audit records carry and what the next hop adds one to.
     pub fn chain_depth(&self) -> usize {
-        self.actors.len()
+        self.actors.len().max(self.hop_depth)
+    }
+
+    /// The depth the request's signed hop counter header asserted, verified under the hop
+    /// key; 0 without a hop key or without the header.
+    pub fn hop_depth(&self) -> usize {
+        self.hop_depth
     }
 }
 
@@ -205,6 +215,7 @@ impl VerifiedCallerBuilder {
             expires_at: u64::MAX,
             token: Secret::new("test-token"),
             actors: Vec::new(),
+            hop_depth: 0,
             workload: WorkloadContext::default(),
         })
     }
@@ -236,6 +247,12 @@ impl VerifiedCallerBuilder {
     /// Adds a prior actor (appended: the first call is the outermost, current actor).
     pub fn actor(mut self, subject: &str, client_id: Option<&str>) -> Self {
         self.0.actors.push(Actor { subject: subject.into(), client_id: client_id.map(str::to_owned) });
+        self
+    }
+
+    /// Sets the verified hop counter.
+    pub fn hop_depth(mut self, depth: usize) -> Self {
+        self.0.hop_depth = depth;
         self
     }
 

@@ -4,8 +4,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use delegate_secret::SecretRef;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+
+use crate::HopKey;
 
 /// Inbound JWT authorizer settings as written by the operator (mirrors AgentCore's
 /// `customJWTAuthorizer`, see protocols.md §7.7, plus the checks Entra tokens need).
@@ -69,13 +72,28 @@ pub struct AuthConfig {
     /// before any parsing.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
-    /// Longest delegation chain accepted: the number of nested `act` claims (RFC 8693 §4.1)
-    /// in the verified token, i.e. how many agents have already acted for the user before
-    /// this one (a user's own token is 0). Deeper tokens are refused with 403
-    /// `chain_depth_exceeded` before any plugin code runs; this is what stops a loop
-    /// A → B → A. 0 accepts only tokens without `act`. Default 4, at most 16.
+    /// Longest delegation chain accepted: how many agents have already acted for the user
+    /// before this one (a user's own token is 0), the larger of the number of nested `act`
+    /// claims (RFC 8693 §4.1) in the verified token and the verified hop counter (see
+    /// `hop_key`). Deeper requests are refused with 403 `chain_depth_exceeded` before any
+    /// plugin code runs; this is what stops a loop A → B → A. 0 accepts only a user's own
+    /// calls. Default 4, at most 16.
     #[serde(default = "default_max_chain_depth")]
     pub max_chain_depth: usize,
+    /// The hop key shared by agent hosts that call each other, by reference: standard base64
+    /// of 32 to 1024 random bytes (`openssl rand -base64 32`). With it, this host verifies the
+    /// signed hop counter header other hosts send (a chain depth for On-Behalf-Of chains,
+    /// whose tokens carry no `act`) and its egress gateway signs one on rules whose provider
+    /// sets `max_chain_depth`. Without it the header is ignored. Whoever holds the key can
+    /// assert any depth: guard it like a signing key.
+    #[serde(default)]
+    pub hop_key: Option<SecretRef>,
+    /// Clients (`azp`/`appid`/`client_id`) whose tokens must carry a valid hop counter header,
+    /// else 401 `invalid_hop`: the agent hosts among `allowed_clients`, so that a call from
+    /// one whose rule forgot to mark the hop is refused rather than counted as depth 0.
+    /// Needs `hop_key`.
+    #[serde(default)]
+    pub hop_required_from: Vec<String>,
 }
 
 /// One extra claim check. Exactly one of `equals`, `contains`, `contains_any` is set.
@@ -160,6 +178,8 @@ pub struct AuthSettings {
     pub(crate) fetch_timeout: Duration,
     pub(crate) max_token_bytes: usize,
     pub(crate) max_chain_depth: usize,
+    pub(crate) hop_key: Option<HopKey>,
+    pub(crate) hop_required_from: Vec<String>,
 }
 
 impl AuthSettings {
@@ -171,6 +191,11 @@ impl AuthSettings {
     /// The longest accepted delegation chain (`max_chain_depth`).
     pub fn max_chain_depth(&self) -> usize {
         self.max_chain_depth
+    }
+
+    /// The hop key (`hop_key`), for the egress gateway to sign the hop counter with.
+    pub fn hop_key(&self) -> Option<&HopKey> {
+        self.hop_key.as_ref()
     }
 }
 
@@ -196,6 +221,8 @@ impl AuthConfig {
             fetch_timeout_ms: default_fetch_timeout(),
             max_token_bytes: default_max_token_bytes(),
             max_chain_depth: default_max_chain_depth(),
+            hop_key: None,
+            hop_required_from: Vec::new(),
         }
     }
 
@@ -315,6 +342,22 @@ impl AuthConfig {
         if self.max_chain_depth > MAX_CHAIN_DEPTH_LIMIT {
             return Err(invalid("max_chain_depth", format!("must be at most {MAX_CHAIN_DEPTH_LIMIT}")));
         }
+        let hop_key = match &self.hop_key {
+            Some(r) => {
+                let secret = r.resolve("hop_key").map_err(|e| invalid(e.key, e.message))?;
+                Some(HopKey::from_base64(&secret).map_err(|e| invalid("hop_key", e.to_string()))?)
+            }
+            None => None,
+        };
+        for (i, client) in self.hop_required_from.iter().enumerate() {
+            let key = format!("hop_required_from[{i}]");
+            if hop_key.is_none() {
+                return Err(invalid(key, "needs hop_key (the key that verifies the hop counter)"));
+            }
+            if !self.allowed_clients.contains(client) {
+                return Err(invalid(key, format!("{client:?} is not in allowed_clients")));
+            }
+        }
         Ok(AuthSettings {
             discovery_urls,
             allowed_audiences: self.allowed_audiences,
@@ -329,6 +372,8 @@ impl AuthConfig {
             fetch_timeout: Duration::from_millis(self.fetch_timeout_ms),
             max_token_bytes: self.max_token_bytes,
             max_chain_depth: self.max_chain_depth,
+            hop_key,
+            hop_required_from: self.hop_required_from,
         })
     }
 }

@@ -85,6 +85,12 @@ pub enum AuthError {
         /// The configured `max_chain_depth`.
         max: usize,
     },
+    /// The signed hop counter header ([`crate::HOP_HEADER`]) is malformed, oversized,
+    /// repeated, does not verify for the presented token under this host's hop key, or is
+    /// missing from a client listed in `hop_required_from`. The text says which, never the
+    /// header's content.
+    #[error("hop counter header {}", .0)]
+    InvalidHop(&'static str),
 }
 
 impl AuthError {
@@ -123,6 +129,7 @@ impl AuthError {
             AuthError::ClaimRule(_) => "claim_rule_failed",
             AuthError::KeysUnavailable => "keys_unavailable",
             AuthError::ChainTooDeep { .. } => "chain_depth_exceeded",
+            AuthError::InvalidHop(_) => "invalid_hop",
         }
     }
 

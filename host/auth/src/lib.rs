@@ -19,8 +19,12 @@
 //! 6. 403 checks: client (`azp`/`appid`/`client_id`) allow-list, required scopes (`scp`,
 //!    `scope`, `roles`), claim rules;
 //! 7. the delegation chain: nested `act` claims (RFC 8693 §4.1) are parsed strictly (an
-//!    object with a string `sub`, nesting bounded) and counted; a chain deeper than
-//!    `max_chain_depth` is refused (403 `chain_depth_exceeded`).
+//!    object with a string `sub`, nesting bounded) and counted;
+//! 8. with a hop key configured (`hop_key`), the signed hop counter header ([`HOP_HEADER`],
+//!    see [`HopKey`]) is verified against the presented token: malformed, unverifiable, or
+//!    missing from a client listed in `hop_required_from` → 401 `invalid_hop`;
+//! 9. the effective chain depth, the larger of the `act` count and the hop counter, deeper
+//!    than `max_chain_depth` is refused (403 `chain_depth_exceeded`).
 //!
 //! Usage:
 //! ```no_run
@@ -46,6 +50,7 @@ mod authorizer;
 mod caller;
 mod config;
 mod error;
+mod hop;
 mod keys;
 mod token;
 
@@ -55,6 +60,7 @@ pub use caller::VerifiedCallerBuilder;
 pub use caller::{Actor, VerifiedCaller, WORKLOAD_ONLY_LIFETIME_SECS, WORKLOAD_SUBJECT_PREFIX};
 pub use config::{AuthConfig, AuthSettings, ClaimRule, InvalidSetting};
 pub use error::{AuthError, AuthFailure};
+pub use hop::{HOP_HEADER, HOP_KEY_MIN_BYTES, HopKey, HopKeyError};
 
 #[cfg(test)]
 mod tests;

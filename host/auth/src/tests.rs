@@ -787,3 +787,238 @@ fn max_chain_depth_is_bounded() {
     c.max_chain_depth = 16;
     assert_eq!(c.validate().unwrap().max_chain_depth(), 16);
 }
+
+// ---- The signed hop counter -------------------------------------------------------------
+
+const HOP_KEY_B64: &str = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k="; // 32 bytes
+const OTHER_HOP_KEY_B64: &str = "7wEjRWeJq83vASNFZ4mrze8BI0VniavN7wEjRWeJq80="; // 32 bytes
+
+/// A file holding `text` (a hop key), in a directory removed when the value drops.
+fn key_file(text: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new();
+    let path = dir.0.join("hop.key");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn hop_key(b64: &str) -> crate::HopKey {
+    crate::HopKey::from_base64(&delegate_secret::Secret::new(b64)).unwrap()
+}
+
+/// `Authorization: Bearer <token>` plus the hop header values given.
+fn bearer_with_hop(token: &str, hops: &[HeaderValue]) -> HeaderMap {
+    let mut h = bearer(token);
+    for v in hops {
+        h.append(crate::HOP_HEADER, v.clone());
+    }
+    h
+}
+
+fn hop_value(key: &crate::HopKey, depth: usize, token: &str) -> HeaderValue {
+    key.header_value(depth, &delegate_secret::Secret::new(token))
+}
+
+fn hop_config(f: &Fixture, path: &std::path::Path) -> AuthConfig {
+    let mut c = f.config();
+    c.max_chain_depth = 2;
+    c.hop_key = Some(delegate_secret::SecretRef { env: None, file: Some(path.to_owned()) });
+    c
+}
+
+#[tokio::test]
+async fn a_valid_hop_counter_sets_the_chain_depth() {
+    let f = Fixture::start().await;
+    let (_dir, path) = key_file(&format!("{HOP_KEY_B64}\n"));
+    let authorizer = f.authorizer(hop_config(&f, &path));
+    let key = hop_key(HOP_KEY_B64);
+    let jane = f.jane_token();
+
+    // Absent: depth 0 (a user's own call).
+    let caller = authorizer.authorize(&bearer(&jane)).await.unwrap();
+    assert_eq!((caller.chain_depth(), caller.hop_depth()), (0, 0));
+    // Valid: its depth, although the token has no `act`.
+    for depth in [0, 1, 2] {
+        let caller =
+            authorizer.authorize(&bearer_with_hop(&jane, &[hop_value(&key, depth, &jane)])).await.unwrap();
+        assert_eq!((caller.chain_depth(), caller.hop_depth()), (depth, depth));
+        assert!(caller.actors().is_empty());
+    }
+    // Over the limit: refused as a chain too deep, like an `act` chain.
+    let err = authorizer.authorize(&bearer_with_hop(&jane, &[hop_value(&key, 3, &jane)])).await.unwrap_err();
+    assert_eq!(err, AuthError::ChainTooDeep { depth: 3, max: 2 });
+    // The effective depth is the larger of the two counts.
+    let one_actor = token_with_act(&f, nested_act(1));
+    let caller =
+        authorizer.authorize(&bearer_with_hop(&one_actor, &[hop_value(&key, 2, &one_actor)])).await.unwrap();
+    assert_eq!((caller.chain_depth(), caller.actors().len(), caller.hop_depth()), (2, 1, 2));
+    let two_actors = token_with_act(&f, nested_act(2));
+    let caller = authorizer
+        .authorize(&bearer_with_hop(&two_actors, &[hop_value(&key, 1, &two_actors)]))
+        .await
+        .unwrap();
+    assert_eq!(caller.chain_depth(), 2);
+    let err = authorizer
+        .authorize(&bearer_with_hop(&two_actors, &[hop_value(&key, 3, &two_actors)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err, AuthError::ChainTooDeep { depth: 3, max: 2 });
+}
+
+#[tokio::test]
+async fn a_hop_counter_that_does_not_verify_is_refused_never_trusted() {
+    let f = Fixture::start().await;
+    let (_dir, path) = key_file(HOP_KEY_B64);
+    let authorizer = f.authorizer(hop_config(&f, &path));
+    let key = hop_key(HOP_KEY_B64);
+    let jane = f.jane_token();
+    let other_token = token_with_act(&f, nested_act(1));
+    let valid = hop_value(&key, 1, &jane).to_str().unwrap().to_owned();
+    let mac = valid.split_once('.').unwrap().1.to_owned();
+    let v = |s: &str| HeaderValue::from_str(s).unwrap();
+    let flipped = if mac.starts_with('A') { 'B' } else { 'A' };
+
+    let cases: Vec<(&str, Vec<HeaderValue>, &str)> = vec![
+        ("another key", vec![hop_value(&hop_key(OTHER_HOP_KEY_B64), 1, &jane)], "does not verify"),
+        ("another token's counter", vec![hop_value(&key, 1, &other_token)], "does not verify"),
+        ("tampered depth (lower)", vec![v(&format!("0.{mac}"))], "does not verify"),
+        ("tampered depth (higher)", vec![v(&format!("2.{mac}"))], "does not verify"),
+        ("tampered mac", vec![v(&format!("1.{flipped}{}", &mac[1..]))], "does not verify"),
+        ("empty", vec![v("")], "is malformed"),
+        ("depth only", vec![v("1")], "is malformed"),
+        ("no mac", vec![v("1.")], "is malformed"),
+        ("no depth", vec![v(&format!(".{mac}"))], "is malformed"),
+        ("leading zero", vec![v(&format!("01.{mac}"))], "is malformed"),
+        ("negative", vec![v(&format!("-1.{mac}"))], "is malformed"),
+        ("signed", vec![v(&format!("+1.{mac}"))], "is malformed"),
+        ("three digits", vec![v(&format!("100.{}", &mac[..42]))], "is malformed"),
+        ("three digits and a full mac", vec![v(&format!("100.{mac}"))], "is too large"),
+        ("not base64url", vec![v(&format!("1.{}+", &mac[..42]))], "is malformed"),
+        ("short mac", vec![v(&format!("1.{}", &mac[..40]))], "is malformed"),
+        ("extra field", vec![v(&format!("1.{}.x", &mac[..40]))], "is malformed"),
+        ("spaces", vec![v(&format!(" 1.{mac}"))], "is malformed"),
+        (
+            "not ASCII",
+            vec![HeaderValue::from_bytes(format!("1.{}\u{e9}", &mac[..41]).as_bytes()).unwrap()],
+            "is malformed",
+        ),
+        ("oversized", vec![v(&format!("1.{mac}{}", "A".repeat(4000)))], "is too large"),
+        ("repeated", vec![v(&valid), v(&valid)], "is repeated"),
+    ];
+    for (name, values, why) in cases {
+        let err = authorizer.authorize(&bearer_with_hop(&jane, &values)).await.unwrap_err();
+        assert_eq!(err, AuthError::InvalidHop(why), "{name}");
+        assert_eq!(err.status_class(), AuthFailure::Unauthenticated, "{name}");
+        assert_eq!(err.code(), "invalid_hop", "{name}");
+        assert_eq!(err.www_authenticate(), Some(r#"Bearer error="invalid_token""#), "{name}");
+        // The error names the header's problem, never its content.
+        assert!(!err.to_string().contains(&mac[..8]), "{name}: {err}");
+    }
+    // The valid value itself passes (the cases fail for their own reason).
+    authorizer.authorize(&bearer_with_hop(&jane, &[v(&valid)])).await.unwrap();
+    // A bad token is refused for the token, before the header is looked at.
+    let err = authorizer.authorize(&bearer_with_hop("not.a.token", &[v("junk")])).await.unwrap_err();
+    assert_eq!(err, AuthError::MalformedToken);
+}
+
+#[tokio::test]
+async fn without_a_hop_key_the_header_is_ignored() {
+    let f = Fixture::start().await;
+    let mut config = f.config();
+    config.max_chain_depth = 1;
+    let authorizer = f.authorizer(config);
+    let jane = f.jane_token();
+    for value in [hop_value(&hop_key(HOP_KEY_B64), 5, &jane), HeaderValue::from_static("junk")] {
+        let caller = authorizer.authorize(&bearer_with_hop(&jane, &[value])).await.unwrap();
+        assert_eq!((caller.chain_depth(), caller.hop_depth()), (0, 0));
+    }
+}
+
+#[tokio::test]
+async fn hop_required_from_refuses_a_listed_client_without_a_hop_counter() {
+    let f = Fixture::start().await;
+    let (_dir, path) = key_file(HOP_KEY_B64);
+    let key = hop_key(HOP_KEY_B64);
+    let jane = f.jane_token(); // client AGENT_APP_ID
+
+    // The token's client is listed: the header is required.
+    let mut config = hop_config(&f, &path);
+    config.hop_required_from = vec![AGENT_APP_ID.into()];
+    let strict = f.authorizer(config);
+    let err = strict.authorize(&bearer(&jane)).await.unwrap_err();
+    assert_eq!(err, AuthError::InvalidHop("is missing"));
+    assert_eq!((err.status_class(), err.code()), (AuthFailure::Unauthenticated, "invalid_hop"));
+    let caller = strict.authorize(&bearer_with_hop(&jane, &[hop_value(&key, 1, &jane)])).await.unwrap();
+    assert_eq!(caller.chain_depth(), 1);
+    // A header present but invalid is refused as such, listed or not.
+    let other = hop_value(&hop_key(OTHER_HOP_KEY_B64), 1, &jane);
+    assert_eq!(
+        strict.authorize(&bearer_with_hop(&jane, &[other])).await.unwrap_err(),
+        AuthError::InvalidHop("does not verify")
+    );
+
+    // Another client is listed: this one may come without a header.
+    let mut config = hop_config(&f, &path);
+    config.allowed_clients.push("agent-b-client".into());
+    config.hop_required_from = vec!["agent-b-client".into()];
+    let lenient = f.authorizer(config);
+    assert_eq!(lenient.authorize(&bearer(&jane)).await.unwrap().chain_depth(), 0);
+}
+
+#[test]
+fn hop_settings_are_validated() {
+    let base = || {
+        AuthConfig::new(
+            "https://login.microsoftonline.com/7f3c2a91-4d5e-4b8a-9c1d-2e6f0a8b3c4d/v2.0/.well-known/openid-configuration",
+            &["a"],
+            &["b"],
+        )
+    };
+    let with_key = |text: &str| {
+        let (dir, path) = key_file(text);
+        let mut c = base();
+        c.hop_key = Some(delegate_secret::SecretRef { env: None, file: Some(path) });
+        let result = c.validate();
+        drop(dir);
+        result
+    };
+    assert!(with_key(HOP_KEY_B64).unwrap().hop_key().is_some());
+    assert!(with_key(&format!("  {HOP_KEY_B64}  \n")).is_ok(), "surrounding whitespace is trimmed");
+    assert!(base().validate().unwrap().hop_key().is_none());
+    // 31 bytes, not base64, empty: refused at start, naming the key, never showing it.
+    let short = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZw==";
+    for (text, why) in
+        [(short, "decodes to 31 bytes"), ("not base64!", "not base64"), ("", "empty"), ("\n", "empty")]
+    {
+        let e = with_key(text).unwrap_err();
+        assert_eq!(e.key, "hop_key", "{text:?}");
+        assert!(e.message.contains(why), "{text:?}: {e}");
+        assert!(text.trim().is_empty() || !e.to_string().contains(text.trim()), "{e}");
+    }
+    // By environment variable; a missing one names the `.env` part.
+    let mut c = base();
+    c.hop_key =
+        Some(delegate_secret::SecretRef { env: Some("DELEGATE_TEST_HOP_KEY_UNSET_42".into()), file: None });
+    assert_eq!(c.validate().unwrap_err().key, "hop_key.env");
+    // hop_required_from needs the key, and clients this host accepts.
+    let mut c = base();
+    c.hop_required_from = vec!["b".into()];
+    assert_eq!(c.validate().unwrap_err().key, "hop_required_from[0]");
+    let (_dir, path) = key_file(HOP_KEY_B64);
+    let mut c = base();
+    c.hop_key = Some(delegate_secret::SecretRef { env: None, file: Some(path) });
+    c.hop_required_from = vec!["b".into(), "zz".into()];
+    let e = c.clone().validate().unwrap_err();
+    assert_eq!(e.key, "hop_required_from[1]");
+    assert!(e.message.contains("allowed_clients"), "{e}");
+    c.hop_required_from.pop();
+    assert!(c.validate().is_ok());
+}
+
+#[test]
+fn hop_key_debug_shows_no_key_material() {
+    let key = hop_key(HOP_KEY_B64);
+    assert_eq!(format!("{key:?}"), "HopKey(..)");
+    let value = hop_value(&key, 1, "token");
+    assert!(value.is_sensitive());
+    assert!(format!("{value:?}").contains("Sensitive"), "{value:?}");
+}

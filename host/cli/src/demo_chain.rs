@@ -45,12 +45,13 @@ pub(crate) async fn run(
         audit: audit.display().to_string(),
         max_chain_depth: 2,
         exchange: ChainExchange::TokenExchange,
+        hop_key: false,
     };
     let hb = host(listen_b, &audit_b);
     let toml_b = stack.chain_host_b_config(&hb, &servicenow_agent, None).map_err(Failure::failed)?;
     let b = start(&toml_b, &dir.join("delegate-b.toml")).await?;
     let ha = host(listen_a, &audit_a);
-    let toml_a = stack.chain_host_a_config(&ha, &dispatcher, b.addr, None, false);
+    let toml_a = stack.chain_host_a_config(&ha, &dispatcher, b.addr, None, false).map_err(Failure::failed)?;
     let a = start(&toml_a, &dir.join("delegate-a.toml")).await?;
 
     println!("delegate demo --chain is running (Ctrl-C stops it)\n");

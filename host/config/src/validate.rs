@@ -519,6 +519,18 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
     };
     let vault =
         raw.vault.validate().map_err(|e| ConfigError::invalid(format!("vault.{}", e.key), e.message))?;
+    // The hop counter: with a hop key the egress gateway signs it on marked hops (so the
+    // outbound depth check counts this host); an On-Behalf-Of hop has no other count.
+    let vault = if auth.hop_key().is_some() {
+        vault.with_hop_counter()
+    } else if let Some(name) = vault.obo_providers_marking_hops().next() {
+        return Err(ConfigError::invalid(
+            format!("vault.providers.{name}.max_chain_depth"),
+            "an entra_obo hop is counted only by the signed hop counter (On-Behalf-Of tokens record no chain); set [auth] hop_key, shared with the next agent host",
+        ));
+    } else {
+        vault
+    };
     // Callers known only by a workload access token can use nothing else; a mode that admits
     // them with no provider to use them is a mistake, not a default.
     if server.inbound == crate::InboundMode::AgentCoreWorkloadToken
@@ -679,6 +691,42 @@ mod tests {
             let e = e.to_string();
             assert!(e.contains("\"sn\"") && e.contains("agentcore_identity") && !e.contains('\n'), "{e}");
         }
+    }
+
+    #[test]
+    fn the_hop_key_is_checked_at_start_and_an_obo_hop_needs_it() {
+        let dir = std::env::temp_dir().join(format!("delegate-config-hop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let good = key("good.key", "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=\n");
+        let short = key("short.key", "q83vASNFZ4mrze8BI0VniQ==\n");
+        let empty = key("empty.key", "\n");
+        let obo = "[vault.providers.agent-b]\nkind = \"entra_obo\"\ntoken_endpoint = \"https://login.example.com/t/oauth2/v2.0/token\"\nclient_id = \"app\"\nclient_secret = { file = \"Cargo.toml\" }\nmax_chain_depth = 2\n";
+        let parse = |auth_extra: &str, vault: &str| {
+            Config::from_toml(&format!("{PLUGIN}{vault}{AUTH}{auth_extra}"), base())
+        };
+        let c = parse(&format!("hop_key = {{ file = {good:?} }}\n"), obo).unwrap();
+        assert!(c.auth.hop_key().is_some());
+        assert!(parse("", "").unwrap().auth.hop_key().is_none());
+        // A short or empty key: one line naming the key, never its value.
+        for (path, why) in [(&short, "decodes to 16 bytes"), (&empty, "empty")] {
+            let e = parse(&format!("hop_key = {{ file = {path:?} }}\n"), "").unwrap_err();
+            assert_eq!(e.key(), Some("auth.hop_key"), "{e}");
+            let text = e.to_string();
+            assert!(text.contains(why) && !text.contains('\n') && !text.contains("q83v"), "{text}");
+        }
+        // An On-Behalf-Of hop marked with max_chain_depth is counted only by the hop counter.
+        let e = parse("", obo).unwrap_err();
+        assert_eq!(e.key(), Some("vault.providers.agent-b.max_chain_depth"), "{e}");
+        assert!(e.to_string().contains("hop_key"), "{e}");
+        // hop_required_from needs the key.
+        let e = parse("hop_required_from = [\"app\"]\n", "").unwrap_err();
+        assert_eq!(e.key(), Some("auth.hop_required_from[0]"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! [`EgressGateway`]: the whole egress path for one plugin request, in one call.
 //!
 //! decide (policy + header rules) → budget → Token B from the vault → send the canonical URL
-//! with `Authorization: Bearer` through the shared pooled client → on 401 evict and retry once
+//! with `Authorization: Bearer` (and, on a hop to another agent host, the signed hop counter)
+//! through the shared pooled client → on 401 evict and retry once
 //! with a fresh token → scrub response headers and body, drop `set-cookie` → meter response bytes → one audit
 //! line (written when the response body ends or is dropped, so it carries bytes and duration).
 //!
@@ -37,7 +38,7 @@ use crate::budget::{BudgetExceeded, EgressBudget};
 use crate::policy::{Decision, DenyReason, EgressPolicy, Target};
 use crate::scrub::{ScrubbedBody, Scrubber};
 use bytes::Bytes;
-use delegate_auth::VerifiedCaller;
+use delegate_auth::{HopKey, VerifiedCaller};
 use delegate_secret::Secret;
 use delegate_vault::{CacheStatus, TokenVault, VaultError};
 use http_body::{Body, Frame, SizeHint};
@@ -97,6 +98,7 @@ pub struct EgressGateway {
     client: reqwest::Client,
     sink: Arc<AuditSink>,
     metrics: Option<Arc<delegate_metrics::Metrics>>,
+    hop_key: Option<HopKey>,
 }
 
 /// Headers the host never forwards from a guest: hop-by-hop headers, and framing the client
@@ -109,13 +111,25 @@ fn is_dropped_request_header(name: &http::HeaderName) -> bool {
         // Trace context is the host's: a guest must not forge or break the chain's correlation.
         || name.as_str() == crate::TRACEPARENT
         || name.as_str() == crate::TRACESTATE
+        // So is the hop counter: a guest must never set (or remove) the chain depth.
+        || name.as_str() == delegate_auth::HOP_HEADER
 }
 
 impl EgressGateway {
     /// `client` should be one `delegate_outbound::build_client` client (no redirects: a
     /// redirect comes back to the guest, whose next request is checked again).
     pub fn new(vault: Arc<TokenVault>, client: reqwest::Client, sink: Arc<AuditSink>) -> Self {
-        Self { vault, client, sink, metrics: None }
+        Self { vault, client, sink, metrics: None, hop_key: None }
+    }
+
+    /// The same gateway, signing the hop counter (`auth.hop_key`): on every request of a rule
+    /// whose provider marks the hop (`max_chain_depth`, its tokens go to another agent host),
+    /// it sets [`delegate_auth::HOP_HEADER`] to the caller's chain depth + 1, bound to the
+    /// token sent. Without a key no hop counter is sent; a guest's header is dropped either way.
+    #[must_use]
+    pub fn with_hop_key(mut self, key: HopKey) -> Self {
+        self.hop_key = Some(key);
+        self
     }
 
     /// The same gateway, counting requests and token exchanges in `metrics`.
@@ -167,6 +181,11 @@ impl EgressGateway {
             return fail(&mut record, EgressError::Budget(e));
         }
 
+        // The next agent host counts this one: the caller's depth + 1, signed per token sent.
+        let hop = credential
+            .as_ref()
+            .filter(|c| self.hop_key.is_some() && self.vault.marks_hop(&c.provider))
+            .map(|_| inv.caller.chain_depth() + 1);
         let mut token: Option<Secret> = None;
         if let Some(c) = &credential {
             let issued = self.vault.token_for(&inv.caller, &c.provider, &c.scopes).await;
@@ -179,7 +198,8 @@ impl EgressGateway {
                 Err(e) => return fail(&mut record, EgressError::Credential(e)),
             }
         }
-        let mut response = match self.send_once(&parts, &target, body.clone(), token.as_ref(), inv).await {
+        let mut response = match self.send_once(&parts, &target, body.clone(), token.as_ref(), hop, inv).await
+        {
             Ok(r) => r,
             Err(e) => return fail(&mut record, e),
         };
@@ -198,7 +218,7 @@ impl EgressGateway {
                 }
                 Err(e) => return fail(&mut record, EgressError::Credential(e)),
             }
-            response = match self.send_once(&parts, &target, body, token.as_ref(), inv).await {
+            response = match self.send_once(&parts, &target, body, token.as_ref(), hop, inv).await {
                 Ok(r) => r,
                 Err(e) => return fail(&mut record, e),
             };
@@ -238,6 +258,7 @@ impl EgressGateway {
         target: &Target,
         body: Bytes,
         token: Option<&Secret>,
+        hop: Option<usize>,
         inv: &InvocationEgress,
     ) -> Result<reqwest::Response, EgressError> {
         let mut headers = http::HeaderMap::with_capacity(parts.headers.len() + 1);
@@ -257,6 +278,10 @@ impl EgressGateway {
             // Keeps it out of HPACK tables and `Debug` output of the header map.
             value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
+            if let (Some(key), Some(depth)) = (&self.hop_key, hop) {
+                // After the guest's headers (whose copy was dropped above); never logged.
+                headers.insert(delegate_auth::HOP_HEADER, key.header_value(depth, token));
+            }
         }
         let url = reqwest::Url::parse(&target.uri.to_string())
             .map_err(|_| EgressError::Denied(DenyReason::InvalidPath))?;

@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use delegate_auth::VerifiedCallerBuilder;
+use delegate_secret::Secret;
 use delegate_vault::{TokenVault, VaultConfig};
 use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,6 +69,11 @@ struct Setup {
 }
 
 async fn setup(tag: &str) -> Setup {
+    setup_with(tag, "").await
+}
+
+/// [`setup`] with more vault providers (`{port}` in `extra_vault` is the fake's port).
+async fn setup_with(tag: &str, extra_vault: &str) -> Setup {
     let fake = Arc::new(Fake {
         idp_calls: AtomicUsize::new(0),
         idp_error: Mutex::new(None),
@@ -89,8 +95,9 @@ async fn setup(tag: &str) -> Setup {
     let secret = dir.join("secret");
     std::fs::write(&secret, CLIENT_SECRET).unwrap();
     let vault: VaultConfig = toml::from_str(&format!(
-        "[providers.sn]\nkind = \"entra_obo\"\ntoken_endpoint = \"http://127.0.0.1:{port}/token\"\nclient_id = \"c\"\nclient_secret = {{ file = \"{}\" }}\n[cache]\nretry_backoff_ms = 1",
-        secret.display()
+        "[providers.sn]\nkind = \"entra_obo\"\ntoken_endpoint = \"http://127.0.0.1:{port}/token\"\nclient_id = \"c\"\nclient_secret = {{ file = \"{}\" }}\n{}\n[cache]\nretry_backoff_ms = 1",
+        secret.display(),
+        extra_vault.replace("{port}", &port.to_string()).replace("{secret}", &secret.display().to_string()),
     ))
     .unwrap();
     let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig::default()).unwrap();
@@ -303,4 +310,87 @@ async fn the_host_sets_traceparent_and_drops_the_guests_trace_headers() {
     for line in audit_lines(&s.audit_path) {
         assert_eq!(line["trace_id"], trace.trace_id());
     }
+}
+
+#[tokio::test]
+async fn the_host_sets_the_hop_counter_on_marked_rules_only_and_the_guest_cannot_touch_it() {
+    // `agent` marks the hop (its tokens go to another agent host); `sn` is an API.
+    let s = setup_with(
+        "hop",
+        "[providers.agent]\nkind = \"entra_obo\"\ntoken_endpoint = \"http://127.0.0.1:{port}/token\"\nclient_id = \"c\"\nclient_secret = { file = \"{secret}\" }\nmax_chain_depth = 4\n",
+    )
+    .await;
+    let key =
+        delegate_auth::HopKey::from_base64(&Secret::new("q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k="))
+            .unwrap();
+    let rules: EgressConfig = toml::from_str(&format!(
+        "[[rules]]\nmethods = [\"GET\"]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\nallow_ip_literal = true\npath_prefix = \"/api/now/table/incident\"\ncredential = {{ provider = \"sn\", scopes = [\"api://sn/.default\"] }}\n\
+         [[rules]]\nmethods = [\"GET\"]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\nallow_ip_literal = true\npath_prefix = \"/api/now/table/agent\"\ncredential = {{ provider = \"agent\", scopes = [\"api://agent/.default\"] }}",
+        port = s.port
+    ))
+    .unwrap();
+    let mut inv = invocation(s.port, EgressLimits::default());
+    inv.policy = Arc::new(rules.validate().unwrap());
+    // The caller is one agent deep (by a verified hop counter): the next host is told 2.
+    inv.caller = Arc::new(
+        VerifiedCallerBuilder::new("oid-jane")
+            .scopes(&["access_as_user"])
+            .token(TOKEN_A)
+            .hop_depth(1)
+            .build(),
+    );
+    let request = |path: &str, forged: &[&str]| {
+        let mut b = http::Request::builder().method("GET").uri(format!("http://127.0.0.1:{}{path}", s.port));
+        for value in forged {
+            b = b.header(delegate_auth::HOP_HEADER, *value);
+        }
+        b.body(Bytes::new()).unwrap()
+    };
+    let send = |gateway: &EgressGateway, request: http::Request<Bytes>| {
+        let (gateway, inv) = (gateway.clone(), inv.clone());
+        async move {
+            let response = Box::pin(gateway.send(&inv, request)).await.unwrap();
+            drop(response.into_body().collect().await.unwrap());
+        }
+    };
+    let signing = s.gateway.clone().with_hop_key(key.clone());
+    let seen = || s.fake.seen_headers.lock().unwrap().clone();
+    let expected = |headers: &HeaderMap, depth: usize| {
+        let bearer = headers["authorization"].to_str().unwrap().strip_prefix("Bearer ").unwrap().to_owned();
+        assert!(bearer.starts_with("token-b-"), "{bearer}");
+        key.header_value(depth, &Secret::new(bearer))
+    };
+
+    // A marked rule: exactly one header, the host's, whatever the guest wrote.
+    send(&signing, request("/api/now/table/agent", &[])).await;
+    send(&signing, request("/api/now/table/agent", &["0.forged", "9.forged"])).await;
+    // An unmarked rule: none, and the guest's is dropped.
+    send(&signing, request("/api/now/table/incident", &["1.forged"])).await;
+    send(&signing, request("/api/now/table/incident", &[])).await;
+    // A gateway without a hop key sends none, even on a marked rule.
+    send(&s.gateway, request("/api/now/table/agent", &["1.forged"])).await;
+    let headers = seen();
+    assert_eq!(headers.len(), 5);
+    for h in &headers[..2] {
+        let values: Vec<_> = h.get_all(delegate_auth::HOP_HEADER).iter().collect();
+        assert_eq!(values.len(), 1, "{h:?}");
+        assert_eq!(values[0], expected(h, 2), "depth 2, bound to the token sent");
+        assert!(values[0].to_str().unwrap().starts_with("2."));
+    }
+    for h in &headers[2..] {
+        assert!(!h.contains_key(delegate_auth::HOP_HEADER), "{h:?}");
+    }
+
+    // A 401 retry sends a fresh token with a counter bound to that token.
+    s.fake.api_unauthorized.store(1, Ordering::SeqCst);
+    send(&signing, request("/api/now/table/agent", &[])).await;
+    let headers = seen();
+    let (first, retry) = (&headers[5], &headers[6]);
+    assert_ne!(first["authorization"], retry["authorization"]);
+    assert_eq!(first[delegate_auth::HOP_HEADER], expected(first, 2));
+    assert_eq!(retry[delegate_auth::HOP_HEADER], expected(retry, 2));
+    assert_ne!(first[delegate_auth::HOP_HEADER], retry[delegate_auth::HOP_HEADER]);
+    // Never in the audit.
+    let audit = std::fs::read_to_string(&s.audit_path).unwrap();
+    assert!(!audit.contains(retry[delegate_auth::HOP_HEADER].to_str().unwrap()));
 }

@@ -27,6 +27,9 @@ pub enum ApiError {
         /// The configured limit.
         max: usize,
     },
+    /// A valid token with a signed hop counter header that is malformed, does not verify, or
+    /// is missing where `auth.hop_required_from` requires it.
+    InvalidHop,
     /// The session id header is malformed.
     InvalidSessionId,
     /// The body is larger than `server.max_body_kib`.
@@ -87,6 +90,11 @@ impl ApiError {
                 format!(
                     "the delegation chain is {depth} agents deep; this runtime accepts at most {max} (a loop between agents?)"
                 ),
+            ),
+            Self::InvalidHop => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_hop",
+                "the hop counter header (X-Amzn-Bedrock-AgentCore-Runtime-Custom-Delegate-Hop) is missing or does not verify for this token; agent hosts that call each other need the same auth.hop_key".into(),
             ),
             Self::InvalidSessionId => (
                 StatusCode::BAD_REQUEST,
@@ -198,7 +206,7 @@ impl IntoResponse for ErrorResponse {
         let mut resp = (status, axum::Json(body)).into_response();
         let headers = resp.headers_mut();
         match &self.error {
-            ApiError::Unauthenticated => {
+            ApiError::Unauthenticated | ApiError::InvalidHop => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),

@@ -101,6 +101,7 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
         Err(AuthRejection::Forbidden { .. }) => "forbidden",
         Err(AuthRejection::Unavailable { .. }) => "unavailable",
         Err(AuthRejection::ChainTooDeep { .. }) => "chain_depth_exceeded",
+        Err(AuthRejection::InvalidHop { .. }) => "invalid_hop",
     };
     state.metrics.record_authorization(outcome, authorizing.elapsed());
     let caller = authorized.map_err(|r| {
@@ -110,6 +111,7 @@ async fn handle(state: &Arc<AppState>, request: Request, rid: &str) -> Result<Re
             AuthRejection::Forbidden { insufficient_scope, .. } => ApiError::Forbidden { insufficient_scope },
             AuthRejection::Unavailable { .. } => ApiError::AuthUnavailable,
             AuthRejection::ChainTooDeep { depth, max } => ApiError::ChainTooDeep { depth, max },
+            AuthRejection::InvalidHop { .. } => ApiError::InvalidHop,
         }
     })?;
 

@@ -66,10 +66,18 @@ pub enum AuthRejection {
     /// `auth.max_chain_depth` → 403 `chain_depth_exceeded`. Not a secret: the caller (an agent
     /// host) must learn that it is the chain, not its credentials, that was refused.
     ChainTooDeep {
-        /// Actors in the token's chain.
+        /// The chain depth counted (`act` claims or the signed hop counter).
         depth: usize,
         /// The configured limit.
         max: usize,
+    },
+    /// A valid token whose signed hop counter header is malformed, does not verify (another
+    /// hop key, another token), or is missing from a client in `auth.hop_required_from` →
+    /// 401 `invalid_hop`. Named to the caller (an agent host, after its token verified) so
+    /// that a hop-key mismatch between hosts is not mistaken for a bad token.
+    InvalidHop {
+        /// What is wrong with the header (logged, never its content).
+        reason: &'static str,
     },
 }
 
@@ -77,8 +85,14 @@ impl Authorize for delegate_auth::Authorizer {
     fn authorize<'a>(&'a self, headers: &'a HeaderMap) -> AuthFuture<'a> {
         Box::pin(async move {
             delegate_auth::Authorizer::authorize(self, headers).await.map_err(|e| {
-                if let delegate_auth::AuthError::ChainTooDeep { depth, max } = e {
-                    return AuthRejection::ChainTooDeep { depth, max };
+                match e {
+                    delegate_auth::AuthError::ChainTooDeep { depth, max } => {
+                        return AuthRejection::ChainTooDeep { depth, max };
+                    }
+                    delegate_auth::AuthError::InvalidHop(reason) => {
+                        return AuthRejection::InvalidHop { reason };
+                    }
+                    _ => {}
                 }
                 let reason = e.code();
                 match e.status_class() {

@@ -109,7 +109,7 @@ pub struct RedisConfig {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProviderConfig {
     /// Microsoft Entra On-Behalf-Of (`jwt-bearer` grant with `requested_token_use=on_behalf_of`).
-    EntraObo(ClientConfig),
+    EntraObo(EntraOboConfig),
     /// RFC 8693 token exchange.
     TokenExchange(TokenExchangeConfig),
     /// OAuth client credentials: a machine token, not the user's; only for rules that name
@@ -155,6 +155,30 @@ pub struct ClientConfig {
     pub client_certificate: Option<CertificateConfig>,
 }
 
+/// `kind = "entra_obo"`: token endpoint and client authentication, and for a provider whose
+/// tokens go to another agent host, its chain-depth limit.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct EntraOboConfig {
+    /// The token endpoint, e.g. `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`.
+    pub token_endpoint: String,
+    /// delegate's client (application) id at the IdP.
+    pub client_id: String,
+    /// The client secret, by reference (this or `client_certificate`).
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+    /// A certificate credential (this or `client_secret`).
+    #[serde(default)]
+    pub client_certificate: Option<CertificateConfig>,
+    /// Marks the hop: this provider's tokens go to another agent host. On-Behalf-Of tokens
+    /// record no chain (`act`), so the egress gateway sends the signed hop counter (this
+    /// host's chain depth + 1; needs `auth.hop_key`) with them, and the exchange is refused
+    /// (403 `chain_depth_exceeded`) when that depth would exceed this limit. Set it to the
+    /// next host's `auth.max_chain_depth`. Unset: no hop counter, no check.
+    #[serde(default)]
+    pub max_chain_depth: Option<usize>,
+}
+
 /// A certificate credential registered with the IdP.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -198,10 +222,11 @@ pub struct TokenExchangeConfig {
     /// host can count the chain. Unset: no actor token.
     #[serde(default)]
     pub actor_token_scopes: Option<Vec<String>>,
-    /// Refuse the exchange (403 `chain_depth_exceeded`) when the issued token's delegation
-    /// chain would be longer than this: the caller's actors, plus this host when it sends an
-    /// actor token. For providers whose tokens go to another agent host, set it to that
-    /// host's `auth.max_chain_depth` to fail early, before calling it. Unset: no check.
+    /// Marks the hop to another agent host: refuse the exchange (403 `chain_depth_exceeded`)
+    /// when the next host would count a longer chain than this (the caller's chain depth,
+    /// plus this host when it sends an actor token or, with `auth.hop_key`, the signed hop
+    /// counter, which the egress gateway then adds to these tokens). Set it to that host's
+    /// `auth.max_chain_depth` to fail early, before calling it. Unset: no check, no counter.
     #[serde(default)]
     pub max_chain_depth: Option<usize>,
 }
@@ -233,7 +258,10 @@ pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:acc
 /// How a provider obtains a token.
 #[derive(Clone, Debug)]
 pub(crate) enum Grant {
-    EntraObo,
+    EntraObo {
+        /// Set: the tokens go to another agent host (the hop is marked).
+        max_chain_depth: Option<usize>,
+    },
     TokenExchange {
         subject_token_type: String,
         requested_token_type: Option<String>,
@@ -293,6 +321,8 @@ pub struct VaultSettings {
     pub(crate) attempt_timeout: Duration,
     pub(crate) retry_backoff: Duration,
     pub(crate) redis: Option<RedisSettings>,
+    /// Whether this host sends the signed hop counter on marked hops (`auth.hop_key` is set).
+    pub(crate) hop_counter: bool,
 }
 
 /// A validated `[vault.cache.redis]`: the connection target, its credentials and the vault
@@ -352,6 +382,24 @@ impl VaultSettings {
     pub fn redis(&self) -> Option<&RedisSettings> {
         self.redis.as_ref()
     }
+
+    /// Providers of kind `entra_obo` that mark the hop (`max_chain_depth`): their depth
+    /// protection is the signed hop counter, so they need `auth.hop_key`.
+    pub fn obo_providers_marking_hops(&self) -> impl Iterator<Item = &str> {
+        self.providers
+            .iter()
+            .filter(|(_, p)| matches!(p.grant, Grant::EntraObo { max_chain_depth: Some(_) }))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Tells the vault that the egress gateway sends the signed hop counter on marked hops
+    /// (`auth.hop_key` is set), so the next host counts this host: the outbound depth check
+    /// adds one for every marked provider.
+    #[must_use]
+    pub fn with_hop_counter(mut self) -> Self {
+        self.hop_counter = true;
+        self
+    }
 }
 
 impl VaultConfig {
@@ -369,7 +417,16 @@ impl VaultConfig {
                     agentcore.insert(name, crate::agentcore::validate(&at, c)?);
                     continue;
                 }
-                ProviderConfig::EntraObo(c) => client(&at, c, Grant::EntraObo)?,
+                ProviderConfig::EntraObo(c) => {
+                    let grant = Grant::EntraObo { max_chain_depth: c.max_chain_depth };
+                    let c = ClientConfig {
+                        token_endpoint: c.token_endpoint,
+                        client_id: c.client_id,
+                        client_secret: c.client_secret,
+                        client_certificate: c.client_certificate,
+                    };
+                    client(&at, c, grant)?
+                }
                 ProviderConfig::ClientCredentials(c) => client(&at, c, Grant::ClientCredentials)?,
                 ProviderConfig::TokenExchange(t) => {
                     let grant = Grant::TokenExchange {
@@ -436,6 +493,7 @@ impl VaultConfig {
             attempt_timeout: Duration::from_millis(timeout_ms),
             retry_backoff: Duration::from_millis(c.retry_backoff_ms.unwrap_or(200)),
             redis,
+            hop_counter: false,
         })
     }
 }

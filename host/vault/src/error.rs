@@ -54,15 +54,16 @@ impl IdpError {
 /// Why the vault could not provide a token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {
-    /// The token would carry a delegation chain longer than the provider's
-    /// `max_chain_depth`: the next agent host would refuse it (or this is a loop).
+    /// The next agent host would count a delegation chain longer than the provider's
+    /// `max_chain_depth` (in the token's `act` chain or the signed hop counter): it would
+    /// refuse the call (or this is a loop).
     #[error(
         "provider `{provider}`: the delegation chain would be {depth} actors deep, over the limit of {max}"
     )]
     ChainTooDeep {
         /// The provider.
         provider: String,
-        /// Actors the issued token would carry.
+        /// The chain depth the next host would count.
         depth: usize,
         /// The provider's `max_chain_depth`.
         max: usize,

@@ -106,7 +106,7 @@ async fn attempt_once(
         (ClientAuth::Certificate(_), None) => return Err(Failure::Final(misconfigured_key(name))),
     }
     match &provider.grant {
-        Grant::EntraObo => {
+        Grant::EntraObo { .. } => {
             form.push(("grant_type", JWT_BEARER));
             form.push(("assertion", caller.token().expose()));
             form.push(("scope", &scope));

@@ -35,8 +35,8 @@ pub use agentcore::{AgentCoreAws, StaticAwsKeys};
 pub use cache::{CacheKey, CachedToken, HeldLock, LockAttempt, MemoryCache, SharedLock, VaultCache};
 pub use config::AgentCoreIdentityConfig;
 pub use config::{
-    CacheBackend, CacheConfig, CertificateConfig, ClientConfig, InvalidSetting, ProviderConfig, SecretRef,
-    TokenExchangeConfig, VaultConfig, VaultSettings,
+    CacheBackend, CacheConfig, CertificateConfig, ClientConfig, EntraOboConfig, InvalidSetting,
+    ProviderConfig, SecretRef, TokenExchangeConfig, VaultConfig, VaultSettings,
 };
 pub use config::{RedisConfig, RedisSettings};
 pub use error::{IdpError, VaultError};

@@ -678,6 +678,80 @@ async fn token_exchange_sends_the_hosts_own_actor_token_and_refuses_too_deep_cha
     assert_eq!(idp.calls.load(Ordering::SeqCst), calls, "refused without asking the IdP");
 }
 
+/// An On-Behalf-Of provider to another agent host (limit 2) and one to an API (unmarked).
+fn obo_hop_vault(url: &str, hop_counter: bool) -> TokenVault {
+    let file = secret_file();
+    let src = format!(
+        r#"
+[providers.agent-b]
+kind = "entra_obo"
+token_endpoint = "{url}"
+client_id = "delegate-client"
+client_secret = {{ file = "{file}" }}
+max_chain_depth = 2
+
+[providers.servicenow]
+kind = "entra_obo"
+token_endpoint = "{url}"
+client_id = "delegate-client"
+client_secret = {{ file = "{file}" }}
+
+[cache]
+retry_backoff_ms = 1
+"#,
+        file = file.display(),
+    );
+    let config: VaultConfig = toml::from_str(&src).unwrap();
+    let settings = config.validate().unwrap();
+    assert_eq!(settings.obo_providers_marking_hops().collect::<Vec<_>>(), ["agent-b"]);
+    let settings = if hop_counter { settings.with_hop_counter() } else { settings };
+    let client = delegate_outbound::build_client(&delegate_outbound::OutboundConfig::default()).unwrap();
+    TokenVault::new(settings, client)
+}
+
+fn caller_at(token: &str, hop_depth: usize, actors: usize) -> VerifiedCaller {
+    let mut b = VerifiedCallerBuilder::new("oid-jane")
+        .tenant("tid-1")
+        .scopes(&["access_as_user"])
+        .token(token)
+        .hop_depth(hop_depth);
+    for i in 0..actors {
+        b = b.actor(&format!("agent-{i}"), None);
+    }
+    b.build()
+}
+
+#[tokio::test]
+async fn an_on_behalf_of_hop_is_limited_by_the_callers_effective_chain_depth() {
+    let (idp, url) = start_idp(Mode::Ok { expires_in: 3600 }).await;
+    let vault = obo_hop_vault(&url, true);
+    assert!(vault.marks_hop("agent-b"));
+    assert!(!vault.marks_hop("servicenow"));
+    assert!(!vault.marks_hop("unknown"));
+    let b_scope = scopes(&["api://agent-b/access_as_user"]);
+
+    // One agent deep by the hop counter: this hop makes 2, the limit: allowed.
+    vault.token_for(&caller_at("token-a-hop-1", 1, 0), "agent-b", &b_scope).await.unwrap();
+    let calls = idp.calls.load(Ordering::SeqCst);
+    // Two deep, by the hop counter or by `act` (the larger counts): refused before the IdP.
+    for caller in [caller_at("token-a-hop-2", 2, 0), caller_at("token-a-act-2", 0, 2), caller_at("t", 2, 1)] {
+        let err = vault.token_for(&caller, "agent-b", &b_scope).await.unwrap_err();
+        assert_eq!(err, VaultError::ChainTooDeep { provider: "agent-b".into(), depth: 3, max: 2 });
+        assert_eq!((err.status(), err.code()), (403, "chain_depth_exceeded"));
+    }
+    assert_eq!(idp.calls.load(Ordering::SeqCst), calls, "refused without asking the IdP");
+    // An unmarked provider (an API, not an agent host) does not count.
+    vault.token_for(&caller_at("token-a-hop-9", 9, 0), "servicenow", &b_scope).await.unwrap();
+
+    // Without the hop counter this host is not counted by the next one (OBO records no
+    // chain): only the caller's own depth is compared.
+    let (_idp, url) = start_idp(Mode::Ok { expires_in: 3600 }).await;
+    let vault = obo_hop_vault(&url, false);
+    vault.token_for(&caller_at("token-a-hop-2", 2, 0), "agent-b", &b_scope).await.unwrap();
+    let err = vault.token_for(&caller_at("token-a-hop-3", 3, 0), "agent-b", &b_scope).await.unwrap_err();
+    assert_eq!(err, VaultError::ChainTooDeep { provider: "agent-b".into(), depth: 3, max: 2 });
+}
+
 #[test]
 fn empty_actor_token_scopes_are_refused() {
     let src = format!(

@@ -192,7 +192,7 @@ impl TokenVault {
         Ok(match p.grant {
             // A client-credentials token is the same for every user: one entry for all.
             Grant::ClientCredentials => (CacheKey::new("", None, "", provider, scopes), false),
-            Grant::EntraObo | Grant::TokenExchange { .. } => {
+            Grant::EntraObo { .. } | Grant::TokenExchange { .. } => {
                 (CacheKey::new(caller.issuer(), caller.tenant(), caller.subject(), provider, scopes), true)
             }
         })
@@ -282,18 +282,34 @@ impl TokenVault {
 }
 
 impl TokenVault {
-    /// Refuses early when the token `provider` would issue carries a longer delegation chain
-    /// than its `max_chain_depth`: the caller's actors, plus this host if it sends an actor
-    /// token. Only token exchange records a chain (On-Behalf-Of drops `act`).
+    /// Whether `provider` marks the hop to another agent host (it sets `max_chain_depth`):
+    /// the egress gateway sends the signed hop counter with its tokens.
+    pub fn marks_hop(&self, provider: &str) -> bool {
+        matches!(
+            self.settings.providers.get(provider).map(|p| &p.grant),
+            Some(
+                Grant::EntraObo { max_chain_depth: Some(_) }
+                    | Grant::TokenExchange { max_chain_depth: Some(_), .. }
+            )
+        )
+    }
+
+    /// Refuses early when the next host would count a longer delegation chain than the
+    /// provider's `max_chain_depth`: the caller's effective chain depth (its `act` chain or
+    /// verified hop counter, whichever is larger), plus this host when it is recorded: by an
+    /// actor token (token exchange) or by the signed hop counter (with a hop key).
     fn check_chain_depth(&self, caller: &VerifiedCaller, provider: &str) -> Result<(), VaultError> {
-        let Some(Grant::TokenExchange { actor_scopes, max_chain_depth: Some(max), .. }) =
-            self.settings.providers.get(provider).map(|p| &p.grant)
-        else {
-            return Ok(());
+        let hop = self.settings.hop_counter;
+        let (max, counted) = match self.settings.providers.get(provider).map(|p| &p.grant) {
+            Some(Grant::TokenExchange { actor_scopes, max_chain_depth: Some(max), .. }) => {
+                (*max, actor_scopes.is_some() || hop)
+            }
+            Some(Grant::EntraObo { max_chain_depth: Some(max) }) => (*max, hop),
+            _ => return Ok(()),
         };
-        let depth = caller.chain_depth() + usize::from(actor_scopes.is_some());
-        if depth > *max {
-            return Err(VaultError::ChainTooDeep { provider: provider.to_owned(), depth, max: *max });
+        let depth = caller.chain_depth() + usize::from(counted);
+        if depth > max {
+            return Err(VaultError::ChainTooDeep { provider: provider.to_owned(), depth, max });
         }
         Ok(())
     }

@@ -387,8 +387,8 @@ pub enum ChainExchange {
     /// RFC 8693 token exchange with the host's own client-credentials token as `actor_token`:
     /// the IdP nests this host in the issued token's `act` chain, so the next host can count it.
     TokenExchange,
-    /// Entra On-Behalf-Of: no `act` chain (each hop looks like the user's own call; depth
-    /// protection cannot see it).
+    /// Entra On-Behalf-Of: no `act` chain (each hop looks like the user's own call); depth
+    /// protection sees it only through the signed hop counter ([`ChainHost::hop_key`]).
     OnBehalfOf,
 }
 
@@ -403,7 +403,17 @@ pub struct ChainHost {
     pub max_chain_depth: usize,
     /// How it exchanges tokens (for the next agent and for ServiceNow).
     pub exchange: ChainExchange,
+    /// Share the devstack's hop key ([`DevStack::hop_key_path`]) with the other chain hosts:
+    /// `[auth] hop_key`, the agent clients in `hop_required_from`, and the hops to agent
+    /// hosts marked (`max_chain_depth`) on `entra_obo` providers too, so that the signed hop
+    /// counter carries the chain depth.
+    pub hop_key: bool,
 }
+
+/// The outbound limit of a host B provider that calls an Agent A host back: the largest
+/// `auth.max_chain_depth` there is. It marks the hop (so the hop counter is sent) and leaves
+/// the refusal to A's inbound check.
+const LOOP_BACK_LIMIT: usize = 16;
 
 /// `http://127.0.0.1:<port>`-style egress rule fields for an agent host on loopback.
 fn loopback_rule(addr: SocketAddr, provider: &str, scope: &str) -> String {
@@ -430,6 +440,30 @@ impl DevStack {
             std::fs::write(&path, defaults::AGENT_B_APP_SECRET).map_err(err)?;
         }
         Ok(path)
+    }
+
+    /// The file holding the chain hosts' shared hop key: base64 of 32 random bytes, written
+    /// on first use.
+    pub fn hop_key_path(&self) -> Result<PathBuf, DevStackError> {
+        use base64::Engine;
+        let path = self.secret_path.with_file_name("hop.key");
+        if !path.exists() {
+            let key: [u8; 32] = rand::random();
+            let text = base64::engine::general_purpose::STANDARD.encode(key);
+            std::fs::write(&path, format!("{text}\n")).map_err(err)?;
+        }
+        Ok(path)
+    }
+
+    /// The `[auth]` lines of the hop counter for a host that accepts the agent clients
+    /// `agents` (they must send one): none without [`ChainHost::hop_key`].
+    fn chain_hop_auth(&self, host: &ChainHost, agents: &[&str]) -> Result<String, DevStackError> {
+        if !host.hop_key {
+            return Ok(String::new());
+        }
+        let path = self.hop_key_path()?.display().to_string();
+        let agents: Vec<String> = agents.iter().map(|a| format!("{a:?}")).collect();
+        Ok(format!("hop_key = {{ file = {path:?} }}\nhop_required_from = [{}]\n", agents.join(", ")))
     }
 
     /// The `[outbound]`, `[model]` and `[audit]` sections every chain host shares.
@@ -459,26 +493,29 @@ sink = {audit:?}
     }
 
     /// A vault provider `name` exchanging as `client` (secret in `secret`) per `host.exchange`.
+    /// `limit`: the provider's tokens go to another agent host (the hop is marked) with this
+    /// outbound limit; on `entra_obo` only with the hop key (the hop counter is its count).
     fn chain_provider(
         &self,
         host: &ChainHost,
         name: &str,
         client: &str,
         secret: &Path,
-        limit: bool,
+        limit: Option<usize>,
     ) -> String {
         let token_endpoint = self.idp.idp().token_endpoint(defaults::TENANT_ID);
         let secret = secret.display().to_string();
+        let depth = |marked: bool| match limit {
+            Some(max) if marked => format!("max_chain_depth = {max}\n"),
+            _ => String::new(),
+        };
         match host.exchange {
             ChainExchange::OnBehalfOf => format!(
-                "[vault.providers.{name}]\nkind = \"entra_obo\"\ntoken_endpoint = \"{token_endpoint}\"\nclient_id = \"{client}\"\nclient_secret = {{ file = {secret:?} }}\n"
+                "[vault.providers.{name}]\nkind = \"entra_obo\"\ntoken_endpoint = \"{token_endpoint}\"\nclient_id = \"{client}\"\nclient_secret = {{ file = {secret:?} }}\n{depth}",
+                depth = depth(host.hop_key)
             ),
             ChainExchange::TokenExchange => {
-                let depth = if limit {
-                    format!("max_chain_depth = {}\n", host.max_chain_depth)
-                } else {
-                    String::new()
-                };
+                let depth = depth(true);
                 format!(
                     "[vault.providers.{name}]\nkind = \"token_exchange\"\ntoken_endpoint = \"{token_endpoint}\"\nclient_id = \"{client}\"\nclient_secret = {{ file = {secret:?} }}\nactor_token_scopes = [\"api://{client}/.default\"]\n{depth}"
                 )
@@ -500,15 +537,17 @@ sink = {audit:?}
         agent_b: SocketAddr,
         agent_b_plugin: Option<&str>,
         accept_agent_b: bool,
-    ) -> String {
+    ) -> Result<String, DevStackError> {
         let idp = self.idp.idp();
+        let hop =
+            self.chain_hop_auth(host, if accept_agent_b { &[defaults::AGENT_B_APP_ID] } else { &[] })?;
         let clients = if accept_agent_b {
             format!("\"{}\", \"{}\"", defaults::AGENT_APP_ID, defaults::AGENT_B_APP_ID)
         } else {
             format!("\"{}\"", defaults::AGENT_APP_ID)
         };
         let plugin_setting = agent_b_plugin.map(|p| format!("agent_plugin = \"{p}\"\n")).unwrap_or_default();
-        format!(
+        Ok(format!(
             r#"# Generated by delegate-devstack: host A of an agent chain (dispatcher → Agent B).
 {common}
 [auth]
@@ -517,7 +556,7 @@ allowed_audiences = ["{agent}"]
 allowed_clients = [{clients}]
 required_scopes = ["{scope}"]
 max_chain_depth = {depth}
-
+{hop}
 {provider}
 [[plugin]]
 name = "dispatcher"
@@ -532,14 +571,20 @@ agent_url = "http://{agent_b}"
             agent = defaults::AGENT_APP_ID,
             scope = defaults::AGENT_SCOPE,
             depth = host.max_chain_depth,
-            provider = self.chain_provider(host, "agent-b", defaults::AGENT_APP_ID, &self.secret_path, true),
+            provider = self.chain_provider(
+                host,
+                "agent-b",
+                defaults::AGENT_APP_ID,
+                &self.secret_path,
+                Some(host.max_chain_depth)
+            ),
             component = dispatcher.display().to_string(),
             rule = loopback_rule(
                 agent_b,
                 "agent-b",
                 &format!("api://{}/{}", defaults::AGENT_B_APP_ID, defaults::AGENT_SCOPE)
             ),
-        )
+        ))
     }
 
     /// `delegate.toml` for host B of a two-agent chain: it accepts tokens Agent A obtained for
@@ -547,7 +592,7 @@ agent_url = "http://{agent_b}"
     /// (`servicenow_agent`, the default plugin), whose egress rule exchanges again, as Agent
     /// B, for the ServiceNow connector. With `loop_back` = (dispatcher component, address of
     /// an Agent A host), B also serves `dispatcher`, which calls Agent A back (a loop; its
-    /// provider has no outbound limit, so A's inbound check is what refuses it).
+    /// provider marks the hop with the largest limit, so A's inbound check is what refuses it).
     pub fn chain_host_b_config(
         &self,
         host: &ChainHost,
@@ -565,7 +610,7 @@ allowed_audiences = ["{agent_b}"]
 allowed_clients = ["{agent_a}"]
 required_scopes = ["{scope}"]
 max_chain_depth = {depth}
-
+{hop}
 {provider}
 [[plugin]]
 name = "servicenow-agent"
@@ -589,7 +634,8 @@ credential = {{ provider = "servicenow", scopes = ["api://{connector}/{connector
             scope = defaults::AGENT_SCOPE,
             depth = host.max_chain_depth,
             // ServiceNow is not an agent host: no outbound depth limit on its provider.
-            provider = self.chain_provider(host, "servicenow", defaults::AGENT_B_APP_ID, &secret, false),
+            hop = self.chain_hop_auth(host, &[defaults::AGENT_APP_ID])?,
+            provider = self.chain_provider(host, "servicenow", defaults::AGENT_B_APP_ID, &secret, None),
             component = servicenow_agent.display().to_string(),
             servicenow = self.servicenow_url,
             sn_port = self.servicenow_url.rsplit(':').next().unwrap_or("443"),
@@ -599,7 +645,13 @@ credential = {{ provider = "servicenow", scopes = ["api://{connector}/{connector
         if let Some((dispatcher, agent_a)) = loop_back {
             toml.push_str(&format!(
                 "\n{provider}\n[[plugin]]\nname = \"dispatcher\"\ncomponent = {component:?}\n\n[plugin.settings]\nagent_url = \"http://{agent_a}\"\n\n{rule}",
-                provider = self.chain_provider(host, "agent-a", defaults::AGENT_B_APP_ID, &secret, false),
+                provider = self.chain_provider(
+                    host,
+                    "agent-a",
+                    defaults::AGENT_B_APP_ID,
+                    &secret,
+                    Some(LOOP_BACK_LIMIT)
+                ),
                 component = dispatcher.display().to_string(),
                 rule = loopback_rule(
                     agent_a,

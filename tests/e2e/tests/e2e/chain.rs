@@ -8,7 +8,8 @@
 //! - one trace id (the caller's `traceparent`) in both hosts' audit records;
 //! - B's stream reaches Jane while B's model is still generating;
 //! - a loop A → B → A is refused by the chain-depth limit, with its own error code;
-//! - Entra On-Behalf-Of works for the hop too, without an `act` chain.
+//! - Entra On-Behalf-Of works for the hop too, without an `act` chain; with a shared hop key
+//!   the hosts count it by the signed hop counter, and the same loop is refused.
 
 use delegate_app::Host;
 use delegate_config::Config;
@@ -53,12 +54,19 @@ impl Started {
     }
 }
 
-fn chain_host(dir: &Path, name: &str, max_chain_depth: usize, exchange: ChainExchange) -> ChainHost {
+fn chain_host(
+    dir: &Path,
+    name: &str,
+    max_chain_depth: usize,
+    exchange: ChainExchange,
+    hop_key: bool,
+) -> ChainHost {
     ChainHost {
         listen: "127.0.0.1:0".parse().unwrap(),
         audit: dir.join(format!("audit-{name}.jsonl")).display().to_string(),
         max_chain_depth,
         exchange,
+        hop_key,
     }
 }
 
@@ -76,16 +84,17 @@ struct TwoHosts {
     b: Started,
 }
 
-async fn two_hosts(exchange: ChainExchange) -> TwoHosts {
+async fn two_hosts(exchange: ChainExchange, hop_key: bool) -> TwoHosts {
     let dir = crate::jane::scratch_dir();
     let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
-    let hb = chain_host(&dir, "b", 1, exchange);
+    let hb = chain_host(&dir, "b", 1, exchange, hop_key);
     let toml_b =
         stack.chain_host_b_config(&hb, Path::new(delegate_artifacts::SERVICENOW_AGENT), None).unwrap();
     let b = start(&toml_b, &dir, &hb).await;
-    let ha = chain_host(&dir, "a", 1, exchange);
-    let toml_a =
-        stack.chain_host_a_config(&ha, Path::new(delegate_artifacts::DISPATCHER), b.host.addr, None, false);
+    let ha = chain_host(&dir, "a", 1, exchange, hop_key);
+    let toml_a = stack
+        .chain_host_a_config(&ha, Path::new(delegate_artifacts::DISPATCHER), b.host.addr, None, false)
+        .unwrap();
     let a = start(&toml_a, &dir, &ha).await;
     TwoHosts { stack, a, b }
 }
@@ -113,7 +122,7 @@ fn jane_incidents() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jane_through_two_agents_gets_her_five_incidents_as_herself() {
-    let hosts = two_hosts(ChainExchange::TokenExchange).await;
+    let hosts = two_hosts(ChainExchange::TokenExchange, false).await;
     let token = jane_token(&hosts.stack);
     let seen = collect(ask(&hosts.a.url(), &token, "Show me 5 incidents assigned to me").await).await;
     assert_eq!(seen.status, 200, "{seen:?}");
@@ -185,7 +194,7 @@ async fn jane_through_two_agents_gets_her_five_incidents_as_herself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_from_b_reach_jane_while_b_is_still_streaming() {
-    let hosts = two_hosts(ChainExchange::TokenExchange).await;
+    let hosts = two_hosts(ChainExchange::TokenExchange, false).await;
     // B's model stream sends one delta, then holds the rest until we resume it: B's stream
     // cannot have ended when Jane reads her first chunk.
     hosts.stack.bedrock.pause_after_deltas(1);
@@ -211,18 +220,26 @@ async fn chunks_from_b_reach_jane_while_b_is_still_streaming() {
     assert_eq!(result["downstream"]["result"]["cycles"], 1, "{result}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_loop_a_to_b_to_a_is_refused_by_the_chain_depth_limit() {
+/// Host A (dispatcher → B), host B (ServiceNow agent, and a dispatcher calling "A" back),
+/// and a second host of Agent A that B calls back (same app and config, accepting Agent B's
+/// calls), so that B can call "A" without knowing a port in advance.
+struct LoopHosts {
+    stack: DevStack,
+    a: Started,
+    b: Started,
+    a_back: Started,
+}
+
+async fn loop_hosts(exchange: ChainExchange, hop_key: bool) -> LoopHosts {
     let dir = crate::jane::scratch_dir();
     let stack = DevStack::start(&DevStackOptions::ephemeral(&dir)).await.unwrap();
     let dispatcher = Path::new(delegate_artifacts::DISPATCHER);
-    // A second host of Agent A (same app, same config, accepting Agent B's calls), so that
-    // B can call "A" back without knowing a port in advance.
-    let h_back = chain_host(&dir, "a-back", 1, ChainExchange::TokenExchange);
+    let h_back = chain_host(&dir, "a-back", 1, exchange, hop_key);
     let b_probe = "127.0.0.1:9".parse().unwrap(); // never called: depth is refused first
     let a_back =
-        start(&stack.chain_host_a_config(&h_back, dispatcher, b_probe, None, true), &dir, &h_back).await;
-    let hb = chain_host(&dir, "b", 1, ChainExchange::TokenExchange);
+        start(&stack.chain_host_a_config(&h_back, dispatcher, b_probe, None, true).unwrap(), &dir, &h_back)
+            .await;
+    let hb = chain_host(&dir, "b", 1, exchange, hop_key);
     let toml_b = stack
         .chain_host_b_config(
             &hb,
@@ -231,50 +248,129 @@ async fn a_loop_a_to_b_to_a_is_refused_by_the_chain_depth_limit() {
         )
         .unwrap();
     let b = start(&toml_b, &dir, &hb).await;
-    let ha = chain_host(&dir, "a", 1, ChainExchange::TokenExchange);
-    let a =
-        start(&stack.chain_host_a_config(&ha, dispatcher, b.host.addr, Some("dispatcher"), false), &dir, &ha)
-            .await;
+    let ha = chain_host(&dir, "a", 1, exchange, hop_key);
+    let toml_a = stack.chain_host_a_config(&ha, dispatcher, b.host.addr, Some("dispatcher"), false).unwrap();
+    let a = start(&toml_a, &dir, &ha).await;
+    LoopHosts { stack, a, b, a_back }
+}
 
-    let seen = collect(ask(&a.url(), &jane_token(&stack), "Show me 5 incidents assigned to me").await).await;
-    // Jane → A (depth 0) → B (depth 1, allowed) → A (depth 2 > 1): refused, and the refusal's
-    // code travels back through both dispatchers.
+/// Jane → A (depth 0) → B (depth 1, allowed) → A (depth 2 > 1): refused at the second A
+/// before any plugin code ran, and the refusal's code travels back through both dispatchers.
+async fn assert_the_loop_is_refused(hosts: &LoopHosts) {
+    let seen =
+        collect(ask(&hosts.a.url(), &jane_token(&hosts.stack), "Show me 5 incidents assigned to me").await)
+            .await;
     assert_eq!(seen.status, 422, "{seen:?}");
     assert_eq!(seen.error_type.as_deref(), Some("plugin_error"), "{seen:?}");
     let error = seen.error.unwrap();
     assert_eq!(error["plugin_error_code"], "chain_depth_exceeded", "{error}");
     // The second A refused before any plugin code ran: no invocation, no egress there.
-    assert!(a_back.audit_lines().is_empty(), "{:?}", a_back.audit_lines());
-    // B's dispatcher called A (and was refused); nothing reached ServiceNow.
-    let (inv_b, req_b) = b.audit_split();
+    assert!(hosts.a_back.audit_lines().is_empty(), "{:?}", hosts.a_back.audit_lines());
+    // A counted Jane's own call; B's dispatcher, one agent deep, called A (and was refused);
+    // nothing reached ServiceNow.
+    let (inv_a, _) = hosts.a.audit_split();
+    assert_eq!(inv_a[0]["chain_depth"], 0);
+    let (inv_b, req_b) = hosts.b.audit_split();
     assert_eq!(inv_b.len(), 1);
     assert_eq!(inv_b[0]["chain_depth"], 1);
     assert_eq!(inv_b[0]["plugin"], "dispatcher");
     assert_eq!(req_b.len(), 1, "{req_b:?}");
     assert_eq!(req_b[0]["provider"], "agent-a");
     assert_eq!(req_b[0]["status"], 403);
-    assert_eq!(stack.servicenow.request_count(), 0);
+    assert_eq!(hosts.stack.servicenow.request_count(), 0);
+}
 
-    // The same refusal, seen directly: a token two agents deep gets 403 with its own code.
-    let deep = deep_token(&stack, 2);
-    let resp = ask(&a_back.url(), &deep, "hello").await;
-    assert_eq!(resp.status(), 403);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error_type"], "chain_depth_exceeded", "{body}");
-    assert!(body["error"].as_str().unwrap().contains("2 agents deep"), "{body}");
-    // One agent deep passes the inbound check (this host accepts Agent B's tokens) and the
-    // plugin runs, but the host refuses the next hop early: its own exchange would make the
-    // chain 2 deep, over the agent-b provider's limit, so nothing is sent to B.
-    let seen = collect(ask(&a_back.url(), &deep_token(&stack, 1), "hello").await).await;
+/// One agent deep passes the inbound check of `host` (it accepts Agent B's tokens) and the
+/// plugin runs, but the host refuses the next hop early: its own hop would make the chain 2
+/// deep, over the agent-b provider's limit, so nothing is sent to B.
+async fn assert_the_next_hop_is_refused_early(host: &Started, seen: Seen) {
     assert_eq!(seen.status, 403, "{seen:?}");
     assert_eq!(seen.error_type.as_deref(), Some("chain_depth_exceeded"), "{seen:?}");
-    let (inv, req) = a_back.audit_split();
+    let (inv, req) = host.audit_split();
     assert_eq!(inv.len(), 1, "{inv:?}");
     assert_eq!(inv[0]["chain_depth"], 1);
     assert_eq!(inv[0]["outcome"], "chain_depth_exceeded");
     assert_eq!(req.len(), 1, "{req:?}");
     assert_eq!(req[0]["decision"], "denied");
     assert_eq!(req[0]["reason"], "chain_depth_exceeded");
+}
+
+async fn assert_403_chain_depth(resp: reqwest::Response, depth: usize) {
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error_type"], "chain_depth_exceeded", "{body}");
+    assert!(body["error"].as_str().unwrap().contains(&format!("{depth} agents deep")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_a_to_b_to_a_is_refused_by_the_chain_depth_limit() {
+    let hosts = loop_hosts(ChainExchange::TokenExchange, false).await;
+    assert_the_loop_is_refused(&hosts).await;
+
+    // The same refusal, seen directly: a token two agents deep gets 403 with its own code.
+    let resp = ask(&hosts.a_back.url(), &deep_token(&hosts.stack, 2), "hello").await;
+    assert_403_chain_depth(resp, 2).await;
+    let seen = collect(ask(&hosts.a_back.url(), &deep_token(&hosts.stack, 1), "hello").await).await;
+    assert_the_next_hop_is_refused_early(&hosts.a_back, seen).await;
+}
+
+/// The devstack's hop key, as the chain hosts read it.
+fn devstack_hop_key(stack: &DevStack) -> delegate_auth::HopKey {
+    let text = std::fs::read_to_string(stack.hop_key_path().unwrap()).unwrap();
+    delegate_auth::HopKey::from_base64(&delegate_secret::Secret::new(text)).unwrap()
+}
+
+/// [`ask`] with a hop counter header.
+async fn ask_with_hop(
+    url: &str,
+    token: &str,
+    hop: Option<reqwest::header::HeaderValue>,
+) -> reqwest::Response {
+    let mut request = client()
+        .post(format!("{url}/invocations"))
+        .bearer_auth(token)
+        .header("traceparent", TRACEPARENT)
+        .json(&json!({ "prompt": "hello" }));
+    if let Some(hop) = hop {
+        request = request.header(delegate_auth::HOP_HEADER, hop);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_behalf_of_loop_a_to_b_to_a_is_refused_by_the_signed_hop_counter() {
+    // On-Behalf-Of at every hop: no token carries `act`; the hosts share a hop key.
+    let hosts = loop_hosts(ChainExchange::OnBehalfOf, true).await;
+    assert_the_loop_is_refused(&hosts).await;
+    assert_eq!(hosts.stack.idp.idp().token_exchange_calls(), 0, "only On-Behalf-Of");
+    assert!(hosts.stack.idp.idp().obo_calls() >= 2);
+
+    // Seen directly, with Agent B's token for Agent A (no `act`) and a counter we sign with
+    // the shared key, as host B's gateway would.
+    let key = devstack_hop_key(&hosts.stack);
+    let from_b = deep_token(&hosts.stack, 0);
+    let url = hosts.a_back.url();
+    let hop = |depth, token: &str| Some(key.header_value(depth, &delegate_secret::Secret::new(token)));
+    // Two agents deep by the counter: 403, as for an `act` chain.
+    assert_403_chain_depth(ask_with_hop(&url, &from_b, hop(2, &from_b)).await, 2).await;
+    // Agent B's call without a counter (hop_required_from), with one bound to another token,
+    // or with the depth rewritten: 401 invalid_hop, never trusted, and no plugin code ran.
+    let other = deep_token(&hosts.stack, 1);
+    let valid = key.header_value(2, &delegate_secret::Secret::new(from_b.as_str()));
+    let lowered = format!("1.{}", valid.to_str().unwrap().split_once('.').unwrap().1);
+    for hop in [None, hop(1, &other), Some(lowered.parse().unwrap())] {
+        let resp = ask_with_hop(&url, &from_b, hop).await;
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.headers()["www-authenticate"], r#"Bearer error="invalid_token""#);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error_type"], "invalid_hop", "{body}");
+        assert!(!body.to_string().contains(&lowered[2..12]), "{body}");
+    }
+    assert!(hosts.a_back.audit_lines().is_empty(), "{:?}", hosts.a_back.audit_lines());
+    // One deep by the counter: runs, and the next hop is refused early by the caller's
+    // effective depth (1 + this host > the agent-b provider's limit of 1).
+    let seen = collect(ask_with_hop(&url, &from_b, hop(1, &from_b)).await).await;
+    assert_the_next_hop_is_refused_early(&hosts.a_back, seen).await;
 }
 
 /// Jane's token for Agent A as Agent B would present it, with `depth` nested actors.
@@ -313,14 +409,14 @@ fn deep_token(stack: &DevStack, depth: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_on_behalf_of_hop_works_without_an_act_chain() {
-    let hosts = two_hosts(ChainExchange::OnBehalfOf).await;
+    let hosts = two_hosts(ChainExchange::OnBehalfOf, false).await;
     let seen =
         collect(ask(&hosts.a.url(), &jane_token(&hosts.stack), "Show me 5 incidents assigned to me").await)
             .await;
     assert_eq!(seen.status, 200, "{seen:?}");
     assert_eq!(crate::jane::numbers_in(&seen.text), jane_incidents(), "{}", seen.text);
     // ServiceNow saw Jane through Agent B's token, and no chain: On-Behalf-Of does not record
-    // one, so B counted depth 0 (what depth protection cannot see, docs/chains.md).
+    // one, and without a hop key B counted depth 0 (docs/chains.md).
     let seen_tokens = hosts.stack.servicenow.seen_tokens();
     assert!(!seen_tokens.is_empty());
     for t in &seen_tokens {
@@ -334,4 +430,34 @@ async fn an_on_behalf_of_hop_works_without_an_act_chain() {
     assert_eq!(inv_b[0]["caller_username"], ids::JANE);
     assert_eq!(inv_b[0]["chain_depth"], 0);
     assert_eq!(inv_b[0]["trace_id"], TRACE_ID);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_hop_key_an_on_behalf_of_chain_is_counted_and_jane_gets_her_incidents() {
+    let hosts = two_hosts(ChainExchange::OnBehalfOf, true).await;
+    let seen =
+        collect(ask(&hosts.a.url(), &jane_token(&hosts.stack), "Show me 5 incidents assigned to me").await)
+            .await;
+    assert_eq!(seen.status, 200, "{seen:?}");
+    assert_eq!(crate::jane::numbers_in(&seen.text), jane_incidents(), "{}", seen.text);
+    for t in &hosts.stack.servicenow.seen_tokens() {
+        assert_eq!(t.user, ids::JANE);
+        assert_eq!(t.client_id.as_deref(), Some(ids::AGENT_B_APP_ID));
+        assert_eq!(t.act, None, "On-Behalf-Of records no chain");
+    }
+    assert_eq!(hosts.stack.idp.idp().obo_calls(), 2);
+    assert_eq!(hosts.stack.idp.idp().token_exchange_calls(), 0);
+    // The hop counter carried the depth: A counted Jane's own call, B one agent before it.
+    let (inv_a, req_a) = hosts.a.audit_split();
+    assert_eq!(inv_a[0]["chain_depth"], 0);
+    assert_eq!(req_a[0]["provider"], "agent-b");
+    assert_eq!(req_a[0]["status"], 200);
+    let (inv_b, req_b) = hosts.b.audit_split();
+    assert_eq!(inv_b[0]["caller_username"], ids::JANE);
+    assert_eq!(inv_b[0]["outcome"], "ok");
+    assert_eq!(inv_b[0]["chain_depth"], 1);
+    assert_eq!(inv_b[0]["trace_id"], TRACE_ID);
+    for line in &req_b {
+        assert_eq!(line["provider"], "servicenow");
+    }
 }
