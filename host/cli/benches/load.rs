@@ -39,6 +39,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+// The bench process (devstack stand-ins and load clients, on the host's 2 cores) runs with the
+// allocator the `delegate` binary ships with: with glibc's, malloc/free/memmove were ≈ 30 % of
+// the bench process's CPU (perf), CPU the host under test then could not have.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PROMPT_BODY: &str = r#"{"prompt":"Show me 5 incidents assigned to me"}"#;
 const PHASES: [&str; 5] = ["authorize", "instantiate", "model_call", "egress_call", "guest_cpu"];
 const PHASE_METRIC: &str = "delegate_phase_duration_seconds";
