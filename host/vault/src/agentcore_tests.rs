@@ -319,6 +319,10 @@ async fn throttling_failing_exchanges_rejected_tokens_and_answers_without_a_toke
     let e = expiring.token_for(&expired_caller, "servicenow", &scopes()).await.unwrap_err();
     assert!(matches!(e, VaultError::AgentCoreRefused { error: "UnauthorizedException", .. }), "{e:?}");
     assert_eq!((e.status(), e.code()), (401, "workload_token_rejected"));
+    assert_eq!(
+        e.www_authenticate().as_deref(),
+        Some(r#"Bearer error="invalid_token", error_description="the workload access token was rejected""#)
+    );
     assert_eq!(g.identity.counters().resource_token_calls, 1, "a rejected token is not retried");
     assert_eq!(g.identity.counters().obo_exchanges, 0);
     seen.push(e);

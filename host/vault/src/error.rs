@@ -223,6 +223,12 @@ impl VaultError {
             Self::InteractionRequired { claims: None, .. } => {
                 Some(r#"Bearer error="interaction_required""#.into())
             }
+            // Every 401 carries a challenge (RFC 9110 §15.5.2). The rejected credential is the
+            // runtime's workload access token, which the runtime mints afresh per request.
+            Self::AgentCoreRefused { error: "UnauthorizedException", .. } => Some(
+                r#"Bearer error="invalid_token", error_description="the workload access token was rejected""#
+                    .into(),
+            ),
             _ => None,
         }
     }
