@@ -187,7 +187,8 @@ impl Authorizer {
         // The hop counter, verified against the token just verified: only after every token
         // check, so an `invalid_hop` answer says nothing about the token.
         let required = s.hop_required_from.contains(&caller.client_id);
-        caller.hop_depth = crate::hop::hop_depth(headers, s.hop_key.as_ref(), raw, required)?;
+        caller.hop_depth =
+            crate::hop::hop_depth(headers, s.hop_key.as_ref(), s.hop_key_previous.as_ref(), raw, required)?;
         let depth = caller.chain_depth();
         if depth > s.max_chain_depth {
             return Err(AuthError::ChainTooDeep { depth, max: s.max_chain_depth });

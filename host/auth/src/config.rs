@@ -88,6 +88,12 @@ pub struct AuthConfig {
     /// assert any depth: guard it like a signing key.
     #[serde(default)]
     pub hop_key: Option<SecretRef>,
+    /// A second hop key, by reference, accepted when verifying a hop counter but never used to
+    /// sign one: for rotating `hop_key` across hosts without refusing a chain mid-rollout
+    /// (docs/chains.md, "Rotating the hop key"). Same form as `hop_key`, which it needs and
+    /// must differ from.
+    #[serde(default)]
+    pub hop_key_previous: Option<SecretRef>,
     /// Clients (`azp`/`appid`/`client_id`) whose tokens must carry a valid hop counter header,
     /// else 401 `invalid_hop`: the agent hosts among `allowed_clients`, so that a call from
     /// one whose rule forgot to mark the hop is refused rather than counted as depth 0.
@@ -179,6 +185,7 @@ pub struct AuthSettings {
     pub(crate) max_token_bytes: usize,
     pub(crate) max_chain_depth: usize,
     pub(crate) hop_key: Option<HopKey>,
+    pub(crate) hop_key_previous: Option<HopKey>,
     pub(crate) hop_required_from: Vec<String>,
 }
 
@@ -222,6 +229,7 @@ impl AuthConfig {
             max_token_bytes: default_max_token_bytes(),
             max_chain_depth: default_max_chain_depth(),
             hop_key: None,
+            hop_key_previous: None,
             hop_required_from: Vec::new(),
         }
     }
@@ -345,10 +353,31 @@ impl AuthConfig {
         let hop_key = match &self.hop_key {
             Some(r) => {
                 let secret = r.resolve("hop_key").map_err(|e| invalid(e.key, e.message))?;
-                Some(HopKey::from_base64(&secret).map_err(|e| invalid("hop_key", e.to_string()))?)
+                Some((HopKey::from_base64(&secret).map_err(|e| invalid("hop_key", e.to_string()))?, secret))
             }
             None => None,
         };
+        let hop_key_previous = match &self.hop_key_previous {
+            Some(r) => {
+                let secret = r.resolve("hop_key_previous").map_err(|e| invalid(e.key, e.message))?;
+                let key =
+                    HopKey::from_base64(&secret).map_err(|e| invalid("hop_key_previous", e.to_string()))?;
+                match &hop_key {
+                    None => {
+                        return Err(invalid(
+                            "hop_key_previous",
+                            "needs hop_key (the key hop counters are signed with)",
+                        ));
+                    }
+                    Some((_, current)) if current.expose().trim() == secret.expose().trim() => {
+                        return Err(invalid("hop_key_previous", "is the same key as hop_key"));
+                    }
+                    Some(_) => Some(key),
+                }
+            }
+            None => None,
+        };
+        let hop_key = hop_key.map(|(key, _)| key);
         for (i, client) in self.hop_required_from.iter().enumerate() {
             let key = format!("hop_required_from[{i}]");
             if hop_key.is_none() {
@@ -373,6 +402,7 @@ impl AuthConfig {
             max_token_bytes: self.max_token_bytes,
             max_chain_depth: self.max_chain_depth,
             hop_key,
+            hop_key_previous,
             hop_required_from: self.hop_required_from,
         })
     }

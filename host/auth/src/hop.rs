@@ -133,10 +133,12 @@ fn message(depth: usize, token: &[u8]) -> Vec<u8> {
 
 /// The verified hop depth of a request whose bearer token is `token`: 0 without a hop key
 /// (the header is ignored) or without the header (unless `required`); the header's depth when
-/// its MAC verifies; an error for anything else.
+/// its MAC verifies under `key` or, during a rotation, under `previous`; an error for anything
+/// else.
 pub(crate) fn hop_depth(
     headers: &HeaderMap,
     key: Option<&HopKey>,
+    previous: Option<&HopKey>,
     token: &str,
     required: bool,
 ) -> Result<usize, AuthError> {
@@ -148,5 +150,9 @@ pub(crate) fn hop_depth(
     if values.next().is_some() {
         return Err(AuthError::InvalidHop("is repeated"));
     }
-    key.verify(value, token)
+    match (key.verify(value, token), previous) {
+        // Only a MAC that does not verify is tried again; a malformed header stays refused.
+        (Err(AuthError::InvalidHop("does not verify")), Some(previous)) => previous.verify(value, token),
+        (result, _) => result,
+    }
 }

@@ -964,6 +964,68 @@ async fn hop_required_from_refuses_a_listed_client_without_a_hop_counter() {
     assert_eq!(lenient.authorize(&bearer(&jane)).await.unwrap().chain_depth(), 0);
 }
 
+/// Rotating the hop key across hosts (docs/chains.md): a host with `hop_key_previous`
+/// accepts counters signed with either key, signs with `hop_key` only, and still refuses a
+/// third key and a malformed header.
+#[tokio::test]
+async fn during_a_rotation_counters_signed_with_either_key_verify() {
+    let f = Fixture::start().await;
+    let (_new_dir, new_path) = key_file(OTHER_HOP_KEY_B64);
+    let (_old_dir, old_path) = key_file(HOP_KEY_B64);
+    let mut config = hop_config(&f, &new_path);
+    config.hop_key_previous = Some(delegate_secret::SecretRef { env: None, file: Some(old_path) });
+    let settings = config.clone().validate().unwrap();
+    let authorizer = f.authorizer(config);
+    let jane = f.jane_token();
+    for (b64, depth) in [(HOP_KEY_B64, 1), (OTHER_HOP_KEY_B64, 2)] {
+        let caller = authorizer
+            .authorize(&bearer_with_hop(&jane, &[hop_value(&hop_key(b64), depth, &jane)]))
+            .await
+            .unwrap();
+        assert_eq!(caller.hop_depth(), depth, "signed with {b64}");
+    }
+    // The key this host signs with is the new one, never the previous.
+    let signed = hop_value(settings.hop_key().unwrap(), 1, &jane);
+    assert_eq!(signed, hop_value(&hop_key(OTHER_HOP_KEY_B64), 1, &jane));
+    // A third key still does not verify; a malformed header is not retried with the old key.
+    let third = hop_key("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+    assert_eq!(
+        authorizer.authorize(&bearer_with_hop(&jane, &[hop_value(&third, 1, &jane)])).await.unwrap_err(),
+        AuthError::InvalidHop("does not verify")
+    );
+    assert_eq!(
+        authorizer.authorize(&bearer_with_hop(&jane, &[HeaderValue::from_static("01.x")])).await.unwrap_err(),
+        AuthError::InvalidHop("is malformed")
+    );
+    // Without the previous key, the old key's counters are refused again.
+    let after = f.authorizer(hop_config(&f, &new_path));
+    let old = hop_value(&hop_key(HOP_KEY_B64), 1, &jane);
+    assert_eq!(
+        after.authorize(&bearer_with_hop(&jane, &[old])).await.unwrap_err(),
+        AuthError::InvalidHop("does not verify")
+    );
+}
+
+#[test]
+fn hop_key_previous_needs_hop_key_and_must_differ_from_it() {
+    let (_dir, path) = key_file(HOP_KEY_B64);
+    let (_dir2, same) = key_file(&format!("{HOP_KEY_B64}\n"));
+    let mut c = AuthConfig::new(
+        "https://login.microsoftonline.com/7f3c2a91-4d5e-4b8a-9c1d-2e6f0a8b3c4d/v2.0/.well-known/openid-configuration",
+        &["a"],
+        &["b"],
+    );
+    c.hop_key_previous = Some(delegate_secret::SecretRef { env: None, file: Some(path.clone()) });
+    let e = c.clone().validate().unwrap_err();
+    assert_eq!(e.key, "hop_key_previous");
+    assert!(e.to_string().contains("needs hop_key"), "{e}");
+    c.hop_key = Some(delegate_secret::SecretRef { env: None, file: Some(same) });
+    let e = c.clone().validate().unwrap_err();
+    assert_eq!(e.key, "hop_key_previous");
+    assert!(e.to_string().contains("same key"), "{e}");
+    assert!(!e.to_string().contains(HOP_KEY_B64), "{e}");
+}
+
 #[test]
 fn hop_settings_are_validated() {
     let base = || {
