@@ -1015,12 +1015,12 @@ fn hop_key_previous_needs_hop_key_and_must_differ_from_it() {
         &["a"],
         &["b"],
     );
-    c.hop_key_previous = Some(delegate_secret::SecretRef { env: None, file: Some(path.clone()) });
+    c.hop_key_previous = Some(delegate_secret::SecretRef { env: None, file: Some(path) });
     let e = c.clone().validate().unwrap_err();
     assert_eq!(e.key, "hop_key_previous");
     assert!(e.to_string().contains("needs hop_key"), "{e}");
     c.hop_key = Some(delegate_secret::SecretRef { env: None, file: Some(same) });
-    let e = c.clone().validate().unwrap_err();
+    let e = c.validate().unwrap_err();
     assert_eq!(e.key, "hop_key_previous");
     assert!(e.to_string().contains("same key"), "{e}");
     assert!(!e.to_string().contains(HOP_KEY_B64), "{e}");
