@@ -23,6 +23,8 @@
 //! unverifiable header is refused (401 `invalid_hop`), never trusted or ignored. Whoever holds
 //! the key can assert any depth: it is as sensitive as a signing key.
 
+use std::sync::Arc;
+
 use aws_lc_rs::{digest, hmac};
 use base64::Engine;
 use delegate_secret::Secret;
@@ -58,9 +60,10 @@ pub enum HopKeyError {
 
 /// The key hosts of one chain share to sign and verify hop counters (HMAC-SHA256).
 ///
-/// `Debug` shows no key material.
+/// `Debug` shows no key material. Behind an `Arc`: the HMAC context is several hundred bytes,
+/// and the settings holding it are moved into the host's start-up futures.
 #[derive(Clone)]
-pub struct HopKey(hmac::Key);
+pub struct HopKey(Arc<hmac::Key>);
 
 impl std::fmt::Debug for HopKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,7 +83,7 @@ impl HopKey {
         if !(HOP_KEY_MIN_BYTES..=HOP_KEY_MAX_BYTES).contains(&bytes.len()) {
             return Err(HopKeyError::WrongLength(bytes.len()));
         }
-        Ok(HopKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
+        Ok(HopKey(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &bytes))))
     }
 
     /// The [`HOP_HEADER`] value telling the next host that `depth` agents acted before it,
