@@ -99,27 +99,30 @@ impl HopKey {
         value
     }
 
-    /// The depth a header value asserts for `token`, if its MAC verifies (constant time).
-    fn verify(&self, value: &HeaderValue, token: &str) -> Result<usize, AuthError> {
-        if value.len() > MAX_HOP_VALUE_BYTES {
-            return Err(AuthError::InvalidHop("is too large"));
-        }
-        let malformed = AuthError::InvalidHop("is malformed");
-        let text = value.to_str().map_err(|_| malformed.clone())?;
-        let (depth, mac) = text.split_once('.').ok_or_else(|| malformed.clone())?;
-        let canonical = !depth.is_empty()
-            && depth.len() <= 2
-            && depth.bytes().all(|b| b.is_ascii_digit())
-            && (depth == "0" || !depth.starts_with('0'));
-        if !canonical || mac.len() != 43 {
-            return Err(malformed);
-        }
-        let depth: usize = depth.parse().map_err(|_| malformed.clone())?;
-        let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(mac).map_err(|_| malformed)?;
-        hmac::verify(&self.0, &message(depth, token.as_bytes()), &mac)
-            .map_err(|_| AuthError::InvalidHop("does not verify"))?;
-        Ok(depth)
+    /// Whether `mac` is this key's MAC of `message` (constant time).
+    fn verifies(&self, message: &[u8], mac: &[u8]) -> bool {
+        hmac::verify(&self.0, message, mac).is_ok()
     }
+}
+
+/// A header value's claimed depth and MAC, if its form is canonical (checked before any MAC).
+fn parse(value: &HeaderValue) -> Result<(usize, Vec<u8>), AuthError> {
+    if value.len() > MAX_HOP_VALUE_BYTES {
+        return Err(AuthError::InvalidHop("is too large"));
+    }
+    let malformed = AuthError::InvalidHop("is malformed");
+    let text = value.to_str().map_err(|_| malformed.clone())?;
+    let (depth, mac) = text.split_once('.').ok_or_else(|| malformed.clone())?;
+    let canonical = !depth.is_empty()
+        && depth.len() <= 2
+        && depth.bytes().all(|b| b.is_ascii_digit())
+        && (depth == "0" || !depth.starts_with('0'));
+    if !canonical || mac.len() != 43 {
+        return Err(malformed);
+    }
+    let depth: usize = depth.parse().map_err(|_| malformed.clone())?;
+    let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(mac).map_err(|_| malformed)?;
+    Ok((depth, mac))
 }
 
 /// The MAC input: the label, the decimal depth, a newline, and the token's SHA-256.
@@ -153,9 +156,12 @@ pub(crate) fn hop_depth(
     if values.next().is_some() {
         return Err(AuthError::InvalidHop("is repeated"));
     }
-    match (key.verify(value, token), previous) {
-        // Only a MAC that does not verify is tried again; a malformed header stays refused.
-        (Err(AuthError::InvalidHop("does not verify")), Some(previous)) => previous.verify(value, token),
-        (result, _) => result,
+    let (depth, mac) = parse(value)?;
+    // One MAC input for both keys: the current one, and during a rotation the previous one.
+    let message = message(depth, token.as_bytes());
+    if key.verifies(&message, &mac) || previous.is_some_and(|p| p.verifies(&message, &mac)) {
+        Ok(depth)
+    } else {
+        Err(AuthError::InvalidHop("does not verify"))
     }
 }
