@@ -29,17 +29,7 @@ pub(crate) fn no_input_schema() -> Value {
 pub(crate) fn normalize_graph_url(raw: &str) -> Result<String, String> {
     let url = raw.trim().trim_end_matches('/');
     let url = url.strip_suffix("/v1.0").unwrap_or(url);
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("graph_url must start with https:// (got {raw:?})"))?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || url.contains(['?', '#', ' ', '@']) {
-        return Err(format!(
-            "graph_url must be a plain base URL like https://graph.microsoft.com (got {raw:?})"
-        ));
-    }
-    Ok(url.to_owned())
+    crate::snow::plain_base_url(url, raw, "graph_url", "https://graph.microsoft.com")
 }
 
 /// `who_am_i`: the signed-in user's profile.

@@ -149,16 +149,24 @@ pub(crate) fn update_incident_schema() -> Value {
 
 /// The base URL setting, checked and without a trailing `/`.
 pub(crate) fn normalize_base_url(raw: &str) -> Result<String, String> {
-    let url = raw.trim().trim_end_matches('/');
+    plain_base_url(
+        raw.trim().trim_end_matches('/'),
+        raw,
+        "servicenow_url",
+        "https://instance.service-now.com",
+    )
+}
+
+/// `url` (the `setting`'s value `raw`, already trimmed) if it is a plain `http(s)://host[/path]`
+/// base URL: no query, fragment, space or user info. The errors name the setting and `example`.
+pub(crate) fn plain_base_url(url: &str, raw: &str, setting: &str, example: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("servicenow_url must start with https:// (got {raw:?})"))?;
+        .ok_or_else(|| format!("{setting} must start with https:// (got {raw:?})"))?;
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() || url.contains(['?', '#', ' ', '@']) {
-        return Err(format!(
-            "servicenow_url must be a plain base URL like https://instance.service-now.com (got {raw:?})"
-        ));
+        return Err(format!("{setting} must be a plain base URL like {example} (got {raw:?})"));
     }
     Ok(url.to_owned())
 }
