@@ -110,7 +110,7 @@ impl Tool {
         ToolSpec {
             name: self.name.clone(),
             description: self.description.clone(),
-            input_schema: self.input_schema.to_string(),
+            input_schema: to_json(&self.input_schema),
         }
     }
 
@@ -247,8 +247,10 @@ impl Agent {
             input_tokens: 0,
             output_tokens: 0,
         };
+        let tool_config = self.tool_config();
         loop {
-            let response = call_model(&self.request(&messages)).map_err(|e| model_error(&e))?;
+            let response = call_model(&self.request_with(tool_config.clone(), &messages))
+                .map_err(|e| model_error(&e))?;
             outcome.cycles += 1;
             outcome.input_tokens += u64::from(response.usage.input_tokens);
             outcome.output_tokens += u64::from(response.usage.output_tokens);
@@ -304,10 +306,19 @@ impl Agent {
 
     /// The model request for the conversation `messages`.
     pub fn request(&self, messages: &[Message]) -> Request {
-        let tool_config = (!self.tools.is_empty()).then(|| ToolConfig {
+        self.request_with(self.tool_config(), messages)
+    }
+
+    /// The tool configuration sent with every request (`None` without tools). The loop builds
+    /// it once per run: each spec serializes its schema.
+    fn tool_config(&self) -> Option<ToolConfig> {
+        (!self.tools.is_empty()).then(|| ToolConfig {
             tools: self.tools.iter().map(Tool::spec).collect(),
             tool_choice: self.tool_choice.clone(),
-        });
+        })
+    }
+
+    fn request_with(&self, tool_config: Option<ToolConfig>, messages: &[Message]) -> Request {
         Request {
             system: if self.system_prompt.is_empty() { Vec::new() } else { vec![self.system_prompt.clone()] },
             messages: messages.to_vec(),
@@ -354,6 +365,14 @@ pub fn prompt_from_payload(payload: &str) -> Result<String, PluginError> {
         Some(Value::String(_)) => Err(PluginError::new("bad_request", "`prompt` is empty")),
         _ => Err(PluginError::new("bad_request", "the payload needs a string `prompt`")),
     }
+}
+
+/// `value` as compact JSON text, serialized into one buffer. `Value::to_string` gives the
+/// same text but goes through `fmt::Formatter` a token at a time, several times slower in a
+/// guest (tool schemas and results are serialized on every model call).
+pub fn to_json(value: &Value) -> String {
+    // Serializing a `Value` cannot fail (its map keys are strings); keep the slow path anyway.
+    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
 }
 
 /// The text blocks of `message`, concatenated.
@@ -447,12 +466,12 @@ fn result_content(value: Value, max_bytes: usize) -> Result<ToolResultContent, T
             (ToolResultContent::Text(s), len)
         }
         v @ (Value::Object(_) | Value::Array(_)) => {
-            let s = v.to_string();
+            let s = to_json(&v);
             let len = s.len();
             (ToolResultContent::Json(s), len)
         }
         other => {
-            let s = other.to_string();
+            let s = to_json(&other);
             let len = s.len();
             (ToolResultContent::Text(s), len)
         }

@@ -68,7 +68,7 @@ impl delegate_sdk::Guest for ServiceNowAgent {
             .map(|raw| graph::normalize_graph_url(&raw).map_err(|e| PluginError::new("not_configured", e)))
             .transpose()?;
         let outcome = agent(&base, graph_base.as_deref()).max_cycles(max_cycles).run_with_stats(&prompt)?;
-        Ok(outcome.summary().to_string())
+        Ok(delegate_sdk::agent::to_json(&outcome.summary()))
     }
 }
 

@@ -290,7 +290,7 @@ pub(crate) fn update_incident(base: &str, input: &Value) -> Result<Planned, Tool
     Ok(Planned {
         method: "PATCH",
         url: table_url(base, &path, &[]),
-        body: Some(Value::Object(body).to_string()),
+        body: Some(delegate_sdk::agent::to_json(&Value::Object(body))),
     })
 }
 
@@ -373,7 +373,10 @@ pub(crate) fn encode(s: &str) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
         }
     }
     out

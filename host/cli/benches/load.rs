@@ -17,6 +17,9 @@
 //!    (devstack + clients) per invocation; per-phase means from the admin `/metrics`
 //!    histograms (`delegate_phase_duration_seconds`) when the host serves them.
 //!
+//! `-- --perf-map` sets `engine.perf_map` on the host, so `perf record -p <host pid>` names the
+//! plugin's compiled functions.
+//!
 //! Soak (`-- --soak [--burst 1000] [--rps 100] [--minutes 10]`): instead of the levels, a
 //! burst of `--burst` concurrent SSE invocations at once (beyond `server.max_concurrency`
 //! = 256 the host must answer 503 `busy`, the only error allowed), then a steady `--rps` for
@@ -54,6 +57,9 @@ struct Args {
     seconds: f64,
     max_total: usize,
     soak: Option<Soak>,
+    /// `--perf-map`: the host writes `/tmp/perf-<pid>.map` (`engine.perf_map`), so a `perf`
+    /// profile of it names the plugin's functions.
+    perf_map: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +70,8 @@ struct Soak {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { levels: vec![1, 8, 32, 128], seconds: 10.0, max_total: 20_000, soak: None };
+    let mut args =
+        Args { levels: vec![1, 8, 32, 128], seconds: 10.0, max_total: 20_000, soak: None, perf_map: false };
     let number = |v: Option<String>, what: &str| -> f64 {
         v.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{what} needs a number"))
     };
@@ -86,6 +93,7 @@ fn parse_args() -> Args {
             "--max" => {
                 args.max_total = it.next().and_then(|v| v.parse().ok()).expect("--max needs a count");
             }
+            "--perf-map" => args.perf_map = true,
             "--soak" => {
                 args.soak.get_or_insert(Soak { burst: 1000, rps: 100.0, minutes: 10.0 });
             }
@@ -620,7 +628,10 @@ async fn bench(args: Args) {
             .replace("[server]\n", "[server]\nmax_concurrency = 256\n")
             .replace(
                 "[outbound]\n",
-                &format!("[engine]\npool_instances = 256\ncache_dir = {cache:?}\n\n[outbound]\n"),
+                &format!(
+                    "[engine]\npool_instances = 256\ncache_dir = {cache:?}\nperf_map = {}\n\n[outbound]\n",
+                    args.perf_map
+                ),
             );
         if let Some((admin_port, token_file)) = admin {
             toml.push_str(&format!(

@@ -17,6 +17,7 @@ pub(crate) fn plugin(file: &Path) -> Result<(), Failure> {
         max_table_elements: 20_000,
         guest_debug: false,
         cache_dir: None,
+        perf_map: false,
     })
     .map_err(Failure::failed)?;
     let report = runtime.inspect(&bytes).map_err(|e| Failure::failed(format!("{}: {e}", file.display())))?;

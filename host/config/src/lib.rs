@@ -161,6 +161,9 @@ pub struct EngineSettings {
     /// Where precompiled plugin artifacts are cached (resolved against the config file's
     /// directory); `None` compiles every component at load.
     pub cache_dir: Option<PathBuf>,
+    /// Write `/tmp/perf-<pid>.map` so `perf` names the plugins' compiled functions (off by
+    /// default: a profiling aid, it names plugin internals in a world-readable file).
+    pub perf_map: bool,
 }
 
 /// Per-invocation limits.

@@ -86,6 +86,7 @@ pub(crate) struct RawEngine {
     pub epoch_tick_ms: Option<u64>,
     pub pool_instances: Option<u64>,
     pub cache_dir: Option<String>,
+    pub perf_map: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

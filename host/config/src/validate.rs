@@ -385,6 +385,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
             }
             Some(d) => Some(base.join(d)),
         },
+        perf_map: raw.engine.perf_map.unwrap_or(false),
     };
     let defaults = limits("limits.", &LimitRequest::from(&raw.limits), &Limits::default())?;
 
@@ -878,6 +879,16 @@ mod tests {
             Config::from_toml(&format!("[engine]\ncache_dir = \"cache\"\n{PLUGIN}{AUTH}"), base()).unwrap();
         assert_eq!(c.engine.cache_dir, Some(base().join("cache")));
         assert!(err(&format!("[engine]\ncache_dir = \"\"\n{PLUGIN}")).starts_with("engine.cache_dir:"));
+    }
+
+    #[test]
+    fn engine_perf_map_is_off_unless_asked_for() {
+        let c = Config::from_toml(&format!("{PLUGIN}{AUTH}"), base()).unwrap();
+        assert!(!c.engine.perf_map);
+        let c = Config::from_toml(&format!("[engine]\nperf_map = true\n{PLUGIN}{AUTH}"), base()).unwrap();
+        assert!(c.engine.perf_map);
+        let e = err(&format!("[engine]\nperf_map = \"yes\"\n{PLUGIN}"));
+        assert!(e.contains("invalid type") && e.contains("bool"), "{e}");
     }
 
     fn admin(section: &str) -> Result<Option<AdminSettings>, ConfigError> {

@@ -28,6 +28,10 @@ pub struct Scrubber {
     needles: Vec<Zeroizing<Vec<u8>>>,
     /// For each byte value, whether some needle starts with it: a fast skip for the scan.
     first: [bool; 256],
+    /// The distinct first bytes when there are at most three (the usual case: JWTs all start
+    /// with `e`), so the scan jumps between candidates with `memchr` instead of testing every
+    /// byte; `None` falls back to the table.
+    starts: Option<Vec<u8>>,
     max_len: usize,
     /// Bytes held back because they may be the start of a secret continued in the next chunk.
     tail: Zeroizing<Vec<u8>>,
@@ -55,7 +59,22 @@ impl Scrubber {
             first[usize::from(n[0])] = true;
         }
         let max_len = needles.first().map_or(0, |n| n.len());
-        Self { needles, first, max_len, tail: Zeroizing::new(Vec::new()) }
+        let distinct: Vec<u8> = (0..=255u8).filter(|&b| first[usize::from(b)]).collect();
+        let starts = (distinct.len() <= 3).then_some(distinct);
+        Self { needles, first, starts, max_len, tail: Zeroizing::new(Vec::new()) }
+    }
+
+    /// The first position at or after `from` and before `end` whose byte may start a secret.
+    fn next_candidate(&self, buf: &[u8], from: usize, end: usize) -> usize {
+        let hay = &buf[from..end];
+        let found = match self.starts.as_deref() {
+            Some([]) => None,
+            Some([a]) => memchr::memchr(*a, hay),
+            Some([a, b]) => memchr::memchr2(*a, *b, hay),
+            Some([a, b, c]) => memchr::memchr3(*a, *b, *c, hay),
+            _ => hay.iter().position(|&b| self.first[usize::from(b)]),
+        };
+        found.map_or(end, |p| from + p)
     }
 
     /// Whether this scrubber has anything to look for.
@@ -91,9 +110,11 @@ impl Scrubber {
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
         while i < data.len() {
-            if self.first[usize::from(data[i])]
-                && let Some(len) = self.match_at(&data[i..])
-            {
+            i = self.next_candidate(data, i, data.len());
+            if i >= data.len() {
+                break;
+            }
+            if let Some(len) = self.match_at(&data[i..]) {
                 let o = out.get_or_insert_with(|| Vec::with_capacity(data.len()));
                 o.extend_from_slice(&data[copied..i]);
                 o.extend_from_slice(REDACTED);
@@ -150,10 +171,13 @@ impl Scrubber {
         let mut out = BytesMut::with_capacity(limit + REDACTED.len());
         let mut i = 0;
         let mut copied = 0;
+        // A match may end past `limit` (it started before it); the tail starts after it.
         while i < limit {
-            if self.first[usize::from(buf[i])]
-                && let Some(len) = self.match_at(&buf[i..])
-            {
+            i = self.next_candidate(buf, i, limit);
+            if i >= limit {
+                break;
+            }
+            if let Some(len) = self.match_at(&buf[i..]) {
                 out.extend_from_slice(&buf[copied..i]);
                 out.extend_from_slice(REDACTED);
                 i += len;

@@ -77,10 +77,9 @@ pub enum ProviderSetupError {
 /// AWS Bedrock behind [`ModelProvider`].
 #[derive(Debug, Clone)]
 pub struct BedrockProvider {
-    /// Converse: the SDK's stalled-stream protection off (see [`BedrockProvider::connect`]).
+    /// Converse and ConverseStream, the SDK's stalled-stream protection off (see
+    /// [`BedrockProvider::connect`]).
     client: Client,
-    /// ConverseStream: the SDK defaults, stalled-stream protection on.
-    stream_client: Client,
     settings: ModelSettings,
 }
 
@@ -107,14 +106,15 @@ impl BedrockProvider {
     /// Builds the client: aws-config defaults (credentials chain, region chain, profile) with
     /// the region, endpoint, extra CA roots, retry and timeout settings of `settings` applied.
     ///
-    /// Converse calls run with the SDK's stalled-stream protection switched off: a Converse
-    /// response is one JSON document sent after the model has finished, so the protection
-    /// (which watches body throughput after the headers, 20 s grace) guards only the transfer
-    /// of that small body, and a stall there is already bounded by the per-attempt timeout
-    /// (`attempt_timeout`, retried) and the host's own per-request timeout (`request_timeout`).
-    /// It costs ≈ 3 µs per call (two body wrappers, a throughput log, timers). ConverseStream,
-    /// whose body is long-lived, keeps it, on a second SDK client (same settings; its own
-    /// connection pool unless a `ca_bundle` HTTP client is configured, which both share).
+    /// The SDK's stalled-stream protection (which watches body throughput after the headers,
+    /// 20 s grace) is switched off, because the host bounds both bodies itself, more tightly:
+    /// a Converse response is one JSON document sent after the model has finished, bounded by
+    /// the per-attempt timeout (`attempt_timeout`, retried) and the host's own per-request
+    /// timeout (`request_timeout`); a ConverseStream is bounded by `stream_idle_timeout`
+    /// between any two events (the first included) and by `request_timeout` overall, and ends
+    /// with the typed `model_timeout` error "the model stream stalled". The protection's body
+    /// wrappers, throughput log and timers cost the host CPU on every stream chunk (Jane's load
+    /// profile, BENCHMARKS.md).
     pub async fn connect(
         settings: ModelSettings,
         credentials: AwsCredentials,
@@ -171,13 +171,8 @@ impl BedrockProvider {
         if let Some(url) = &settings.endpoint_url {
             conf = conf.endpoint_url(url.clone());
         }
-        let converse_conf =
-            conf.clone().stalled_stream_protection(StalledStreamProtectionConfig::disabled()).build();
-        Ok(Self {
-            client: Client::from_conf(converse_conf),
-            stream_client: Client::from_conf(conf.build()),
-            settings,
-        })
+        let conf = conf.stalled_stream_protection(StalledStreamProtectionConfig::disabled()).build();
+        Ok(Self { client: Client::from_conf(conf), settings })
     }
 
     /// The validated settings this provider runs with (the default model id among them).
@@ -271,7 +266,7 @@ impl BedrockProvider {
     ) -> Result<ConverseResponse, StreamFailure> {
         let parts = RequestParts::from_request(req).map_err(StreamFailure::BeforeStream)?;
         let mut call = self
-            .stream_client
+            .client
             .converse_stream()
             .model_id(model_id)
             .set_messages(Some(parts.messages))

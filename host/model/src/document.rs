@@ -46,14 +46,110 @@ pub fn document_to_json(doc: &Document) -> Value {
     }
 }
 
-/// Parses JSON text into a `Document`.
+/// Parses JSON text into a `Document`, with the number rules of [`json_to_document`].
+///
+/// Straight from the text, without a `serde_json::Value` tree in between: tool schemas and
+/// tool results cross this on every model call (Jane's load profile, BENCHMARKS.md).
 pub fn json_text_to_document(text: &str) -> Result<Document, serde_json::Error> {
-    serde_json::from_str::<Value>(text).map(|v| json_to_document(&v))
+    use serde::Deserialize;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let doc = DocumentDe::deserialize(&mut de)?.0;
+    de.end()?;
+    Ok(doc)
 }
 
-/// Renders a `Document` as JSON text.
+/// Renders a `Document` as JSON text (a non-finite float as `null`, as [`document_to_json`]).
 pub fn document_to_json_text(doc: &Document) -> String {
-    document_to_json(doc).to_string()
+    // Writing to a Vec cannot fail, and the serializer emits only valid UTF-8.
+    serde_json::to_string(&DocumentSer(doc)).unwrap_or_else(|_| document_to_json(doc).to_string())
+}
+
+/// A `Document` built directly by a serde visitor.
+struct DocumentDe(Document);
+
+impl<'de> serde::Deserialize<'de> for DocumentDe {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DocumentVisitor).map(DocumentDe)
+    }
+}
+
+struct DocumentVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DocumentVisitor {
+    type Value = Document;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Document, E> {
+        Ok(Document::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Document, E> {
+        Ok(Document::Bool(b))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Document, E> {
+        Ok(Document::Number(Number::PosInt(u)))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Document, E> {
+        // serde_json hands non-negative integers to `visit_u64`; keep the rule anyway.
+        Ok(Document::Number(u64::try_from(i).map_or(Number::NegInt(i), Number::PosInt)))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Document, E> {
+        Ok(Document::Number(Number::Float(f)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Document, E> {
+        Ok(Document::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Document, E> {
+        Ok(Document::String(s))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Document, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(DocumentDe(d)) = seq.next_element()? {
+            items.push(d);
+        }
+        Ok(Document::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+        let mut fields = HashMap::with_capacity(map.size_hint().unwrap_or(0).min(1024));
+        // A repeated key keeps its last value, as `serde_json::Value` does.
+        while let Some((k, DocumentDe(v))) = map.next_entry::<String, DocumentDe>()? {
+            fields.insert(k, v);
+        }
+        Ok(Document::Object(fields))
+    }
+}
+
+/// Serializes a borrowed `Document` as JSON.
+struct DocumentSer<'a>(&'a Document);
+
+impl serde::Serialize for DocumentSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Document::Null => serializer.serialize_unit(),
+            Document::Bool(b) => serializer.serialize_bool(*b),
+            Document::Number(Number::PosInt(u)) => serializer.serialize_u64(*u),
+            Document::Number(Number::NegInt(i)) => serializer.serialize_i64(*i),
+            Document::Number(Number::Float(f)) if f.is_finite() => serializer.serialize_f64(*f),
+            Document::Number(Number::Float(_)) => serializer.serialize_unit(),
+            Document::String(s) => serializer.serialize_str(s),
+            Document::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for d in items {
+                    seq.serialize_element(&DocumentSer(d))?;
+                }
+                seq.end()
+            }
+            Document::Object(fields) => {
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, &DocumentSer(v))?;
+                }
+                map.end()
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -105,5 +201,21 @@ pub(crate) mod tests {
         assert_eq!(o["d"], Document::Null);
         assert_eq!(document_to_json(&d), v);
         assert_eq!(document_to_json(&Document::Number(Number::Float(f64::NAN))), Value::Null);
+    }
+
+    #[test]
+    fn text_conversions_follow_the_same_rules_and_refuse_what_is_not_one_json_value() {
+        let text = r#"{"a":1,"b":-2,"c":2.5,"d":null,"e":[{"f":18446744073709551615}],"g":1e400,"a":3}"#;
+        let direct = json_text_to_document(text);
+        // 1e400 overflows f64: serde_json refuses it either way.
+        assert!(direct.is_err());
+        let text = r#"{"a":1,"b":-2,"c":2.5,"d":null,"e":[{"f":18446744073709551615}],"s":"\u00e9\"","a":3}"#;
+        let via_value = json_to_document(&serde_json::from_str::<Value>(text).unwrap());
+        assert_eq!(json_text_to_document(text).unwrap(), via_value);
+        for bad in ["", "{", "1 2", "{\"a\":1}x", "[1,]"] {
+            assert!(json_text_to_document(bad).is_err(), "{bad:?}");
+        }
+        let nan = Document::Array(vec![Document::Number(Number::Float(f64::INFINITY)), Document::Bool(true)]);
+        assert_eq!(document_to_json_text(&nan), "[null,true]");
     }
 }

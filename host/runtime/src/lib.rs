@@ -67,6 +67,8 @@ pub struct RuntimeOptions {
     pub guest_debug: bool,
     /// Directory of the compiled-plugin cache (`None`: compile every deploy).
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Register compiled plugin code in `/tmp/perf-<pid>.map` for `perf` (`engine.perf_map`).
+    pub perf_map: bool,
 }
 
 impl RuntimeOptions {
@@ -79,6 +81,7 @@ impl RuntimeOptions {
             max_table_elements: plugins.iter().map(|p| p.limits.table_elements).max().unwrap_or(20_000),
             guest_debug: false,
             cache_dir: None,
+            perf_map: engine.perf_map,
         }
     }
 }
@@ -268,6 +271,9 @@ impl Runtime {
         cfg.wasm_component_model(true);
         cfg.epoch_interruption(true);
         cfg.guest_debug(options.guest_debug);
+        if options.perf_map {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let n = options.pool_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         // Per slot: what the largest plugins we know need (a componentize-py component has 14
@@ -597,6 +603,12 @@ impl Invocation {
     /// The next event; `None` after `Finished`.
     pub async fn next(&mut self) -> Option<InvocationEvent> {
         self.events.recv().await
+    }
+
+    /// The next event if one is already queued, without waiting: lets a streaming answer
+    /// merge the text that is ready into one write instead of one per delta.
+    pub fn try_next(&mut self) -> Option<InvocationEvent> {
+        self.events.try_recv().ok()
     }
 }
 

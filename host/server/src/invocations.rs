@@ -208,12 +208,18 @@ async fn json_answer(invocation: &mut Invocation, invocation_id: &str) -> Result
     )))
 }
 
+/// `value` as compact JSON, serialized into one buffer (what `Value::to_string` gives).
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 fn event_for(event: InvocationEvent, invocation_id: &str) -> Event {
     match event {
         // A text chunk is a JSON string, as bedrock-agentcore's SDK sends yielded strings.
-        InvocationEvent::Text(t) => Event::default().data(serde_json::Value::String(t).to_string()),
+        // `to_string` of a `Value` would go through `fmt` a token at a time: this is per event.
+        InvocationEvent::Text(t) => Event::default().data(json_text(&t)),
         InvocationEvent::Finished(Ok(outcome)) => Event::default().data(
-            serde_json::json!({ "result": outcome.result, "status": "success", "invocation_id": invocation_id }).to_string(),
+            json_text(&serde_json::json!({ "result": outcome.result, "status": "success", "invocation_id": invocation_id })),
         ),
         InvocationEvent::Finished(Err(e)) => {
             let error = ApiError::Invocation(e);
@@ -235,10 +241,26 @@ fn sse_answer(first: Option<InvocationEvent>, invocation: Invocation, invocation
                 Some(e) => Some(e),
                 None => inv.next().await,
             };
-            let event = event?;
+            let mut event = event?;
+            // Text already queued behind this one goes out in the same SSE event: the caller
+            // reads the same text with fewer socket writes and wake-ups, and nothing is held
+            // back waiting for more (only what is ready is merged). A `Finished` event found
+            // while merging is kept for the next round.
+            let mut next = None;
+            if let InvocationEvent::Text(text) = &mut event {
+                while let Some(more) = inv.try_next() {
+                    match more {
+                        InvocationEvent::Text(t) => text.push_str(&t),
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+            }
             let finished = matches!(event, InvocationEvent::Finished(_));
             let sse = event_for(event, &id);
-            Some((Ok::<_, Infallible>(sse), (None, inv, id, finished)))
+            Some((Ok::<_, Infallible>(sse), (next, inv, id, finished)))
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()

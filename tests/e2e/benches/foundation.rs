@@ -74,6 +74,7 @@ fn main() {
             max_table_elements: 20_000,
             guest_debug: false,
             cache_dir: None,
+            perf_map: false,
         })
         .unwrap();
         let echo = std::fs::read(delegate_artifacts::ECHO).unwrap();

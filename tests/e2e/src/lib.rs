@@ -85,6 +85,7 @@ impl TestServer {
             max_table_elements: spec.limits.table_elements,
             guest_debug: false,
             cache_dir: None,
+            perf_map: false,
         })
         .unwrap();
         let bytes = std::fs::read(spec.component).unwrap();

@@ -349,16 +349,17 @@ async fn admit(
     {
         return Err(stub_error(StubError::ResourceNotFound));
     }
+    // About a token per 4 bytes of the request as sent.
+    let input_tokens = u32::try_from(body.len() / 4 + 1).unwrap_or(u32::MAX);
     let body: Value = serde_json::from_slice(body).map_err(|_| WireError {
         status: 400,
         name: "ValidationException",
         message: "Malformed input request, please reformat your input and try again.".into(),
     })?;
     validate_converse_body(&body)?;
-    let messages = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let messages = body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
     let tools = OfferedTool::from_tool_config(body.get("toolConfig"));
-    let plan = planner::plan(&messages, &tools);
-    let input_tokens = u32::try_from(body.to_string().len() / 4 + 1).unwrap_or(u32::MAX);
+    let plan = planner::plan(messages, &tools);
     Ok(Admitted { plan, input_tokens, oversize })
 }
 
@@ -532,9 +533,17 @@ async fn converse_stream(
     };
     let fault = stub.faults.lock().stream_faults.pop_front();
     let frames = stream_frames(&a.plan, a.input_tokens, a.oversize.unwrap_or(0), start);
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
     let delay = stub.config.delta_delay;
     let mut gate = stub.faults.gate.subscribe();
+    if delay.is_zero() && fault.is_none() && gate.borrow().is_none() {
+        // Nothing to pace, inject or hold: the frames are written as soon as the connection
+        // takes them (still one event-stream message per chunk), without a producer task and
+        // a channel hop per frame, so a load test spends its CPU on the host under test.
+        let body = futures::stream::iter(frames.into_iter().map(|f| Ok::<_, Infallible>(f.bytes)));
+        return ([(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")], Body::from_stream(body))
+            .into_response();
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
         let mut deltas = 0usize;
         for f in frames {

@@ -282,8 +282,10 @@ pub fn event_frame(event_type: &str, mut payload: Value) -> Bytes {
     if let Some(o) = payload.as_object_mut() {
         o.insert("p".into(), Value::String(padding().into()));
     }
+    // `to_vec`, not `to_string`: the same bytes without `fmt` a token at a time.
+    let payload = serde_json::to_vec(&payload).unwrap_or_default();
     frame(
-        &Message::new(Bytes::from(payload.to_string()))
+        &Message::new(Bytes::from(payload))
             .add_header(string_header(":event-type", event_type))
             .add_header(string_header(":content-type", "application/json"))
             .add_header(string_header(":message-type", "event")),

@@ -1,6 +1,7 @@
 //! The Table API over HTTP: routing, authentication, ACLs, paging, rendering, writes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -190,10 +191,9 @@ impl ServiceNow {
         })?;
         let user_field = self.user_field();
         let caller = self.with_store(|s| {
-            let users = s.all(&schema::SYS_USER)?;
-            let Some(user) = users
-                .into_iter()
-                .find(|u| field(u, user_field).eq_ignore_ascii_case(&claim) && !claim.is_empty())
+            let users = s.all_shared(&schema::SYS_USER)?;
+            let Some(user) =
+                users.iter().find(|u| field(u, user_field).eq_ignore_ascii_case(&claim) && !claim.is_empty())
             else {
                 return Ok(None);
             };
@@ -202,10 +202,10 @@ impl ServiceNow {
             }
             let sys_id = field(&user, "sys_id").to_owned();
             let groups = s
-                .all(&schema::SYS_USER_GRMEMBER)?
-                .into_iter()
+                .all_shared(&schema::SYS_USER_GRMEMBER)?
+                .iter()
                 .filter(|m| field(m, "user") == sys_id)
-                .map(|m| field(&m, "group").to_owned())
+                .map(|m| field(m, "group").to_owned())
                 .collect();
             Ok(Some(Caller {
                 user_name: field(&user, "user_name").to_owned(),
@@ -413,7 +413,8 @@ impl Params {
 
 /// The reference targets loaded for one request (small tables; loaded whole).
 struct Lookups {
-    tables: HashMap<&'static str, HashMap<String, Row>>,
+    /// Whole-table snapshots of the reference targets (a handful of rows each in a sandbox).
+    tables: HashMap<&'static str, Arc<Vec<Row>>>,
 }
 
 impl Lookups {
@@ -421,15 +422,14 @@ impl Lookups {
         sn.with_store(|s| {
             let mut tables = HashMap::new();
             for def in [&schema::SYS_USER, &schema::SYS_USER_GROUP] {
-                let rows = s.all(def)?.into_iter().map(|r| (field(&r, "sys_id").to_owned(), r)).collect();
-                tables.insert(def.name, rows);
+                tables.insert(def.name, s.all_shared(def)?);
             }
             Ok(Self { tables })
         })
     }
 
     fn get(&self, table: &str, sys_id: &str) -> Option<&Row> {
-        self.tables.get(table)?.get(sys_id)
+        self.tables.get(table)?.iter().find(|r| field(r, "sys_id") == sys_id)
     }
 }
 
@@ -628,7 +628,7 @@ fn list(
 ) -> Result<Response, ApiError> {
     let def = table_def(table)?;
     let lookups = Lookups::load(sn)?;
-    let rows = sn.with_store(|s| s.all(def))?;
+    let rows = sn.with_store(|s| s.all_shared(def))?;
     let query = query::parse(
         params.get("sysparm_query").unwrap_or(""),
         &|path| schema_path(def, path).is_some(),

@@ -236,6 +236,7 @@ async fn io_server(limits: Limits, loopback: &Loopback, model: Option<Arc<FakeMo
         max_table_elements: limits.table_elements,
         guest_debug: false,
         cache_dir: None,
+        perf_map: false,
     })
     .unwrap();
     let bytes = std::fs::read(delegate_artifacts::HOSTILE).unwrap();

@@ -161,6 +161,7 @@ async fn python_agent_memory_holds_no_credential_after_janes_invocation() {
     let runtime = delegate_runtime::Runtime::new(&delegate_runtime::RuntimeOptions {
         guest_debug: true,
         cache_dir: agent.cache_dir.clone(),
+        perf_map: false,
         ..delegate_runtime::RuntimeOptions::new(&config.engine, &config.plugins)
     })
     .unwrap();
