@@ -285,14 +285,41 @@ impl EgressGateway {
         }
         let url = reqwest::Url::parse(&target.uri.to_string())
             .map_err(|_| EgressError::Denied(DenyReason::InvalidPath))?;
-        self.client
-            .request(parts.method.clone(), url)
-            .headers(headers)
-            .timeout(inv.budget.request_timeout())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| EgressError::Upstream(transport_cause(&e)))
+        let attempt = |headers: http::HeaderMap, body: Bytes, timeout: std::time::Duration| {
+            self.client
+                .request(parts.method.clone(), url.clone())
+                .headers(headers)
+                .timeout(timeout)
+                .body(body)
+                .send()
+        };
+        let timeout = inv.budget.request_timeout();
+        if !is_safe_method(&parts.method) {
+            return attempt(headers, body, timeout).await.map_err(|e| transport_failure(&e, inv));
+        }
+        let started = Instant::now();
+        match attempt(headers.clone(), body.clone(), timeout).await {
+            Ok(response) => Ok(response),
+            // A safe request whose connection broke before any answer (not a timeout, not a
+            // refused connection) is sent once more, on a new connection: the usual cause is a
+            // pooled keep-alive connection the server closed just as it was reused, and a
+            // safe method changes nothing on the server, so it may be repeated (RFC 9110
+            // §9.2.1; Go's HTTP client does the same). Both attempts share the request's
+            // timeout, so the bound the operator configured holds.
+            Err(e) if !e.is_timeout() && !e.is_connect() && e.status().is_none() => {
+                let Some(left) = timeout.checked_sub(started.elapsed()).filter(|t| !t.is_zero()) else {
+                    return Err(transport_failure(&e, inv));
+                };
+                tracing::debug!(
+                    target: "delegate::egress",
+                    invocation_id = %inv.audit.invocation_id,
+                    cause = %error_chain(&e),
+                    "safe request failed before an answer; sending it once more"
+                );
+                attempt(headers, body, left).await.map_err(|e| transport_failure(&e, inv))
+            }
+            Err(e) => Err(transport_failure(&e, inv)),
+        }
     }
 
     fn audit(&self, record: &AuditRecord, start: Instant) {
@@ -319,6 +346,47 @@ fn cache_outcome(c: CacheStatus) -> CacheOutcome {
         CacheStatus::Hit => CacheOutcome::Hit,
         CacheStatus::Miss => CacheOutcome::Miss,
     }
+}
+
+/// GET, HEAD and OPTIONS: methods that change nothing on the server (RFC 9110 §9.2.1).
+fn is_safe_method(method: &http::Method) -> bool {
+    matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
+}
+
+/// A transport failure as the gateway's error, with its cause logged for the operator. The
+/// chain never holds a header (so no token) and is printed without the URL (whose query may
+/// carry the user's search terms).
+fn transport_failure(e: &reqwest::Error, inv: &InvocationEgress) -> EgressError {
+    let cause = transport_cause(e);
+    tracing::warn!(
+        target: "delegate::egress",
+        invocation_id = %inv.audit.invocation_id,
+        reason = cause,
+        cause = %error_chain(e),
+        "outbound request failed"
+    );
+    EgressError::Upstream(cause)
+}
+
+/// `e` and its sources, joined with ": ", without the request URL.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    out.push_str(if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connect failed"
+    } else if e.is_body() {
+        "request body failed"
+    } else {
+        "request failed"
+    });
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn transport_cause(e: &reqwest::Error) -> &'static str {

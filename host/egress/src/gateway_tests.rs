@@ -394,3 +394,93 @@ async fn the_host_sets_the_hop_counter_on_marked_rules_only_and_the_guest_cannot
     let audit = std::fs::read_to_string(&s.audit_path).unwrap();
     assert!(!audit.contains(retry[delegate_auth::HOP_HEADER].to_str().unwrap()));
 }
+
+/// An HTTP/1.1 server that answers the first request of its first connection with keep-alive,
+/// then reads the second request on that connection and closes it without an answer (a
+/// keep-alive connection closed just as the client reused it); every later connection is
+/// answered normally. Returns its port and the count of requests it read.
+async fn closes_a_reused_connection() -> (u16, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read_head(s: &mut tokio::net::TcpStream) -> bool {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return false,
+            }
+        }
+        // The test sends bodies only with POST, and then a short one with Content-Length.
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        if let Some(len) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            let mut body = vec![0u8; len];
+            return s.read_exact(&mut body).await.is_ok();
+        }
+        true
+    }
+    const OK: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n{\"result\":[]}";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            let is_first = std::mem::take(&mut first);
+            tokio::spawn(async move {
+                while read_head(&mut s).await {
+                    let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    if is_first && n == 2 {
+                        return; // dropped: closed without an answer
+                    }
+                    if s.write_all(OK).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, requests)
+}
+
+#[tokio::test]
+async fn a_safe_request_on_a_connection_closed_under_it_is_sent_once_more_and_an_unsafe_one_is_not() {
+    let s = setup("reused-conn").await;
+    // GET: the second request meets the closed connection and is repeated on a new one.
+    let (port, requests) = closes_a_reused_connection().await;
+    let inv = invocation(port, EgressLimits::default());
+    let url = format!("http://127.0.0.1:{port}/api/now/table/incident");
+    for _ in 0..2 {
+        let r = s.gateway.send(&inv, get(&url)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(&r.into_body().collect().await.unwrap().to_bytes()[..], b"{\"result\":[]}");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 3, "the closed request, then once more");
+    assert_eq!(inv.budget.requests(), 2, "a repeat is not another request of the plugin");
+
+    // POST: not safe to repeat (it may have been applied), so the failure reaches the plugin.
+    let (port, requests) = closes_a_reused_connection().await;
+    let inv = invocation(port, EgressLimits::default());
+    let url = format!("http://127.0.0.1:{port}/api/now/table/incident");
+    let post = || {
+        http::Request::builder()
+            .method("POST")
+            .uri(&url)
+            .header("content-type", "application/json")
+            .body(Bytes::from_static(b"{}"))
+            .unwrap()
+    };
+    assert_eq!(s.gateway.send(&inv, post()).await.unwrap().status(), 200);
+    let e = s.gateway.send(&inv, post()).await.unwrap_err();
+    assert!(matches!(e, EgressError::Upstream("upstream_failed")), "{e:?}");
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "no repeat of a POST");
+    let audit = audit_lines(&s.audit_path);
+    assert!(audit.iter().any(|r| r["reason"] == "upstream_failed"), "{audit:?}");
+}
