@@ -197,10 +197,10 @@ impl ServiceNow {
             else {
                 return Ok(None);
             };
-            if field(&user, "active") != "true" {
+            if field(user, "active") != "true" {
                 return Ok(None);
             }
-            let sys_id = field(&user, "sys_id").to_owned();
+            let sys_id = field(user, "sys_id").to_owned();
             let groups = s
                 .all_shared(&schema::SYS_USER_GRMEMBER)?
                 .iter()
@@ -208,8 +208,8 @@ impl ServiceNow {
                 .map(|m| field(m, "group").to_owned())
                 .collect();
             Ok(Some(Caller {
-                user_name: field(&user, "user_name").to_owned(),
-                roles: field(&user, "roles")
+                user_name: field(user, "user_name").to_owned(),
+                roles: field(user, "roles")
                     .split(',')
                     .map(str::trim)
                     .filter(|r| !r.is_empty())
