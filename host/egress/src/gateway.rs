@@ -368,25 +368,15 @@ fn transport_failure(e: &reqwest::Error, inv: &InvocationEgress) -> EgressError 
     EgressError::Upstream(cause)
 }
 
-/// `e` and its sources, joined with ": ", without the request URL.
+/// The sources of `e`, joined with ": ": the cause without `e`'s own text, which names the URL.
 fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = String::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    out.push_str(if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connect failed"
-    } else if e.is_body() {
-        "request body failed"
-    } else {
-        "request failed"
-    });
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        parts.push(s.to_string());
         source = s.source();
     }
-    out
+    parts.join(": ")
 }
 
 fn transport_cause(e: &reqwest::Error) -> &'static str {

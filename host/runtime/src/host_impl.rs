@@ -79,49 +79,22 @@ impl model::Host for StoreState {
         let limit = self.output_limit;
         let mut used = self.output_used;
         let forward = async {
-            use tokio::sync::mpsc::error::TryRecvError;
             let mut failure: Option<wasmtime::Error> = None;
-            // Deltas already queued are sent to the caller as one event (the same text, one
-            // wake-up of the connection and one socket write instead of one per delta); a
-            // delta is never held back to wait for the next one.
-            let mut pending = String::new();
-            loop {
-                let next = match rx.try_recv() {
-                    Ok(text) => Some(text),
-                    Err(TryRecvError::Disconnected) => None,
-                    Err(TryRecvError::Empty) => {
-                        if !pending.is_empty()
-                            && events.send(InvocationEvent::Text(std::mem::take(&mut pending))).await.is_err()
-                        {
-                            failure = Some(wasmtime::Error::new(CallerGone));
-                        }
-                        rx.recv().await
-                    }
-                };
-                let Some(text) = next else { break };
+            // One event per delta: the SSE writer merges what is already queued
+            // (delegate_server's `sse_answer`), so the caller's socket sees no more writes.
+            while let Some(text) = rx.recv().await {
                 if failure.is_some() {
                     continue; // drain, so the provider never blocks on a full channel
                 }
                 let len = text.len() as u64;
                 if used + len > limit {
-                    // What fitted still reaches the caller, as it did delta by delta.
-                    if !pending.is_empty()
-                        && events.send(InvocationEvent::Text(std::mem::take(&mut pending))).await.is_err()
-                    {
-                        failure = Some(wasmtime::Error::new(CallerGone));
-                        continue;
-                    }
                     failure = Some(wasmtime::Error::new(OutputLimitExceeded(limit)));
                     continue;
                 }
                 used += len;
-                pending.push_str(&text);
-            }
-            if !pending.is_empty()
-                && failure.is_none()
-                && events.send(InvocationEvent::Text(pending)).await.is_err()
-            {
-                failure = Some(wasmtime::Error::new(CallerGone));
+                if events.send(InvocationEvent::Text(text)).await.is_err() {
+                    failure = Some(wasmtime::Error::new(CallerGone));
+                }
             }
             failure
         };

@@ -157,3 +157,44 @@ impl Store {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::schema::INCIDENT;
+
+    fn incident(sys_id: &str, state: &str) -> Row {
+        Row::from([("sys_id", sys_id.to_owned()), ("state", state.to_owned())])
+    }
+
+    fn states(rows: &[Row]) -> Vec<(String, String)> {
+        rows.iter().map(|r| (r["sys_id"].clone(), r["state"].clone())).collect()
+    }
+
+    #[test]
+    fn a_snapshot_is_shared_until_a_write_and_never_outlives_a_rollback() {
+        let mut store = Store::open().unwrap();
+        store.insert(&INCIDENT, &incident("a", "1")).unwrap();
+        let first = store.all_shared(&INCIDENT).unwrap();
+        assert!(Arc::ptr_eq(&first, &store.all_shared(&INCIDENT).unwrap()), "read twice, one snapshot");
+
+        // Every kind of write is seen by the next read.
+        store.insert(&INCIDENT, &incident("b", "1")).unwrap();
+        assert_eq!(states(&store.all_shared(&INCIDENT).unwrap()).len(), 2);
+        store.update(&INCIDENT, "a", &[("state", "2".to_owned())]).unwrap();
+        assert_eq!(states(&store.all_shared(&INCIDENT).unwrap())[0], ("a".into(), "2".into()));
+        assert!(store.delete(&INCIDENT, "b").unwrap());
+        assert_eq!(states(&store.all_shared(&INCIDENT).unwrap()), [("a".into(), "2".into())]);
+
+        // A snapshot taken inside a transaction that rolls back is not served afterwards.
+        let failed: rusqlite::Result<()> = store.in_transaction(|s| {
+            s.update(&INCIDENT, "a", &[("state", "3".to_owned())])?;
+            assert_eq!(states(&s.all_shared(&INCIDENT)?)[0].1, "3");
+            Err(rusqlite::Error::QueryReturnedNoRows)
+        });
+        assert!(failed.is_err());
+        assert_eq!(states(&store.all_shared(&INCIDENT).unwrap()), [("a".into(), "2".into())]);
+        assert_eq!(states(&store.all_shared(&INCIDENT).unwrap()), states(&store.all(&INCIDENT).unwrap()));
+    }
+}

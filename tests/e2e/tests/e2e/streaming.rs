@@ -47,6 +47,32 @@ async fn echo_chunks_arrive_while_the_plugin_is_still_running() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_sent_without_pauses_arrive_whole_and_in_order_with_the_final_event() {
+    // 200 one-character chunks with no pause: the SSE writer merges whatever is queued into one
+    // event, so the events may be fewer, but their text must be the prompt exactly, and a
+    // `Finished` event met while merging must still come, last.
+    let server = TestServer::start(ServerSpec::new(delegate_artifacts::ECHO)).await;
+    let prompt: String = (0..200u8).map(|i| char::from(b'a' + i % 26)).collect();
+    for _ in 0..5 {
+        let resp = client()
+            .post(format!("{}/invocations", server.url))
+            .bearer_auth("test:jane")
+            .json(&json!({"prompt": prompt, "chunk_size": 1, "pause_ms": 0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let events = SseReader::open(resp).await.rest().await;
+        let (last, texts) = events.split_last().unwrap();
+        let text: String = texts.iter().map(|e| e.as_str().expect("only text before the end")).collect();
+        assert_eq!(text, prompt);
+        assert_eq!(last["status"], "success");
+        let result: serde_json::Value = serde_json::from_str(last["result"].as_str().unwrap()).unwrap();
+        assert_eq!(result["chunks"], 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_answer_when_the_client_asks_for_it() {
     let server = TestServer::start(ServerSpec::new(delegate_artifacts::ECHO)).await;
     let resp = client()
