@@ -17,6 +17,14 @@
 //!    (devstack + clients) per invocation; per-phase means from the admin `/metrics`
 //!    histograms (`delegate_phase_duration_seconds`) when the host serves them.
 //!
+//! Side by side (`-- --python <venv>/bin/python [--python-workers 2]`): the same levels against
+//! the article's Python agent (`benches/python-stack/main.py`: Strands, BedrockModel,
+//! BedrockAgentCoreApp under uvicorn with N worker processes) instead of `delegate serve`,
+//! against the same devstack. CPU time and RSS are summed over the uvicorn process tree; there
+//! are no phase metrics, no compiled-plugin cache, and the stream has no final status event
+//! (success is HTTP 200, a complete `text/event-stream` and her five incidents in the text).
+//! `make bench-python` installs the pinned requirements into a venv and runs it.
+//!
 //! `-- --perf-map` sets `engine.perf_map` on the host, so `perf record -p <host pid>` names the
 //! plugin's compiled functions.
 //!
@@ -60,6 +68,10 @@ struct Args {
     /// `--perf-map`: the host writes `/tmp/perf-<pid>.map` (`engine.perf_map`), so a `perf`
     /// profile of it names the plugin's functions.
     perf_map: bool,
+    /// `--python <interpreter>`: load the article's Python agent instead of `delegate serve`.
+    python: Option<PathBuf>,
+    /// `--python-workers N`: uvicorn worker processes for the Python agent (default: cores).
+    python_workers: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -70,8 +82,16 @@ struct Soak {
 }
 
 fn parse_args() -> Args {
-    let mut args =
-        Args { levels: vec![1, 8, 32, 128], seconds: 10.0, max_total: 20_000, soak: None, perf_map: false };
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let mut args = Args {
+        levels: vec![1, 8, 32, 128],
+        seconds: 10.0,
+        max_total: 20_000,
+        soak: None,
+        perf_map: false,
+        python: None,
+        python_workers: cores,
+    };
     let number = |v: Option<String>, what: &str| -> f64 {
         v.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{what} needs a number"))
     };
@@ -94,6 +114,10 @@ fn parse_args() -> Args {
                 args.max_total = it.next().and_then(|v| v.parse().ok()).expect("--max needs a count");
             }
             "--perf-map" => args.perf_map = true,
+            "--python" => {
+                args.python = Some(PathBuf::from(it.next().expect("--python needs an interpreter path")))
+            }
+            "--python-workers" => args.python_workers = number(it.next(), "--python-workers") as usize,
             "--soak" => {
                 args.soak.get_or_insert(Soak { burst: 1000, rps: 100.0, minutes: 10.0 });
             }
@@ -141,6 +165,38 @@ fn cpu_ticks(pid: &str) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// `pid` and all its descendants (uvicorn's worker processes; just `pid` for `delegate`).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        if let Some(ppid) = stat[close + 1..].split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok()) {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(parent_of.iter().filter(|&&(_, pp)| pp == parent).map(|&(p, _)| p));
+        i += 1;
+    }
+    tree
+}
+
+/// utime + stime summed over `pid`'s process tree, in clock ticks. A worker that exits
+/// mid-level takes its ticks with it (none do: uvicorn keeps its workers).
+fn tree_cpu_ticks(pid: u32) -> u64 {
+    process_tree(pid).iter().map(|p| cpu_ticks(&p.to_string())).sum()
+}
+
+/// `VmRSS` summed over `pid`'s process tree (KiB).
+fn tree_rss_kib(pid: u32) -> u64 {
+    process_tree(pid).iter().map(|&p| status_kib(p, "VmRSS")).sum()
+}
+
 /// A `/proc/<pid>/status` value in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -182,31 +238,71 @@ impl Served {
     }
 }
 
-/// Spawns `delegate serve --config <config>` and waits for `/ping` to say `Healthy`;
-/// returns it and the time from spawn to that answer.
-async fn serve(config: &Path, listen_port: u16, log: PathBuf, http: &reqwest::Client) -> (Served, Duration) {
-    let out = std::fs::File::create(&log).unwrap();
+/// The devstack Bedrock endpoint's fixed keys (`delegate_devstack::aws_credentials`), for the
+/// default chain's environment provider; no IMDS probing, no profiles.
+fn with_aws_env(cmd: &mut Command) {
     let delegate_model::AwsCredentials::Static { access_key_id, secret_access_key, .. } =
         delegate_devstack::aws_credentials()
     else {
         panic!("the devstack's AWS credentials are static keys")
     };
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_delegate"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("DELEGATE_LOG", "warn")
-        // The devstack Bedrock endpoint's fixed keys (`delegate_devstack::aws_credentials`),
-        // through the default chain's environment provider; no IMDS probing, no profiles.
-        .env("AWS_ACCESS_KEY_ID", access_key_id)
+    cmd.env("AWS_ACCESS_KEY_ID", access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", secret_access_key.expose())
         .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+/// `delegate serve --config <config>`.
+fn delegate_command(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_delegate"));
+    cmd.args(["serve", "--config", config.to_str().unwrap()]).env("DELEGATE_LOG", "warn");
+    with_aws_env(&mut cmd);
+    cmd
+}
+
+/// The article's Python agent (`benches/python-stack/main.py`) under uvicorn with `workers`
+/// processes on `port`, configured for `stack` (the same stand-ins `delegate` is given).
+fn python_command(stack: &DevStack, interpreter: &Path, workers: usize, port: u16) -> Command {
+    let idp = stack.idp.idp();
+    let mut cmd = Command::new(interpreter);
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python-stack"))
+        .args(["-m", "uvicorn", "main:gated", "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--workers")
+        .arg(workers.to_string())
+        .args(["--log-level", "warning", "--no-access-log"])
+        .env("SNOW_INSTANCE_URL", &stack.servicenow_url)
+        .env("MODEL_ID", delegate_devstack::MODEL_ID)
+        .env("AWS_REGION", "us-east-1")
+        .env("BEDROCK_ENDPOINT_URL", &stack.bedrock_url)
+        .env("AWS_CA_BUNDLE", &stack.ca_path)
+        .env("DEVSTACK_CA_FILE", &stack.ca_path)
+        .env("ENTRA_AUTHORITY", format!("{}/{}", idp.base_url(), ids::TENANT_ID))
+        .env("ENTRA_DISCOVERY_URL", idp.discovery_url(ids::TENANT_ID))
+        .env("AGENT_CLIENT_ID", ids::AGENT_APP_ID)
+        .env("AGENT_SCOPE", ids::AGENT_SCOPE)
+        .env("SNOW_SCOPE", format!("api://{}/{}", ids::CONNECTOR_APP_ID, ids::CONNECTOR_SCOPE))
+        .env("AGENT_CLIENT_SECRET_FILE", &stack.secret_path)
+        // requests (under MSAL) lets these override the CA it is given.
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .env("PYTHONUNBUFFERED", "1");
+    with_aws_env(&mut cmd);
+    cmd
+}
+
+/// Spawns `cmd` (the host under test) and waits for its `/ping` on `listen_port` to say
+/// `Healthy`; returns it and the time from spawn to that answer.
+async fn serve(
+    mut cmd: Command,
+    listen_port: u16,
+    log: PathBuf,
+    http: &reqwest::Client,
+) -> (Served, Duration) {
+    let out = std::fs::File::create(&log).unwrap();
+    let started = Instant::now();
+    let child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
     let mut served = Served { child, base: format!("http://127.0.0.1:{listen_port}"), log };
     let ping = format!("{}/ping", served.base);
     loop {
@@ -218,9 +314,9 @@ async fn serve(config: &Path, listen_port: u16, log: PathBuf, http: &reqwest::Cl
         }
         if let Some(status) = served.child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&served.log).unwrap_or_default();
-            panic!("delegate serve exited ({status}) before it was healthy:\n{log}");
+            panic!("{cmd:?} exited ({status}) before it was healthy:\n{log}");
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "delegate serve not healthy after 60 s");
+        assert!(started.elapsed() < Duration::from_secs(60), "{cmd:?} not healthy after 60 s");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -228,8 +324,15 @@ async fn serve(config: &Path, listen_port: u16, log: PathBuf, http: &reqwest::Cl
 // ---- one Jane invocation -------------------------------------------------------------
 
 /// Sends Jane's request and checks the whole SSE stream: HTTP 200, `text/event-stream`, a
-/// final `"status":"success"` event, and her five incident numbers in the text.
-async fn jane(http: &reqwest::Client, url: &str, token: &str, expected: &[&str]) -> Result<(), String> {
+/// final `"status":"success"` event (when `final_event`: delegate sends one, the article's
+/// Python agent does not), and her five incident numbers in the text.
+async fn jane(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    expected: &[&str],
+    final_event: bool,
+) -> Result<(), String> {
     let resp = http
         .post(url)
         .bearer_auth(token)
@@ -266,6 +369,7 @@ async fn jane(http: &reqwest::Client, url: &str, token: &str, expected: &[&str])
     }
     match &last {
         Some(v) if v["status"] == "success" => {}
+        None if !final_event => {}
         other => return Err(format!("no success event; last: {other:?}")),
     }
     let missing: Vec<&str> = expected.iter().copied().filter(|n| !text.contains(n)).collect();
@@ -289,6 +393,7 @@ async fn run_level(
     concurrency: usize,
     duration: Duration,
     max_total: usize,
+    final_event: bool,
 ) -> LevelRun {
     let expected: Arc<Vec<&'static str>> = Arc::new(seed::JANE_INCIDENTS.iter().map(|i| i.number).collect());
     let issued = Arc::new(AtomicUsize::new(0));
@@ -303,7 +408,7 @@ async fn run_level(
             let mut latencies = Vec::new();
             while started.elapsed() < duration && issued.fetch_add(1, Ordering::Relaxed) < max_total {
                 let t = Instant::now();
-                match jane(&http, &url, &token, &expected).await {
+                match jane(&http, &url, &token, &expected, final_event).await {
                     Ok(()) => latencies.push(t.elapsed()),
                     Err(e) => {
                         failures.fetch_add(1, Ordering::Relaxed);
@@ -324,17 +429,18 @@ async fn run_level(
     LevelRun { latencies, failures: failures.load(Ordering::Relaxed), first_failure, elapsed }
 }
 
-/// Samples the child's `VmRSS` every 10 ms until stopped; returns the largest seen (KiB).
+/// Samples the child's `VmRSS` (summed over its process tree) every 10 ms until stopped;
+/// returns the largest seen (KiB).
 fn sample_rss(pid: u32) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let handle = tokio::spawn(async move {
         let mut max = 0;
         while !flag.load(Ordering::Relaxed) {
-            max = max.max(status_kib(pid, "VmRSS"));
+            max = max.max(tree_rss_kib(pid));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        max.max(status_kib(pid, "VmRSS"))
+        max.max(tree_rss_kib(pid))
     });
     (stop, handle)
 }
@@ -353,7 +459,7 @@ async fn soak_one(
     expected: &[&str],
 ) -> Result<Duration, Option<String>> {
     let t = Instant::now();
-    match jane(http, url, token, expected).await {
+    match jane(http, url, token, expected, true).await {
         Ok(()) => Ok(t.elapsed()),
         Err(e) if e.starts_with("HTTP 503") && e.contains("\"busy\"") => Err(None),
         Err(e) => Err(Some(e)),
@@ -642,15 +748,29 @@ async fn bench(args: Args) {
         toml
     };
 
-    // ---- start-up, cold and warm compiled-plugin cache
+    // The Python agent sends no final status event and serves no metrics.
+    let python = args.python.as_deref().map(|p| (p, args.python_workers));
+    let final_event = python.is_none();
+
+    // ---- start-up: delegate with a cold and a warm compiled-plugin cache; Python once
     let mut startups = Vec::new();
-    for (i, what) in ["empty cache_dir (compile)", "same cache_dir (precompiled)"].into_iter().enumerate() {
+    if let Some((interpreter, workers)) = python {
         let port = free_port();
-        let path = dir.join(format!("startup-{i}.toml"));
-        std::fs::write(&path, config_for(port, None)).unwrap();
-        let (served, took) = serve(&path, port, dir.join(format!("startup-{i}.log")), &http).await;
+        let cmd = python_command(&stack, interpreter, workers, port);
+        let (served, took) = serve(cmd, port, dir.join("startup-python.log"), &http).await;
         drop(served);
-        startups.push((what, took));
+        startups.push(("Python agent (imports, JWKS, MSAL)", took));
+    } else {
+        for (i, what) in ["empty cache_dir (compile)", "same cache_dir (precompiled)"].into_iter().enumerate()
+        {
+            let port = free_port();
+            let path = dir.join(format!("startup-{i}.toml"));
+            std::fs::write(&path, config_for(port, None)).unwrap();
+            let (served, took) =
+                serve(delegate_command(&path), port, dir.join(format!("startup-{i}.log")), &http).await;
+            drop(served);
+            startups.push((what, took));
+        }
     }
 
     // ---- the host under load
@@ -658,18 +778,26 @@ async fn bench(args: Args) {
     let token_file = dir.join("admin-token");
     delegate_devstack::write_admin_token(&token_file).unwrap();
     let admin_token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
-    let path = dir.join("delegate.toml");
-    std::fs::write(&path, config_for(port, Some((admin_port, &token_file)))).unwrap();
-    let (served, took) = serve(&path, port, dir.join("host.log"), &http).await;
-    startups.push(("same cache_dir, load host (admin listener on)", took));
+    let (served, took) = if let Some((interpreter, workers)) = python {
+        let cmd = python_command(&stack, interpreter, workers, port);
+        let served = serve(cmd, port, dir.join("host.log"), &http).await;
+        startups.push(("Python agent, load host", served.1));
+        served
+    } else {
+        let path = dir.join("delegate.toml");
+        std::fs::write(&path, config_for(port, Some((admin_port, &token_file)))).unwrap();
+        let served = serve(delegate_command(&path), port, dir.join("host.log"), &http).await;
+        startups.push(("same cache_dir, load host (admin listener on)", served.1));
+        served
+    };
+    let _ = took;
     let pid = served.pid();
-    let pid_s = pid.to_string();
     let url = Arc::new(format!("{}/invocations", served.base));
     let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");
     let token = Arc::new(stack.token_a(ids::JANE, Duration::from_secs(3600)).unwrap().expose().to_owned());
 
     // Warm-up (OBO token cached, connections open, allocator grown), then the idle RSS.
-    let warm = run_level(&http, &url, &token, 4, Duration::from_secs(2), 200).await;
+    let warm = run_level(&http, &url, &token, 4, Duration::from_secs(2), 200, final_event).await;
     assert!(
         warm.failures == 0,
         "warm-up failed: {} of {} ({:?}); host log:\n{}",
@@ -679,9 +807,11 @@ async fn bench(args: Args) {
         std::fs::read_to_string(&served.log).unwrap_or_default()
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle_rss = status_kib(pid, "VmRSS");
-    let hwm_resets = reset_peak_rss(pid);
+    let idle_rss = tree_rss_kib(pid);
+    // VmHWM is per process: with worker processes, the sampled sum is the peak.
+    let hwm_resets = python.is_none() && reset_peak_rss(pid);
     if let Some(soak_args) = args.soak {
+        assert!(python.is_none(), "--soak runs against delegate only");
         soak(&http, &url, &token, pid, soak_args).await;
         drop(served);
         let _ = std::fs::remove_dir_all(&dir);
@@ -690,20 +820,26 @@ async fn bench(args: Args) {
 
     let mut rows = Vec::new();
     for &c in &args.levels {
-        let before = scrape(&http, &metrics_url, &admin_token).await;
-        let rss_before = status_kib(pid, "VmRSS");
-        reset_peak_rss(pid);
-        let (host0, self0) = (cpu_ticks(&pid_s), cpu_ticks("self"));
+        let scrape_phases = async || match python {
+            Some(_) => Err("the Python agent serves no phase metrics".to_owned()),
+            None => scrape(&http, &metrics_url, &admin_token).await,
+        };
+        let before = scrape_phases().await;
+        let rss_before = tree_rss_kib(pid);
+        if hwm_resets {
+            reset_peak_rss(pid);
+        }
+        let (host0, self0) = (tree_cpu_ticks(pid), cpu_ticks("self"));
         let (stop, sampler) = sample_rss(pid);
-        let run =
-            run_level(&http, &url, &token, c, Duration::from_secs_f64(args.seconds), args.max_total).await;
-        let (host1, self1) = (cpu_ticks(&pid_s), cpu_ticks("self"));
+        let seconds = Duration::from_secs_f64(args.seconds);
+        let run = run_level(&http, &url, &token, c, seconds, args.max_total, final_event).await;
+        let (host1, self1) = (tree_cpu_ticks(pid), cpu_ticks("self"));
         stop.store(true, Ordering::Relaxed);
         let sampled = sampler.await.unwrap();
         let hwm = status_kib(pid, "VmHWM");
         let peak = if hwm_resets { hwm.max(sampled) } else { sampled };
-        let rss_after = status_kib(pid, "VmRSS");
-        let after = scrape(&http, &metrics_url, &admin_token).await;
+        let rss_after = tree_rss_kib(pid);
+        let after = scrape_phases().await;
         let n = (run.latencies.len() as u64 + run.failures).max(1) as f64;
         let per_inv = |ticks: u64| ticks as f64 / tck * 1e3 / n;
         let phases = match (before, after) {
@@ -738,7 +874,11 @@ async fn bench(args: Args) {
     // ---- report
     println!();
     println!(
-        "load: the Jane scenario against `delegate serve` (pid {pid}), devstack in the bench process, {workers} cores"
+        "load: the Jane scenario against {} (pid {pid}), devstack in the bench process, {workers} cores",
+        match python {
+            Some((_, n)) => format!("the article's Python agent (uvicorn, {n} worker processes)"),
+            None => "`delegate serve`".to_owned(),
+        }
     );
     println!(
         "levels {:?}, {} s each or {} invocations; CLK_TCK {tck}; host log lines: {}; audit lines: {audit_lines}; OBO token requests at the IdP: {obo_calls}",
