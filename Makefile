@@ -4,7 +4,7 @@
 CARGO ?= cargo
 GUESTS := -p delegate-sdk -p echo -p hostile -p probe-sandbox -p probe-credentials -p servicenow-agent -p dispatcher
 
-.PHONY: setup demo test lint fmt ci bench interop js-guest js-test py-guest py-test
+.PHONY: setup demo test lint fmt ci bench bench-python python-stack interop js-guest js-test py-guest py-test
 
 setup:
 	rustup target add wasm32-wasip2
@@ -34,6 +34,18 @@ ci: lint test interop
 ## unit; the first build takes ~8-15 min on 2 cores); figures go to BENCHMARKS.md.
 bench: setup
 	$(CARGO) bench --locked --profile production -p delegate-e2e -p delegate-auth -p delegate-vault -p delegate-egress -p delegate-model -p delegate
+
+## Side by side: the load bench against the article's Python agent (Strands, BedrockModel,
+## BedrockAgentCoreApp under uvicorn; host/cli/benches/python-stack, pinned), on the same
+## devstack; `make bench` (or its `-p delegate --bench load` part) gives delegate's figures.
+PY_STACK_VENV := target/python-stack-venv
+PY_STACK := host/cli/benches/python-stack
+bench-python: setup python-stack
+	$(CARGO) bench --locked --profile production -p delegate --bench load -- --python $(abspath $(PY_STACK_VENV))/bin/python
+
+python-stack:
+	python3 -m venv $(PY_STACK_VENV)
+	$(PY_STACK_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_STACK)/requirements.txt -c $(PY_STACK)/constraints.txt
 
 ## Interop: real, independent client libraries (PyPI) against the devstack stand-ins:
 ## MSAL + PyJWT → IdP, boto3 → Bedrock endpoint, pysnc → ServiceNow sandbox; PyYAML checks

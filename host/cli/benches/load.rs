@@ -56,6 +56,8 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The article's Python agent, the side-by-side baseline (`--python`).
+const PYTHON_STACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python-stack");
 const PROMPT_BODY: &str = r#"{"prompt":"Show me 5 incidents assigned to me"}"#;
 const PHASES: [&str; 5] = ["authorize", "instantiate", "model_call", "egress_call", "guest_cpu"];
 const PHASE_METRIC: &str = "delegate_phase_duration_seconds";
@@ -115,7 +117,7 @@ fn parse_args() -> Args {
             }
             "--perf-map" => args.perf_map = true,
             "--python" => {
-                args.python = Some(PathBuf::from(it.next().expect("--python needs an interpreter path")))
+                args.python = Some(PathBuf::from(it.next().expect("--python needs an interpreter path")));
             }
             "--python-workers" => args.python_workers = number(it.next(), "--python-workers") as usize,
             "--soak" => {
@@ -257,37 +259,6 @@ fn with_aws_env(cmd: &mut Command) {
 fn delegate_command(config: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_delegate"));
     cmd.args(["serve", "--config", config.to_str().unwrap()]).env("DELEGATE_LOG", "warn");
-    with_aws_env(&mut cmd);
-    cmd
-}
-
-/// The article's Python agent (`benches/python-stack/main.py`) under uvicorn with `workers`
-/// processes on `port`, configured for `stack` (the same stand-ins `delegate` is given).
-fn python_command(stack: &DevStack, interpreter: &Path, workers: usize, port: u16) -> Command {
-    let idp = stack.idp.idp();
-    let mut cmd = Command::new(interpreter);
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python-stack"))
-        .args(["-m", "uvicorn", "main:gated", "--host", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .arg("--workers")
-        .arg(workers.to_string())
-        .args(["--log-level", "warning", "--no-access-log"])
-        .env("SNOW_INSTANCE_URL", &stack.servicenow_url)
-        .env("MODEL_ID", delegate_devstack::MODEL_ID)
-        .env("AWS_REGION", "us-east-1")
-        .env("BEDROCK_ENDPOINT_URL", &stack.bedrock_url)
-        .env("AWS_CA_BUNDLE", &stack.ca_path)
-        .env("DEVSTACK_CA_FILE", &stack.ca_path)
-        .env("ENTRA_AUTHORITY", format!("{}/{}", idp.base_url(), ids::TENANT_ID))
-        .env("ENTRA_DISCOVERY_URL", idp.discovery_url(ids::TENANT_ID))
-        .env("AGENT_CLIENT_ID", ids::AGENT_APP_ID)
-        .env("AGENT_SCOPE", ids::AGENT_SCOPE)
-        .env("SNOW_SCOPE", format!("api://{}/{}", ids::CONNECTOR_APP_ID, ids::CONNECTOR_SCOPE))
-        .env("AGENT_CLIENT_SECRET_FILE", &stack.secret_path)
-        // requests (under MSAL) lets these override the CA it is given.
-        .env_remove("REQUESTS_CA_BUNDLE")
-        .env_remove("CURL_CA_BUNDLE")
-        .env("PYTHONUNBUFFERED", "1");
     with_aws_env(&mut cmd);
     cmd
 }
@@ -756,7 +727,7 @@ async fn bench(args: Args) {
     let mut startups = Vec::new();
     if let Some((interpreter, workers)) = python {
         let port = free_port();
-        let cmd = python_command(&stack, interpreter, workers, port);
+        let cmd = stack.python_agent_command(interpreter, Path::new(PYTHON_STACK), workers, port);
         let (served, took) = serve(cmd, port, dir.join("startup-python.log"), &http).await;
         drop(served);
         startups.push(("Python agent (imports, JWKS, MSAL)", took));
@@ -779,7 +750,7 @@ async fn bench(args: Args) {
     delegate_devstack::write_admin_token(&token_file).unwrap();
     let admin_token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
     let (served, took) = if let Some((interpreter, workers)) = python {
-        let cmd = python_command(&stack, interpreter, workers, port);
+        let cmd = stack.python_agent_command(interpreter, Path::new(PYTHON_STACK), workers, port);
         let served = serve(cmd, port, dir.join("host.log"), &http).await;
         startups.push(("Python agent, load host", served.1));
         served

@@ -298,6 +298,55 @@ credential = {{ provider = "graph", scopes = ["{graph_scope}"] }}
 }
 
 impl DevStack {
+    /// The article's Python agent (`host/cli/benches/python-stack/main.py` in `app_dir`: Strands,
+    /// BedrockModel, BedrockAgentCoreApp) under uvicorn with `workers` processes on
+    /// `127.0.0.1:port`, configured with this stack's stand-ins and CA, as [`Self::delegate_config`]
+    /// configures `delegate`: the side-by-side baseline of the load bench.
+    pub fn python_agent_command(
+        &self,
+        interpreter: &Path,
+        app_dir: &Path,
+        workers: usize,
+        port: u16,
+    ) -> std::process::Command {
+        let idp = self.idp.idp();
+        let delegate_model::AwsCredentials::Static { access_key_id, secret_access_key, .. } =
+            aws_credentials()
+        else {
+            unreachable!("the devstack's AWS credentials are static keys")
+        };
+        let mut cmd = std::process::Command::new(interpreter);
+        cmd.current_dir(app_dir)
+            .args(["-m", "uvicorn", "main:gated", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--workers")
+            .arg(workers.to_string())
+            .args(["--log-level", "warning", "--no-access-log"])
+            .env("SNOW_INSTANCE_URL", &self.servicenow_url)
+            .env("MODEL_ID", MODEL_ID)
+            .env("AWS_REGION", "us-east-1")
+            .env("BEDROCK_ENDPOINT_URL", &self.bedrock_url)
+            .env("AWS_CA_BUNDLE", &self.ca_path)
+            .env("DEVSTACK_CA_FILE", &self.ca_path)
+            .env("ENTRA_AUTHORITY", format!("{}/{}", idp.base_url(), defaults::TENANT_ID))
+            .env("ENTRA_DISCOVERY_URL", idp.discovery_url(defaults::TENANT_ID))
+            .env("AGENT_CLIENT_ID", defaults::AGENT_APP_ID)
+            .env("AGENT_SCOPE", defaults::AGENT_SCOPE)
+            .env("SNOW_SCOPE", format!("api://{}/{}", defaults::CONNECTOR_APP_ID, defaults::CONNECTOR_SCOPE))
+            .env("AGENT_CLIENT_SECRET_FILE", &self.secret_path)
+            // The stand-in Bedrock endpoint's fixed keys, for boto3's environment provider.
+            .env("AWS_ACCESS_KEY_ID", access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", secret_access_key.expose())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            // requests (under MSAL) lets these override the CA it is given.
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
+            .env("PYTHONUNBUFFERED", "1");
+        cmd
+    }
+
     /// A Token A for `user`, as the article's client app gets one from Entra: the agent app as
     /// client and audience, its `access_as_user` scope, valid for `lifetime`.
     pub fn token_a(&self, user: &str, lifetime: Duration) -> Result<delegate_secret::Secret, DevStackError> {

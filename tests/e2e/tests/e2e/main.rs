@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod observability;
 mod oci;
+mod python_stack;
 mod sandbox;
 mod scale_out;
 mod streaming;
