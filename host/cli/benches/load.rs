@@ -159,12 +159,17 @@ fn clock_ticks_per_second() -> f64 {
 
 /// utime + stime of `pid` ("self" for this process), in clock ticks.
 fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    try_cpu_ticks(pid).unwrap_or_else(|| panic!("no CPU times in /proc/{pid}/stat"))
+}
+
+/// [`cpu_ticks`], `None` if the process is gone.
+fn try_cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at field 3 (state);
     // utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// `pid` and all its descendants (uvicorn's worker processes; just `pid` for `delegate`).
@@ -191,22 +196,29 @@ fn process_tree(pid: u32) -> Vec<u32> {
 /// utime + stime summed over `pid`'s process tree, in clock ticks. A worker that exits
 /// mid-level takes its ticks with it (none do: uvicorn keeps its workers).
 fn tree_cpu_ticks(pid: u32) -> u64 {
-    process_tree(pid).iter().map(|p| cpu_ticks(&p.to_string())).sum()
+    // The root must be there; a descendant that exited since the listing counts as nothing.
+    let tree = process_tree(pid);
+    cpu_ticks(&pid.to_string()) + tree[1..].iter().filter_map(|p| try_cpu_ticks(&p.to_string())).sum::<u64>()
 }
 
-/// `VmRSS` summed over `pid`'s process tree (KiB).
+/// `VmRSS` summed over `pid`'s process tree (KiB), a descendant gone since the listing as 0.
 fn tree_rss_kib(pid: u32) -> u64 {
-    process_tree(pid).iter().map(|&p| status_kib(p, "VmRSS")).sum()
+    let tree = process_tree(pid);
+    status_kib(pid, "VmRSS") + tree[1..].iter().filter_map(|&p| try_status_kib(p, "VmRSS")).sum::<u64>()
 }
 
 /// A `/proc/<pid>/status` value in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    try_status_kib(pid, key).unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// [`status_kib`], `None` if the process is gone.
+fn try_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
 }
 
 /// Resets `VmHWM` to the current RSS (Linux ≥ 4.0); false if not permitted.
