@@ -241,6 +241,12 @@ struct Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        // uvicorn's worker processes outlive a killed master: kill the whole tree, children
+        // first (listed before the master dies and takes their parent link with it).
+        let tree = process_tree(self.child.id());
+        if tree.len() > 1 {
+            let _ = Command::new("kill").arg("-KILL").args(tree[1..].iter().map(u32::to_string)).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -213,5 +213,119 @@ fn main() {
         report("baseline bare hyper: client round trip", bare);
         report("baseline bare hyper: client - handler", bare_overhead);
         report("baseline bare hyper: client CPU per call", bare_cpu);
+
+        // Second baseline: the same calls as a lean client built from the SDK's own parts
+        // would make them. Per call it writes the request JSON from the host's types, signs it
+        // with `aws-sigv4` (SigV4, payload hash, fresh signing key), sends it over the same
+        // kind of hyper client, and for ConverseStream decodes the event-stream frames with
+        // `aws-smithy-eventstream`, parses each event's JSON and forwards text deltas to a
+        // channel as the provider does. What it lacks against the SDK (retries, credential
+        // refresh, endpoint rules, error classification, assembling the full response) makes
+        // it a lower bound: the gap to the SDK's figure is at most what a lean client saves.
+        let identity: aws_smithy_runtime_api::client::identity::Identity =
+            aws_credential_types::Credentials::new("AKIDBENCH", "bench-secret", None, None, "bench").into();
+        let converse_url = raw_url.clone();
+        let stream_url = raw_url.replace("/converse", "/converse-stream");
+        let lean_once = |streaming: bool| {
+            let body = bytes::Bytes::from(lean_body(&req));
+            let url = if streaming { &stream_url } else { &converse_url };
+            let params = aws_sigv4::sign::v4::SigningParams::builder()
+                .identity(&identity)
+                .region("us-east-1")
+                .name("bedrock")
+                .time(std::time::SystemTime::now())
+                .settings(aws_sigv4::http_request::SigningSettings::default())
+                .build()
+                .unwrap()
+                .into();
+            let headers = [("content-type", "application/json")];
+            let signable = aws_sigv4::http_request::SignableRequest::new(
+                "POST",
+                url,
+                headers.iter().copied(),
+                aws_sigv4::http_request::SignableBody::Bytes(&body),
+            )
+            .unwrap();
+            let (instructions, _) = aws_sigv4::http_request::sign(signable, &params).unwrap().into_parts();
+            let mut request = http::Request::post(url.as_str())
+                .header("content-type", "application/json")
+                .body(Full::new(body))
+                .unwrap();
+            instructions.apply_to_request_http1x(&mut request);
+            let fut = raw.request(request);
+            let tx = tx.clone();
+            async move {
+                let resp = fut.await.unwrap();
+                assert!(resp.status().is_success());
+                let mut body = resp.into_body();
+                if !streaming {
+                    let bytes = body.collect().await.unwrap().to_bytes();
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    assert!(v["output"]["message"].is_object());
+                    return;
+                }
+                let mut buf = bytes::BytesMut::new();
+                let mut decoder = aws_smithy_eventstream::frame::MessageFrameDecoder::new();
+                let mut text = String::new();
+                while let Some(frame) = body.frame().await {
+                    let Ok(data) = frame.unwrap().into_data() else { continue };
+                    buf.extend_from_slice(&data);
+                    while let aws_smithy_eventstream::frame::DecodedFrame::Complete(msg) =
+                        decoder.decode_frame(&mut buf).unwrap()
+                    {
+                        let event: serde_json::Value = serde_json::from_slice(msg.payload()).unwrap();
+                        if let Some(delta) = event["delta"]["text"].as_str() {
+                            text.push_str(delta);
+                            tx.send(delta.to_owned()).await.unwrap();
+                        }
+                    }
+                }
+                assert!(!text.is_empty());
+            }
+        };
+        for streaming in [false, true] {
+            for _ in 0..200 {
+                lean_once(streaming).await;
+            }
+            let mut lean_cpu = Vec::with_capacity(n);
+            for _ in 0..n {
+                let c = cpu.now();
+                lean_once(streaming).await;
+                lean_cpu.push(cpu.now().saturating_sub(c));
+            }
+            let what = if streaming { "converse_stream" } else { "converse" };
+            report(&format!("lean baseline {what}: client CPU per call"), lean_cpu);
+        }
     });
+}
+
+/// The Converse request body for `req`, written from the host's types (text blocks and tool
+/// specs: what the bench's request holds).
+fn lean_body(req: &ConverseRequest) -> Vec<u8> {
+    use delegate_model::ContentBlock;
+    let messages: Vec<serde_json::Value> = req
+        .messages
+        .iter()
+        .map(|m| {
+            let content: Vec<serde_json::Value> = m
+                .content
+                .iter()
+                .filter_map(|b| match b {
+                    ContentBlock::Text(t) => Some(serde_json::json!({ "text": t })),
+                    _ => None,
+                })
+                .collect();
+            serde_json::json!({ "role": "user", "content": content })
+        })
+        .collect();
+    let system: Vec<serde_json::Value> =
+        req.system.iter().map(|t| serde_json::json!({ "text": t })).collect();
+    let tools: Vec<serde_json::Value> = req.tool_config.iter().flat_map(|c| &c.tools).map(|t| {
+        let schema: serde_json::Value = serde_json::from_str(&t.input_schema).unwrap();
+        serde_json::json!({ "toolSpec": { "name": t.name, "description": t.description, "inputSchema": { "json": schema } } })
+    }).collect();
+    serde_json::to_vec(
+        &serde_json::json!({ "messages": messages, "system": system, "toolConfig": { "tools": tools } }),
+    )
+    .unwrap()
 }
