@@ -1,10 +1,11 @@
 """The article's Python agent, as the side-by-side baseline for delegate's load bench.
 
-This is the ServiceNow incident agent of ../../../../../shared/seeds (Strands + BedrockModel +
-BedrockAgentCoreApp, `query_incidents` / `get_incident` / `update_incident` over the Table
-API), run standalone against the same devstack stand-ins as `delegate serve`:
+This is the ServiceNow incident agent of the article the project starts from
+(`../shared/seeds/agentcore-obo-servicenow-article.txt`, beside the repository): Strands +
+BedrockModel + BedrockAgentCoreApp, `query_incidents` / `get_incident` / `update_incident` over
+the Table API, run standalone against the same devstack stand-ins as `delegate serve`:
 
-  cargo bench --profile production -p delegate --bench load -- --python <venv>/bin/python
+  make bench-python    # venv with the pinned packages, then the load bench with --python
 
 It differs from the article's listing only where standalone running demands it, or where the
 article's code would waste time a competent Python deployment would not (every difference
