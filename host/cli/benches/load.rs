@@ -25,6 +25,8 @@
 //! (success is HTTP 200, a complete `text/event-stream` and her five incidents in the text).
 //! `make bench-python` installs the pinned requirements into a venv and runs it.
 //!
+//! `-- --worker-threads N` sets `server.worker_threads` on the host (default: one per core).
+//!
 //! `-- --perf-map` sets `engine.perf_map` on the host, so `perf record -p <host pid>` names the
 //! plugin's compiled functions.
 //!
@@ -70,6 +72,8 @@ struct Args {
     /// `--perf-map`: the host writes `/tmp/perf-<pid>.map` (`engine.perf_map`), so a `perf`
     /// profile of it names the plugin's functions.
     perf_map: bool,
+    /// `--worker-threads N`: `server.worker_threads` of the host (default: unset, one per core).
+    worker_threads: Option<usize>,
     /// `--python <interpreter>`: load the article's Python agent instead of `delegate serve`.
     python: Option<PathBuf>,
     /// `--python-workers N`: uvicorn worker processes for the Python agent (default: cores).
@@ -91,6 +95,7 @@ fn parse_args() -> Args {
         max_total: 20_000,
         soak: None,
         perf_map: false,
+        worker_threads: None,
         python: None,
         python_workers: cores,
     };
@@ -116,6 +121,7 @@ fn parse_args() -> Args {
                 args.max_total = it.next().and_then(|v| v.parse().ok()).expect("--max needs a count");
             }
             "--perf-map" => args.perf_map = true,
+            "--worker-threads" => args.worker_threads = Some(number(it.next(), "--worker-threads") as usize),
             "--python" => {
                 args.python = Some(PathBuf::from(it.next().expect("--python needs an interpreter path")));
             }
@@ -720,7 +726,13 @@ async fn bench(args: Args) {
     let config_for = |port: u16, admin: Option<(u16, &Path)>| {
         let mut toml = stack
             .delegate_config(([127, 0, 0, 1], port).into(), component, &audit)
-            .replace("[server]\n", "[server]\nmax_concurrency = 256\n")
+            .replace(
+                "[server]\n",
+                &match args.worker_threads {
+                    Some(n) => format!("[server]\nmax_concurrency = 256\nworker_threads = {n}\n"),
+                    None => "[server]\nmax_concurrency = 256\n".to_owned(),
+                },
+            )
             .replace(
                 "[outbound]\n",
                 &format!(
@@ -866,7 +878,10 @@ async fn bench(args: Args) {
         "load: the Jane scenario against {} (pid {pid}), devstack in the bench process, {workers} cores",
         match python {
             Some((_, n)) => format!("the article's Python agent (uvicorn, {n} worker processes)"),
-            None => "`delegate serve`".to_owned(),
+            None => match args.worker_threads {
+                Some(n) => format!("`delegate serve` (server.worker_threads = {n})"),
+                None => "`delegate serve`".to_owned(),
+            },
         }
     );
     println!(

@@ -7,7 +7,11 @@ use std::path::Path;
 
 pub(crate) fn run(config_path: &Path, log_format: &str) -> Result<(), Failure> {
     let config = Config::load(config_path).map_err(|e| Failure::usage(format!("config error: {e}")))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.server.worker_threads {
+        builder.worker_threads(threads);
+    }
+    let rt = builder
         .enable_all()
         .thread_name("delegate")
         .build()

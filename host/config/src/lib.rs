@@ -129,6 +129,10 @@ pub struct ServerSettings {
     /// How callers are established: who verifies them, and whether AgentCore Runtime's
     /// workload access token is used.
     pub inbound: InboundMode,
+    /// Threads of the async runtime that runs everything (HTTP, guests, outbound calls);
+    /// `None`: one per available core. One thread serves a single caller at a time with less
+    /// CPU (no cross-thread wake-ups; BENCHMARKS.md) but uses at most one core.
+    pub worker_threads: Option<usize>,
 }
 
 /// `server.inbound`: how `/invocations` establishes the caller (docs/agentcore.md, "Inbound

@@ -78,6 +78,7 @@ pub(crate) struct RawServer {
     pub retry_after_seconds: Option<u64>,
     pub shutdown_grace_seconds: Option<u64>,
     pub inbound: Option<String>,
+    pub worker_threads: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -361,6 +361,12 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
                 ));
             }
         },
+        worker_threads: match raw.server.worker_threads {
+            None => None,
+            Some(n) => {
+                Some(usize::try_from(ranged("server.worker_threads", Some(n), 1, 1, 1024)?).unwrap_or(1))
+            }
+        },
     };
     let engine = EngineSettings {
         epoch_tick: Duration::from_millis(ranged(
@@ -692,6 +698,21 @@ mod tests {
             let e = e.to_string();
             assert!(e.contains("\"sn\"") && e.contains("agentcore_identity") && !e.contains('\n'), "{e}");
         }
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_per_core_and_are_bounded() {
+        let parse = |server: &str| Config::from_toml(&format!("[server]\n{server}\n{AUTH}{PLUGIN}"), base());
+        assert_eq!(parse("").unwrap().server.worker_threads, None);
+        assert_eq!(parse("worker_threads = 1").unwrap().server.worker_threads, Some(1));
+        assert_eq!(parse("worker_threads = 1024").unwrap().server.worker_threads, Some(1024));
+        for bad in ["worker_threads = 0", "worker_threads = 1025"] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.key(), Some("server.worker_threads"), "{e}");
+        }
+        // A wrong type is a parse error that points at the line and column.
+        let e = parse("worker_threads = \"2\"").unwrap_err().to_string();
+        assert!(e.starts_with("2:18:") && e.contains("invalid type"), "{e}");
     }
 
     #[test]

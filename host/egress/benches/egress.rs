@@ -1,10 +1,15 @@
-//! Per-request egress overhead on loopback: policy decision, scrubbing, and the whole
-//! `EgressGateway::send` (cached Token B) against the same request sent with plain reqwest.
-//! Goal: overhead ≤ 50 µs p50. Prints p50/p99 for each.
+//! Per-request egress overhead on loopback (criterion): the policy decision, scrubbing, and the
+//! whole `EgressGateway::send` (policy, cached Token B injected, response scrubbed, audit line
+//! to a file) against the same request sent with plain reqwest. The overhead is the difference
+//! of the last two medians; goal ≤ 50 µs.
+//!
+//! `cargo bench -p delegate-egress --bench egress` (`--profile production` for the figures in
+//! BENCHMARKS.md).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
 use delegate_auth::VerifiedCallerBuilder;
 use delegate_egress::{
     AuditContext, AuditSink, EgressBudget, EgressConfig, EgressGateway, EgressLimits, InvocationEgress,
@@ -14,18 +19,10 @@ use delegate_secret::Secret;
 use delegate_vault::{TokenVault, VaultConfig};
 use http_body_util::BodyExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-fn report(name: &str, mut samples: Vec<Duration>) -> Duration {
-    samples.sort_unstable();
-    let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    println!("{name}: n={} p50 {:?} p99 {:?}", samples.len(), p(0.5), p(0.99));
-    p(0.5)
-}
-
-fn main() {
+fn egress(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
+    let (gateway, client, inv, policy, url, dir) = rt.block_on(async {
         let body = format!("{{\"result\":[{}]}}", "{\"number\":\"INC0010001\",\"short_description\":\"printer\"},".repeat(40));
         let app = axum::Router::new()
             .route(
@@ -71,42 +68,52 @@ fn main() {
             budget: Arc::new(EgressBudget::new(EgressLimits { max_requests: u32::MAX, max_response_bytes: u64::MAX, ..EgressLimits::default() })),
         };
         let url = format!("http://127.0.0.1:{port}/api/now/table/incident?sysparm_limit=40");
-        let request = || http::Request::builder().uri(&url).header("accept", "application/json").body(Bytes::new()).unwrap();
+        (gateway, client, inv, policy, url, dir)
+    });
+    let request = || {
+        http::Request::builder().uri(&url).header("accept", "application/json").body(Bytes::new()).unwrap()
+    };
 
-        // Policy decision alone.
-        let uri: http::Uri = url.parse().unwrap();
-        let mut s = Vec::new();
-        for _ in 0..100_000 {
-            let t = Instant::now();
-            std::hint::black_box(policy.decide(&http::Method::GET, std::hint::black_box(&uri)));
-            s.push(t.elapsed());
-        }
-        report("policy decide", s);
+    let uri: http::Uri = url.parse().unwrap();
+    c.bench_function("egress policy decide", |b| {
+        b.iter(|| std::hint::black_box(policy.decide(&http::Method::GET, std::hint::black_box(&uri))));
+    });
 
-        // Scrubbing a 3 KiB body in 1 KiB chunks with 3 secrets.
-        let (a, b, c) = (Secret::new("eyJ0eXAi.token-a.sig"), Secret::new("eyJ0eXAi.token-b.sig"), Secret::new("bench-client-secret"));
-        let data = vec![b'x'; 3072];
-        let mut s = Vec::new();
-        for _ in 0..20_000 {
-            let t = Instant::now();
-            let mut sc = Scrubber::new(&[&a, &b, &c]);
+    // A 3 KiB body in 1 KiB chunks, three secrets to find.
+    let (a, b, s) = (
+        Secret::new("eyJ0eXAi.token-a.sig"),
+        Secret::new("eyJ0eXAi.token-b.sig"),
+        Secret::new("bench-client-secret"),
+    );
+    let data = vec![b'x'; 3072];
+    c.bench_function("egress scrub 3 KiB (3 secrets)", |bench| {
+        bench.iter(|| {
+            let mut scrubber = Scrubber::new(&[&a, &b, &s]);
             for chunk in data.chunks(1024) {
-                std::hint::black_box(sc.push(chunk));
+                std::hint::black_box(scrubber.push(chunk));
             }
-            std::hint::black_box(sc.finish());
-            s.push(t.elapsed());
-        }
-        report("scrub 3 KiB (3 secrets)", s);
+            std::hint::black_box(scrubber.finish())
+        });
+    });
 
-        // Warm up both paths (connections, cached token).
+    // Both paths warm (connections, cached token) before either is measured.
+    rt.block_on(async {
         for _ in 0..200 {
             gateway.send(&inv, request()).await.unwrap().into_body().collect().await.unwrap();
-            client.get(&url).header("accept", "application/json").send().await.unwrap().bytes().await.unwrap();
+            client
+                .get(&url)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
         }
-        let n = 3000;
-        let (mut plain, mut gated) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for _ in 0..n {
-            let t = Instant::now();
+    });
+    let mut group = c.benchmark_group("egress GET on loopback");
+    group.bench_function("plain reqwest", |b| {
+        b.to_async(&rt).iter(|| async {
             client
                 .get(&url)
                 .header("accept", "application/json")
@@ -116,15 +123,17 @@ fn main() {
                 .unwrap()
                 .bytes()
                 .await
-                .unwrap();
-            plain.push(t.elapsed());
-            let t = Instant::now();
-            gateway.send(&inv, request()).await.unwrap().into_body().collect().await.unwrap();
-            gated.push(t.elapsed());
-        }
-        let p = report("plain reqwest GET (loopback)", plain);
-        let g = report("EgressGateway::send GET (cached token, scrub, audit to file)", gated);
-        println!("egress overhead p50: {:?}", g.saturating_sub(p));
-        std::fs::remove_dir_all(&dir).unwrap();
+                .unwrap()
+        });
     });
+    group.bench_function("EgressGateway::send (cached token, scrub, audit to file)", |b| {
+        b.to_async(&rt).iter(|| async {
+            gateway.send(&inv, request()).await.unwrap().into_body().collect().await.unwrap()
+        });
+    });
+    group.finish();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
+
+criterion_group!(benches, egress);
+criterion_main!(benches);

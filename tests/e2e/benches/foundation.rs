@@ -1,14 +1,18 @@
-//! Foundation benchmarks (a bench binary; `cargo bench -p delegate-e2e --bench foundation`).
+//! Foundation benchmarks (criterion; `cargo bench -p delegate-e2e --bench foundation`,
+//! `--profile production` for the figures in BENCHMARKS.md).
 //!
 //! 1. instantiate-per-invocation: fresh Store + WasiCtx + instance from the InstancePre
 //!    (pooling allocator), dropped again — the fixed cost every invocation pays;
 //! 2. a whole invocation through the runtime (instantiate + call + events), no HTTP;
-//! 3. a full `POST /invocations` on loopback (JSON answer mode), client to last byte;
-//! 4. one model call across the WIT boundary (guest request lowered, mapped to the provider's
+//! 3. one model call across the WIT boundary (guest request lowered, mapped to the provider's
 //!    types, an instant in-memory provider, the answer mapped back and lifted into the guest):
-//!    an invocation making 200 calls minus one making none, divided by 200.
+//!    per iteration, an invocation making 200 calls and one making none, the difference
+//!    divided by 200;
+//! 4. a full `POST /invocations` on loopback (JSON answer mode), client to last byte; the
+//!    server on its own runtime and threads, as a separate process would be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
 
+use criterion::{Criterion, criterion_group, criterion_main};
 use delegate_auth::VerifiedCallerBuilder;
 use delegate_config::Limits;
 use delegate_e2e::{ServerSpec, TestServer};
@@ -19,6 +23,7 @@ use delegate_model::{
 use delegate_runtime::{InvocationEvent, InvocationRequest, Runtime, RuntimeOptions};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Answers every call at once with a short text: the provider's own time is ~0.
@@ -50,114 +55,93 @@ impl ModelProvider for InstantModel {
     }
 }
 
-fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
-    let mean = samples.iter().sum::<Duration>() / u32::try_from(samples.len()).unwrap();
-    println!(
-        "{name:<44} n={:<6} p50={:>9.1?} p95={:>9.1?} p99={:>9.1?} mean={:>9.1?}",
-        samples.len(),
-        pct(0.50),
-        pct(0.95),
-        pct(0.99),
-        mean
-    );
-}
-
-fn main() {
+fn foundation(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
-        let runtime = Runtime::new(&RuntimeOptions {
-            epoch_tick: Duration::from_millis(10),
-            pool_instances: 16,
-            max_memory_bytes: 64 << 20,
-            max_table_elements: 20_000,
-            guest_debug: false,
-            cache_dir: None,
-            perf_map: false,
-        })
-        .unwrap();
-        let echo = std::fs::read(delegate_artifacts::ECHO).unwrap();
-        let t = Instant::now();
-        let plugin =
-            runtime.load_plugin_bytes("echo", &echo, Limits::default(), &BTreeMap::new(), None).unwrap();
-        println!("compile + instantiate_pre (echo, {} bytes): {:?}", echo.len(), t.elapsed());
-        let caller = VerifiedCallerBuilder::new("bench-user").build();
+    let runtime = Runtime::new(&RuntimeOptions {
+        epoch_tick: Duration::from_millis(10),
+        pool_instances: 16,
+        max_memory_bytes: 64 << 20,
+        max_table_elements: 20_000,
+        guest_debug: false,
+        cache_dir: None,
+        perf_map: false,
+    })
+    .unwrap();
+    let echo = std::fs::read(delegate_artifacts::ECHO).unwrap();
+    let t = Instant::now();
+    let plugin = runtime.load_plugin_bytes("echo", &echo, Limits::default(), &BTreeMap::new(), None).unwrap();
+    println!("compile + instantiate_pre (echo, {} bytes): {:?}", echo.len(), t.elapsed());
+    let caller = VerifiedCallerBuilder::new("bench-user").build();
 
-        for _ in 0..1_000 {
-            plugin.instantiate_only(&caller).await.unwrap();
-        }
-        let mut samples = Vec::with_capacity(20_000);
-        for _ in 0..20_000 {
-            let t = Instant::now();
-            plugin.instantiate_only(&caller).await.unwrap();
-            samples.push(t.elapsed());
-        }
-        report("instantiate per invocation (echo)", samples);
+    c.bench_function("instantiate per invocation (echo)", |b| {
+        b.to_async(&rt).iter(|| plugin.instantiate_only(&caller));
+    });
 
-        let mut samples = Vec::with_capacity(5_000);
-        for i in 0..5_500 {
-            let t = Instant::now();
+    let next_id = AtomicU64::new(0);
+    c.bench_function("whole invocation via runtime (echo \"hi\")", |b| {
+        b.to_async(&rt).iter(|| {
             let mut inv = plugin.invoke(InvocationRequest {
                 caller: caller.clone(),
-                invocation_id: format!("bench-{i}"),
+                invocation_id: format!("bench-{}", next_id.fetch_add(1, Ordering::Relaxed)),
                 session_id: None,
                 payload: r#"{"prompt":"hi"}"#.into(),
                 guard: None,
             });
-            while let Some(ev) = inv.next().await {
-                if let InvocationEvent::Finished(r) = ev {
-                    r.unwrap();
-                }
-            }
-            if i >= 500 {
-                samples.push(t.elapsed());
-            }
-        }
-        report("whole invocation via runtime (echo \"hi\")", samples);
-
-        // ---- one model call across the WIT boundary
-        let hostile = std::fs::read(delegate_artifacts::HOSTILE).unwrap();
-        let limits = Limits { model_calls: 10_000, model_tokens: 10_000_000, ..Limits::default() };
-        let model = delegate_runtime::ModelAccess {
-            provider: Arc::new(InstantModel),
-            model_id: "instant".into(),
-            request_limits: delegate_model::RequestLimits::default(),
-        };
-        let plugin =
-            runtime.load_plugin_bytes("hostile", &hostile, limits, &BTreeMap::new(), Some(model)).unwrap();
-        let run = |count: u64, i: usize| {
-            let mut inv = plugin.invoke(InvocationRequest {
-                caller: caller.clone(),
-                invocation_id: format!("model-{i}"),
-                session_id: None,
-                payload: format!(r#"{{"mode":"model-flood","count":{count}}}"#),
-                guard: None,
-            });
             async move {
-                let t = Instant::now();
                 while let Some(ev) = inv.next().await {
                     if let InvocationEvent::Finished(r) = ev {
-                        assert_eq!(r.unwrap().result, count.to_string());
+                        r.unwrap();
                     }
                 }
-                t.elapsed()
             }
-        };
-        let (mut with, mut without) = (Vec::new(), Vec::new());
-        for i in 0..220 {
-            let (a, b) = (run(200, i).await, run(0, i).await);
-            if i >= 20 {
-                with.push(a);
-                without.push(b);
-            }
-        }
-        with.sort();
-        without.sort();
-        let per_call: Vec<Duration> =
-            with.iter().zip(&without).map(|(a, b)| a.saturating_sub(*b) / 200).collect();
-        report("model call across WIT (instant provider)", per_call);
+        });
     });
+
+    // ---- one model call across the WIT boundary
+    let hostile = std::fs::read(delegate_artifacts::HOSTILE).unwrap();
+    let limits = Limits { model_calls: 10_000, model_tokens: 10_000_000, ..Limits::default() };
+    let model = delegate_runtime::ModelAccess {
+        provider: Arc::new(InstantModel),
+        model_id: "instant".into(),
+        request_limits: delegate_model::RequestLimits::default(),
+    };
+    let plugin =
+        runtime.load_plugin_bytes("hostile", &hostile, limits, &BTreeMap::new(), Some(model)).unwrap();
+    let run = |count: u64| {
+        let mut inv = plugin.invoke(InvocationRequest {
+            caller: caller.clone(),
+            invocation_id: format!("model-{}", next_id.fetch_add(1, Ordering::Relaxed)),
+            session_id: None,
+            payload: format!(r#"{{"mode":"model-flood","count":{count}}}"#),
+            guard: None,
+        });
+        async move {
+            let t = Instant::now();
+            while let Some(ev) = inv.next().await {
+                if let InvocationEvent::Finished(r) = ev {
+                    assert_eq!(r.unwrap().result, count.to_string());
+                }
+            }
+            t.elapsed()
+        }
+    };
+    let mut group = c.benchmark_group("model call across WIT");
+    group.sample_size(30);
+    group.bench_function("instant provider, per call (200 calls minus 0, / 200)", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let run = &run;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (with, without) = (run(200).await, run(0).await);
+                    total += with.saturating_sub(without) / 200;
+                }
+                total
+            }
+        });
+    });
+    group.finish();
+    drop(plugin);
     drop(rt);
 
     // The server gets its own runtime on its own threads, as a separate process would; the
@@ -173,11 +157,9 @@ fn main() {
     });
     let url = format!("{}/invocations", url_rx.recv().unwrap());
     let client_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    client_rt.block_on(async {
-        let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build().unwrap();
-        let mut samples = Vec::with_capacity(5_000);
-        for i in 0..5_500 {
-            let t = Instant::now();
+    let http = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build().unwrap();
+    c.bench_function("POST /invocations on loopback (json)", |b| {
+        b.to_async(&client_rt).iter(|| async {
             let resp = http
                 .post(&url)
                 .bearer_auth("test:bench")
@@ -186,11 +168,11 @@ fn main() {
                 .send()
                 .await
                 .unwrap();
-            let _ = resp.bytes().await.unwrap();
-            if i >= 500 {
-                samples.push(t.elapsed());
-            }
-        }
-        report("POST /invocations on loopback (json)", samples);
+            assert!(resp.status().is_success());
+            resp.bytes().await.unwrap()
+        });
     });
 }
+
+criterion_group!(benches, foundation);
+criterion_main!(benches);
