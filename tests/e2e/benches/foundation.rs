@@ -74,7 +74,7 @@ fn foundation(c: &mut Criterion) {
     let caller = VerifiedCallerBuilder::new("bench-user").build();
 
     c.bench_function("instantiate per invocation (echo)", |b| {
-        b.to_async(&rt).iter(|| plugin.instantiate_only(&caller));
+        b.to_async(&rt).iter(|| async { plugin.instantiate_only(&caller).await.unwrap() });
     });
 
     let next_id = AtomicU64::new(0);
