@@ -17,6 +17,9 @@ demo: setup
 test: setup
 	$(CARGO) test --locked --no-fail-fast
 	$(CARGO) test --locked --no-fail-fast -p delegate-sdk -p servicenow-agent -p dispatcher
+	# The criterion micro benches, each benchmark run once (criterion's test mode), so a bench
+	# that no longer works fails here rather than on the day someone measures.
+	$(CARGO) test --locked --no-fail-fast -p delegate-auth --bench verify -p delegate-vault --bench cache_hit -p delegate-egress --bench egress -p delegate-e2e --bench foundation
 
 ## Formatting and lints, host (native) and guests (wasm32-wasip2).
 lint: setup
