@@ -264,26 +264,11 @@ impl Served {
     }
 }
 
-/// The devstack Bedrock endpoint's fixed keys (`delegate_devstack::aws_credentials`), for the
-/// default chain's environment provider; no IMDS probing, no profiles.
-fn with_aws_env(cmd: &mut Command) {
-    let delegate_model::AwsCredentials::Static { access_key_id, secret_access_key, .. } =
-        delegate_devstack::aws_credentials()
-    else {
-        panic!("the devstack's AWS credentials are static keys")
-    };
-    cmd.env("AWS_ACCESS_KEY_ID", access_key_id)
-        .env("AWS_SECRET_ACCESS_KEY", secret_access_key.expose())
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-}
-
 /// `delegate serve --config <config>`.
 fn delegate_command(config: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_delegate"));
     cmd.args(["serve", "--config", config.to_str().unwrap()]).env("DELEGATE_LOG", "warn");
-    with_aws_env(&mut cmd);
+    delegate_devstack::set_aws_env(&mut cmd);
     cmd
 }
 
@@ -728,10 +713,10 @@ async fn bench(args: Args) {
             .delegate_config(([127, 0, 0, 1], port).into(), component, &audit)
             .replace(
                 "[server]\n",
-                &match args.worker_threads {
-                    Some(n) => format!("[server]\nmax_concurrency = 256\nworker_threads = {n}\n"),
-                    None => "[server]\nmax_concurrency = 256\n".to_owned(),
-                },
+                &format!(
+                    "[server]\nmax_concurrency = 256\n{}",
+                    args.worker_threads.map(|n| format!("worker_threads = {n}\n")).unwrap_or_default()
+                ),
             )
             .replace(
                 "[outbound]\n",
@@ -752,6 +737,7 @@ async fn bench(args: Args) {
     // The Python agent sends no final status event and serves no metrics.
     let python = args.python.as_deref().map(|p| (p, args.python_workers));
     let final_event = python.is_none();
+    assert!(python.is_none() || args.worker_threads.is_none(), "--worker-threads is a delegate setting");
 
     // ---- start-up: delegate with a cold and a warm compiled-plugin cache; Python once
     let mut startups = Vec::new();
@@ -779,19 +765,16 @@ async fn bench(args: Args) {
     let token_file = dir.join("admin-token");
     delegate_devstack::write_admin_token(&token_file).unwrap();
     let admin_token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
-    let (served, took) = if let Some((interpreter, workers)) = python {
+    let (cmd, what) = if let Some((interpreter, workers)) = python {
         let cmd = stack.python_agent_command(interpreter, Path::new(PYTHON_STACK), workers, port);
-        let served = serve(cmd, port, dir.join("host.log"), &http).await;
-        startups.push(("Python agent, load host", served.1));
-        served
+        (cmd, "Python agent, load host")
     } else {
         let path = dir.join("delegate.toml");
         std::fs::write(&path, config_for(port, Some((admin_port, &token_file)))).unwrap();
-        let served = serve(delegate_command(&path), port, dir.join("host.log"), &http).await;
-        startups.push(("same cache_dir, load host (admin listener on)", served.1));
-        served
+        (delegate_command(&path), "same cache_dir, load host (admin listener on)")
     };
-    let _ = took;
+    let (served, took) = serve(cmd, port, dir.join("host.log"), &http).await;
+    startups.push((what, took));
     let pid = served.pid();
     let url = Arc::new(format!("{}/invocations", served.base));
     let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");

@@ -80,13 +80,11 @@ async fn serve(config: &Path, base: &str, env: &[(&str, &str)], log: Option<&Pat
     }
     command
         .env("DELEGATE_LOG", "info")
-        .env("AWS_ACCESS_KEY_ID", "AKIDDEVSTACK")
-        .env("AWS_SECRET_ACCESS_KEY", "devstack-secret-key")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(std::process::Stdio::null())
         .stderr(log.map_or_else(std::process::Stdio::null, |p| std::fs::File::create(p).unwrap().into()));
+    delegate_devstack::set_aws_env(&mut command);
     for (k, v) in env {
         command.env(k, v);
     }

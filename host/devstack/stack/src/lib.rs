@@ -39,6 +39,20 @@ pub fn aws_credentials() -> delegate_model::AwsCredentials {
     }
 }
 
+/// Points a child process's default AWS credential chain at [`aws_credentials`] through the
+/// environment provider: no session token, no profile, no instance-metadata probing.
+pub fn set_aws_env(cmd: &mut std::process::Command) {
+    let delegate_model::AwsCredentials::Static { access_key_id, secret_access_key, .. } = aws_credentials()
+    else {
+        unreachable!("the devstack's AWS credentials are static keys")
+    };
+    cmd.env("AWS_ACCESS_KEY_ID", access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret_access_key.expose())
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+}
+
 /// Why the devstack could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("devstack: {0}")]
@@ -310,11 +324,6 @@ impl DevStack {
         port: u16,
     ) -> std::process::Command {
         let idp = self.idp.idp();
-        let delegate_model::AwsCredentials::Static { access_key_id, secret_access_key, .. } =
-            aws_credentials()
-        else {
-            unreachable!("the devstack's AWS credentials are static keys")
-        };
         let mut cmd = std::process::Command::new(interpreter);
         cmd.current_dir(app_dir)
             .args(["-m", "uvicorn", "main:gated", "--host", "127.0.0.1", "--port"])
@@ -334,16 +343,12 @@ impl DevStack {
             .env("AGENT_SCOPE", defaults::AGENT_SCOPE)
             .env("SNOW_SCOPE", format!("api://{}/{}", defaults::CONNECTOR_APP_ID, defaults::CONNECTOR_SCOPE))
             .env("AGENT_CLIENT_SECRET_FILE", &self.secret_path)
-            // The stand-in Bedrock endpoint's fixed keys, for boto3's environment provider.
-            .env("AWS_ACCESS_KEY_ID", access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", secret_access_key.expose())
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             // requests (under MSAL) lets these override the CA it is given.
             .env_remove("REQUESTS_CA_BUNDLE")
             .env_remove("CURL_CA_BUNDLE")
             .env("PYTHONUNBUFFERED", "1");
+        // The stand-in Bedrock endpoint's fixed keys, for boto3's environment provider.
+        set_aws_env(&mut cmd);
         cmd
     }
 

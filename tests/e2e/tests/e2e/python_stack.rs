@@ -2,9 +2,10 @@
 //! (`host/cli/benches/python-stack/main.py`: Strands, BedrockModel, BedrockAgentCoreApp under
 //! uvicorn), does the same work as delegate's agent against the same devstack: Jane sees
 //! exactly her five incidents, never the HR or Security ones; a call without a valid Token A
-//! (no token, another audience, no `access_as_user` scope) is refused before the agent runs; Token B is exchanged once and then reused. Without this
-//! the bench's Python figures could come from an agent that does less (the article's listing
-//! reads one page and shows Jane four incidents) or nothing at all.
+//! (no token, another audience, no `access_as_user` scope) is refused before the agent runs;
+//! Token B is exchanged once and then reused. Without this the bench's Python figures could
+//! come from an agent that does less (the article's listing reads one page and shows Jane four
+//! incidents) or nothing at all.
 //!
 //! Where the interpreter comes from: `DELEGATE_PYTHON_STACK=<venv>/bin/python` (set by
 //! `.ci/run` after `make python-stack`); without it, `target/python-stack-venv/bin/python`.
@@ -43,7 +44,8 @@ fn interpreter() -> Option<PathBuf> {
     Some(python)
 }
 
-/// Kills the agent's process group member we started (uvicorn kills its workers on exit).
+/// Kills the agent when the test ends, passed or not. The test runs uvicorn with one worker,
+/// which serves in the started process itself, so nothing outlives the kill.
 struct Agent(Child);
 
 impl Drop for Agent {
