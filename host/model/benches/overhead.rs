@@ -302,7 +302,7 @@ fn main() {
 /// The Converse request body for `req`, written from the host's types (text blocks and tool
 /// specs: what the bench's request holds).
 fn lean_body(req: &ConverseRequest) -> Vec<u8> {
-    use delegate_model::ContentBlock;
+    use delegate_model::{ContentBlock, Role};
     let messages: Vec<serde_json::Value> = req
         .messages
         .iter()
@@ -315,7 +315,11 @@ fn lean_body(req: &ConverseRequest) -> Vec<u8> {
                     _ => None,
                 })
                 .collect();
-            serde_json::json!({ "role": "user", "content": content })
+            let role = match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            serde_json::json!({ "role": role, "content": content })
         })
         .collect();
     let system: Vec<serde_json::Value> =
