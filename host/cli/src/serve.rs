@@ -30,6 +30,7 @@ pub(crate) fn run(config_path: &Path, log_format: &str) -> Result<(), Failure> {
             None
         }
     };
+    tracing::info!(worker_threads = rt.metrics().num_workers(), "async runtime started");
     rt.block_on(async {
         let host = Host::start(&config, None).await.map_err(Failure::from)?;
         shutdown_signal().await;

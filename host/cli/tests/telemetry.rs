@@ -1,6 +1,7 @@
 //! `[telemetry]`: `delegate serve` exporting Jane's invocation span over OTLP/HTTP to a
 //! collector stand-in, with the audit record's trace id and no credential byte; nothing sent
-//! without the section; a bad section is exit 2 with one line.
+//! without the section; a bad section is exit 2 with one line. Also `[server] worker_threads`,
+//! whose effect only shows in the serving process (its start-up log line).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use delegate_devstack::{DevStack, DevStackOptions, idp_defaults as defaults};
@@ -242,6 +243,28 @@ async fn without_the_section_nothing_reaches_the_collector() {
     assert!(status.success(), "exit status {status}");
     // The process has exited: whatever it would have sent has been sent.
     assert!(collector.requests().is_empty(), "an export reached the collector");
+}
+
+/// `[server] worker_threads` sizes the runtime `delegate serve` runs on (3: no default on the
+/// 2-core CI machine), which says so at start, and Jane is served on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_size_the_serving_runtime() {
+    let (stack, config, base, _audit) = devstack("threads", "").await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("[server]\n"), "{text}");
+    std::fs::write(&config, text.replacen("[server]\n", "[server]\nworker_threads = 3\n", 1)).unwrap();
+    let log = config.with_file_name("stderr.log");
+    let child = serve(&config, &base, &[], Some(&log)).await;
+    jane_invocation(&stack, &base, &random_trace_id()).await;
+    let status = stop(child);
+    assert!(status.success(), "exit status {status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let started: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| l["message"] == "async runtime started")
+        .unwrap_or_else(|| panic!("no start-up line in {text}"));
+    assert_eq!(started["worker_threads"], 3, "{started}");
 }
 
 /// A collector that cannot be reached fails no request: Jane is answered, the loss is
